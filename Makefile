@@ -1,0 +1,29 @@
+# instabnn-hw: `make demo` runs the main job on the built-in default, `make test` the test suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.instabnn-setup
+export BREVITAS_JIT := 0
+export AMARANTH_USE_YOSYS := builtin
+
+.PHONY: setup demo test test-slow bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	VENV=$(VENV) bash scripts/setup.sh
+	touch $@
+
+demo: setup
+	$(PY) -m instabnn_hw.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+bench: setup
+	$(PY) bench/train_speed.py
+
+clean:
+	rm -rf build .pytest_cache

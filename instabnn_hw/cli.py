@@ -1,0 +1,200 @@
+"""The ``instabnn-hw`` command line.
+
+Subcommands import their (heavy) modules when they run, so ``--help`` stays instant. A
+user error (unknown model or dataset, missing data, bad checkpoint, invalid combination)
+prints one line, ``instabnn-hw: error: ...``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line instead of usage plus error."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _model_options(parser: argparse.ArgumentParser, *, defaults_from_model: bool = True) -> None:
+    from instabnn_hw.quant.layers import PRELUS, THRESHOLDS
+
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", default="resnet-tiny", help="zoo model (see `instabnn-hw models`)")
+    group.add_argument("--insta", default="th", choices=THRESHOLDS, help="threshold variant (default: th)")
+    group.add_argument("--prelu", default=None, choices=PRELUS, help="activation after the residual add (default: rprelu)")
+    group.add_argument("--stats", default="m3", help="comma-separated statistics of INSTA-Th(+): m1,m2,m3,var,skew (default: m3)")
+    group.add_argument("--insta-stages", default=None, help="comma-separated stages that get INSTA modules (default: all)")
+    group.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's)")
+    group.add_argument("--in-channels", type=int, default=None, help="input channels (default: the dataset's)")
+    group.add_argument("--num-classes", type=int, default=None, help="classes (default: the dataset's)")
+    group.add_argument("--width", type=int, default=None, help="channels of the first stage (default: the model's)")
+    group.add_argument("--weight-scale", action="store_true", help="per-output-channel scale on binary weights")
+    group.add_argument("--grad", default="approx", choices=("approx", "ste"), help="binary activation gradient")
+
+
+def _csv(text: str | None, kind=str):
+    if text is None:
+        return None
+    from instabnn_hw.quant.models import ConfigError
+
+    try:
+        return tuple(kind(part) for part in text.split(",") if part)
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as a comma-separated list of {kind.__name__}") from None
+
+
+def _model_kwargs(args, *, dataset: str | None = None) -> dict:
+    kwargs = dict(
+        insta=args.insta,
+        prelu=args.prelu,
+        stats=_csv(args.stats),
+        insta_stages=_csv(args.insta_stages, int),
+        input_size=args.input_size,
+        in_channels=args.in_channels,
+        num_classes=args.num_classes,
+        width=args.width,
+        weight_scale=args.weight_scale,
+        grad=args.grad,
+    )
+    if dataset is not None:
+        from instabnn_hw.quant.data import dataset_info
+
+        info = dataset_info(dataset)
+        kwargs["in_channels"] = kwargs["in_channels"] or info.in_channels
+        kwargs["num_classes"] = kwargs["num_classes"] or info.num_classes
+    return kwargs
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="instabnn-hw", description="INSTA-BNN binary neural networks to verified FPGA hardware.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    models = commands.add_parser("models", help="list the model zoo with sizes and operation counts")
+    models.add_argument("--insta", default="th", help="threshold variant used for the counts (default: th)")
+    models.add_argument("--prelu", default=None, help="activation used for the counts (default: rprelu)")
+    models.add_argument("--name", action="append", help="only this model (repeatable)")
+
+    train = commands.add_parser("train", help="train a model with the two-step ReActNet recipe")
+    _model_options(train)
+    data = train.add_argument_group("data and schedule")
+    data.add_argument("--dataset", default="fashion-mnist", help="digits, fashion-mnist, cifar10 or imagenet")
+    data.add_argument("--data", default=None, help="dataset folder (default: the dataset's standard place)")
+    data.add_argument("--epochs1", type=int, default=4, help="step 1 epochs: binary activations, real weights")
+    data.add_argument("--epochs2", type=int, default=4, help="step 2 epochs: binary weights")
+    data.add_argument("--batch-size", type=int, default=128)
+    data.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, decayed linearly to 0")
+    data.add_argument("--weight-decay", type=float, default=1e-5, help="step 1 weight decay on binary layers")
+    data.add_argument("--teacher", default=None, help="teacher checkpoint for distillation")
+    data.add_argument("--limit", type=int, default=None, help="train on the first N images only")
+    data.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test images only")
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--resume", action="store_true", help="continue from OUT.state.pt if present")
+    data.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    data.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument("--out", required=True, help="checkpoint to write (OUT.json gets the record)")
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint; ends with `accuracy: 0.XXXX`")
+    evaluate.add_argument("checkpoint")
+    evaluate.add_argument("--dataset", required=True, help="digits, fashion-mnist, cifar10 or imagenet")
+    evaluate.add_argument("--data", default=None, help="dataset folder")
+    evaluate.add_argument("--limit", type=int, default=None, help="the first N test images only")
+    evaluate.add_argument("--json", default=None, help="write one record per image to this file")
+    evaluate.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def _cmd_models(args) -> None:
+    from instabnn_hw.quant.models import MODELS, build_model
+    from instabnn_hw.quant.summary import summarize
+
+    names = args.name or list(MODELS)
+    rows = []
+    for name in names:
+        model = build_model(name, insta=args.insta, prelu=args.prelu if MODELS.get(name) and MODELS[name].prelu else None)
+        s = summarize(model)
+        rows.append((name, "x".join(map(str, s.input_shape)), f"{s.parameters:,}", f"{s.binary_ops:,}", f"{s.other_ops:,}"))
+    header = ("model", "input", "parameters", "binary ops", "other ops")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row in rows:
+        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+    print(f"(insta={args.insta}; ops are multiply-accumulates per image)")
+
+
+def _cmd_train(args) -> None:
+    import torch
+
+    from instabnn_hw.quant.models import build_model
+    from instabnn_hw.quant.train import TrainOptions, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = build_model(args.model, **_model_kwargs(args, dataset=args.dataset))
+    options = TrainOptions(
+        dataset=args.dataset,
+        out=args.out,
+        epochs1=args.epochs1,
+        epochs2=args.epochs2,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+        data_dir=args.data,
+        teacher=args.teacher,
+        limit=args.limit,
+        test_limit=args.test_limit,
+        resume=args.resume,
+        command=shlex.join(["instabnn-hw", *sys.argv[1:]]),
+    )
+    train(model.config, options, progress=not args.no_progress)
+
+
+def _cmd_eval(args) -> None:
+    from instabnn_hw.quant.checkpoint import load_checkpoint
+    from instabnn_hw.quant.data import load_dataset
+    from instabnn_hw.quant.train import _check_dataset, predict
+
+    model = load_checkpoint(args.checkpoint)
+    _check_dataset(model.config, args.dataset)
+    dataset = load_dataset(args.dataset, "test", data_dir=args.data, input_size=model.config.input_size, limit=args.limit)
+    predicted, labels = predict(model, dataset, progress=not args.no_progress)
+    accuracy = float((predicted == labels).mean())
+    if args.json:
+        records = [{"index": i, "label": int(l), "predicted": int(p)} for i, (p, l) in enumerate(zip(predicted, labels))]
+        path = Path(args.json)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(records) + "\n")
+        os.replace(tmp, path)
+    print(f"images: {len(labels)}")
+    print(f"accuracy: {accuracy:.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("BREVITAS_JIT", "0")
+    args = build_parser().parse_args(argv)
+    from instabnn_hw.quant.checkpoint import CheckpointError
+    from instabnn_hw.quant.data import DataError
+    from instabnn_hw.quant.models import ConfigError
+
+    handlers = {"models": _cmd_models, "train": _cmd_train, "eval": _cmd_eval}
+    try:
+        handlers[args.command](args)
+    except (ConfigError, DataError, CheckpointError) as exc:
+        print(f"instabnn-hw: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

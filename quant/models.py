@@ -1,0 +1,506 @@
+"""The model zoo: ReActNet-18, ReActNet-A (MobileNetV1), a tiny ResNet and FINN's CNV.
+
+Every model takes 8-bit pixels (float tensors holding 0..255) and returns class logits.
+A model is fully described by its :class:`ModelConfig`, which checkpoints store as JSON,
+so ``build_model(**config)`` rebuilds it exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .layers import (
+    GRADIENTS,
+    PRELUS,
+    STATISTICS,
+    THRESHOLDS,
+    BinaryConv2d,
+    BinaryLinear,
+    FixedPointActivation,
+    InstaPReLU,
+    IntConv2d,
+    IntLinear,
+    PixelInput,
+    RPReLU,
+    SignThreshold,
+    moments,
+)
+
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "MODELS",
+    "SHORTCUTS",
+    "BinaryBlock",
+    "ResNet",
+    "MobileNetV1",
+    "CNV",
+    "build_model",
+    "model_from_config",
+]
+
+#: Shortcut kinds of a :class:`BinaryBlock`.
+SHORTCUTS = ("identity", "avgpool", "avgpool-conv", "duplicate")
+
+
+class ConfigError(ValueError):
+    """An invalid model name or option combination; the message is one line saying what to do."""
+
+
+@dataclass(frozen=True)
+class _ModelDefaults:
+    input_size: int
+    in_channels: int
+    num_classes: int
+    width: int
+    prelu: str | None
+    description: str
+
+
+#: Names of the zoo and their defaults.
+MODELS: dict[str, _ModelDefaults] = {
+    "resnet18": _ModelDefaults(224, 3, 1000, 64, "rprelu", "ReActNet-18 / Bi-Real ResNet-18, 16 binary 3x3 convolutions"),
+    "mobilenetv1": _ModelDefaults(224, 3, 1000, 32, "rprelu", "ReActNet-A (MobileNetV1), 13 blocks of binary 3x3 + 1x1"),
+    "resnet-tiny": _ModelDefaults(28, 1, 10, 16, "rprelu", "the ReActNet-18 block at 8x8 / 28x28 / 32x32, 3 stages"),
+    "cnv": _ModelDefaults(32, 3, 10, 64, None, "FINN's CNV: six unpadded binary 3x3 convolutions, FC 512-512"),
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that defines a model; stored in checkpoints as JSON.
+
+    Attributes
+    ----------
+    name : str
+        A key of :data:`MODELS`.
+    insta : {"none", "rsign", "th", "th+"}
+        Threshold of every binary activation in an INSTA stage.
+    prelu : {"rprelu", "insta"} or None
+        Activation after each residual add (``None`` for ``cnv``, which has none).
+    stats : tuple of str
+        Statistics of INSTA-Th / INSTA-Th+.
+    prelu_stats : tuple of str
+        Statistics of INSTA-PReLU.
+    insta_stages : tuple of int or None
+        Stages (numbered from 1) whose blocks get INSTA modules; others use RSign and RPReLU.
+        ``None`` means all stages.
+    input_size, in_channels, num_classes, width : int
+        Square input size, input channels, classes and the channels of the first stage.
+    binary_weights : bool
+        False during step 1 of two-step training (real weights, binary activations).
+    weight_scale : bool
+        Per-output-channel scale on binary weights.
+    act_bits : int
+        Bits of the residual stream and the stem output.
+    reduction : int
+        Squeeze-and-excitation reduction of INSTA-Th+ and INSTA-PReLU.
+    grad : {"approx", "ste"}
+        Surrogate gradient of the binary activation.
+    """
+
+    name: str
+    insta: str = "th"
+    prelu: str | None = "rprelu"
+    stats: tuple[str, ...] = ("m3",)
+    prelu_stats: tuple[str, ...] = ("m1", "m2")
+    insta_stages: tuple[int, ...] | None = None
+    input_size: int = 28
+    in_channels: int = 1
+    num_classes: int = 10
+    width: int = 16
+    binary_weights: bool = True
+    weight_scale: bool = False
+    act_bits: int = 8
+    reduction: int = 16
+    grad: str = "approx"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown model config keys {sorted(unknown)}; this checkpoint is from another version")
+        data = dict(data)
+        for key in ("stats", "prelu_stats", "insta_stages"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+    def stage_is_insta(self, stage: int) -> bool:
+        return self.insta_stages is None or stage in self.insta_stages
+
+    def threshold_for(self, stage: int) -> str:
+        """The threshold mode of a block in ``stage``: INSTA ones fall back to RSign outside."""
+        if self.insta in ("th", "th+") and not self.stage_is_insta(stage):
+            return "rsign"
+        return self.insta
+
+    def prelu_for(self, stage: int) -> str:
+        return self.prelu if self.prelu != "insta" or self.stage_is_insta(stage) else "rprelu"
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+    return value
+
+
+def _validate(config: ModelConfig) -> None:
+    defaults = MODELS[config.name]
+    if config.insta not in THRESHOLDS:
+        raise ConfigError(f"unknown insta {config.insta!r}; choose one of {', '.join(THRESHOLDS)}")
+    if defaults.prelu is None and config.prelu is not None:
+        raise ConfigError(f"{config.name} has no PReLU, so --prelu {config.prelu} does not apply; leave it out")
+    if defaults.prelu is not None and config.prelu not in PRELUS:
+        raise ConfigError(f"unknown prelu {config.prelu!r}; choose one of {', '.join(PRELUS)}")
+    for key in ("stats", "prelu_stats"):
+        values = getattr(config, key)
+        if not values or any(s not in STATISTICS for s in values) or len(set(values)) != len(values):
+            raise ConfigError(f"{key} must be distinct names from {', '.join(STATISTICS)}, not {values!r}")
+    if config.grad not in GRADIENTS:
+        raise ConfigError(f"unknown grad {config.grad!r}; choose one of {', '.join(GRADIENTS)}")
+    for key in ("input_size", "in_channels", "num_classes", "width", "reduction"):
+        _positive_int(key, getattr(config, key))
+    if not 2 <= config.act_bits <= 16:
+        raise ConfigError(f"act_bits must be in 2..16, not {config.act_bits!r}")
+    if config.insta_stages is not None:
+        if not config.insta_stages or any(_positive_int("insta stage", s) > _num_stages(config.name) for s in config.insta_stages):
+            raise ConfigError(
+                f"insta stages must be in 1..{_num_stages(config.name)} for {config.name}, not {list(config.insta_stages)}"
+            )
+        if config.insta not in ("th", "th+") and config.prelu != "insta":
+            raise ConfigError("insta stages select where INSTA modules go; use them with --insta th|th+ or --prelu insta")
+
+
+def _num_stages(name: str) -> int:
+    return {"resnet18": 4, "mobilenetv1": 5, "resnet-tiny": 3, "cnv": 3}[name]
+
+
+class BinaryBlock(nn.Module):
+    """The binary unit of ReActNet / Bi-Real: one binary convolution with its own shortcut.
+
+    ``y = Q(act(BN(conv_b(sign(x >= th(x)))) + shortcut(x)))`` where ``Q`` is the
+    fixed-point quantiser of the residual stream and ``act`` is RPReLU or INSTA-PReLU.
+
+    Shortcuts: ``identity``; ``avgpool`` (2x2, stride 2); ``avgpool-conv`` (ResNet
+    downsampling: 2x2 average pool when strided, 1x1 8-bit convolution, batch norm);
+    ``duplicate`` (ReActNet-A channel doubling: ``concat(x, x)``, the two 1x1 convolutions
+    being the two halves of one ``C -> 2C`` convolution).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        config: ModelConfig,
+        stage: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        shortcut: str = "identity",
+    ) -> None:
+        super().__init__()
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUTS}, not {shortcut!r}")
+        expected_out = {"duplicate": 2 * in_channels, "avgpool-conv": out_channels}.get(shortcut, in_channels)
+        if out_channels != expected_out or (shortcut in ("identity", "duplicate") and stride != 1):
+            raise ValueError(f"shortcut {shortcut!r} cannot map {in_channels} -> {out_channels} channels at stride {stride}")
+        self.stage = stage
+        self.shortcut_kind = shortcut
+        self.sign = SignThreshold(
+            in_channels, mode=config.threshold_for(stage), stats=config.stats, reduction=config.reduction, grad=config.grad
+        )
+        self.conv = BinaryConv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=kernel_size // 2,
+            binary_weights=config.binary_weights,
+            weight_scale=config.weight_scale,
+        )
+        self.bn = nn.BatchNorm2d(out_channels)
+        if shortcut == "avgpool-conv":
+            self.shortcut = nn.Sequential(
+                nn.AvgPool2d(2) if stride > 1 else nn.Identity(),
+                IntConv2d(in_channels, out_channels, 1),
+                nn.BatchNorm2d(out_channels),
+            )
+        elif shortcut == "avgpool":
+            self.shortcut = nn.AvgPool2d(2)
+        else:
+            self.shortcut = None
+        if config.prelu_for(stage) == "insta":
+            self.act = InstaPReLU(
+                out_channels, stats_channels=in_channels, stats=config.prelu_stats, reduction=config.reduction
+            )
+        else:
+            self.act = RPReLU(out_channels)
+        self.out_quant = FixedPointActivation(bits=config.act_bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = torch.cat([x, x], dim=1) if self.shortcut_kind == "duplicate" else x
+        if self.shortcut is not None:
+            residual = self.shortcut(x)
+        y = self.bn(self.conv(self.sign(x))) + residual
+        prelu_stats = moments(x, self.act.stats) if isinstance(self.act, InstaPReLU) else None
+        return self.out_quant(self.act(y, prelu_stats))
+
+
+class _Stem(nn.Module):
+    """Pixels -> 8-bit conv -> BN -> fixed point (-> 3x3 max-pool, stride 2)."""
+
+    def __init__(self, config: ModelConfig, *, kernel_size: int, stride: int, maxpool: bool) -> None:
+        super().__init__()
+        self.pixels = PixelInput()
+        self.conv = IntConv2d(config.in_channels, config.width, kernel_size, stride=stride, padding=kernel_size // 2)
+        self.bn = nn.BatchNorm2d(config.width)
+        self.out_quant = FixedPointActivation(bits=config.act_bits)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1) if maxpool else None
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.out_quant(self.bn(self.conv(self.pixels(pixels))))
+        return self.pool(x) if self.pool is not None else x
+
+
+class _Head(nn.Module):
+    """Global average pool -> 8-bit classifier without bias (argmax exact on integers)."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = IntLinear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class ResNet(nn.Module):
+    """ReActNet-18 / Bi-Real ResNet (``resnet18``) and its small sibling (``resnet-tiny``).
+
+    Each stage has basic blocks of two :class:`BinaryBlock` 3x3 units; the first unit of a
+    later stage has stride 2 and doubles the channels, with an ``avgpool-conv`` shortcut.
+    ``resnet18``: 7x7 stride-2 stem and 3x3 max-pool, stages of 64-128-256-512 channels with
+    two basic blocks each (16 binary convolutions). ``resnet-tiny``: 3x3 stem, three stages of
+    ``w, 2w, 4w`` channels with one basic block each.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        if config.name == "resnet18":
+            self.stem = _Stem(config, kernel_size=7, stride=2, maxpool=True)
+            widths, blocks_per_stage = (1, 2, 4, 8), 2
+        else:
+            self.stem = _Stem(config, kernel_size=3, stride=1, maxpool=False)
+            widths, blocks_per_stage = (1, 2, 4), 1
+        units = []
+        channels = config.width
+        for stage, factor in enumerate(widths, start=1):
+            out = config.width * factor
+            for unit in range(2 * blocks_per_stage):
+                downsample = unit == 0 and out != channels
+                units.append(
+                    BinaryBlock(
+                        channels,
+                        out,
+                        config=config,
+                        stage=stage,
+                        stride=2 if downsample else 1,
+                        shortcut="avgpool-conv" if downsample else "identity",
+                    )
+                )
+                channels = out
+        self.blocks = nn.Sequential(*units)
+        self.head = _Head(channels, config.num_classes)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(pixels)))
+
+
+#: ReActNet-A blocks as (output-channel factor of the width, stride); the width is the stem's.
+_MOBILENET_BLOCKS = ((2, 1), (4, 2), (4, 1), (8, 2), (8, 1), (16, 2)) + ((16, 1),) * 5 + ((32, 2), (32, 1))
+#: Stage of each ReActNet-A block, by output resolution (stages change where the stride is 2).
+_MOBILENET_STAGES = (1, 2, 2, 3, 3, 4, 4, 4, 4, 4, 4, 5, 5)
+
+
+class MobileNetV1(nn.Module):
+    """ReActNet-A: MobileNetV1 with each depthwise/pointwise pair replaced by binary convolutions.
+
+    3x3 stride-2 stem to ``w`` channels, then 13 blocks, each a binary 3x3 unit (``C -> C``,
+    average-pool shortcut when strided) and a binary 1x1 unit (``C -> C`` identity shortcut,
+    or ``C -> 2C`` with the duplicated shortcut), global pool and classifier.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.stem = _Stem(config, kernel_size=3, stride=2, maxpool=False)
+        units = []
+        channels = config.width
+        for (factor, stride), stage in zip(_MOBILENET_BLOCKS, _MOBILENET_STAGES):
+            out = config.width * factor
+            units.append(
+                BinaryBlock(
+                    channels, channels, config=config, stage=stage, stride=stride,
+                    shortcut="avgpool" if stride == 2 else "identity",
+                )
+            )
+            units.append(
+                BinaryBlock(
+                    channels, out, config=config, stage=stage, kernel_size=1,
+                    shortcut="identity" if out == channels else "duplicate",
+                )
+            )
+            channels = out
+        self.blocks = nn.Sequential(*units)
+        self.head = _Head(channels, config.num_classes)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(pixels)))
+
+
+class _CNVLayer(nn.Module):
+    """Binary conv or FC -> BN -> sign threshold (the threshold sees the BN output)."""
+
+    def __init__(self, layer: nn.Module, channels: int, mode: str, config: ModelConfig, *, stage: int, pool: bool):
+        super().__init__()
+        self.stage = stage
+        self.layer = layer
+        self.bn = nn.BatchNorm2d(channels) if isinstance(layer, BinaryConv2d) else nn.BatchNorm1d(channels)
+        self.sign = SignThreshold(channels, mode=mode, stats=config.stats, reduction=config.reduction, grad=config.grad)
+        self.pool = nn.MaxPool2d(2) if pool else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.layer(x))
+        if y.dim() == 2:
+            b = self.sign(y[:, :, None, None]).flatten(1)
+        else:
+            b = self.sign(y)
+        return self.pool(b) if self.pool is not None else b
+
+
+class CNV(nn.Module):
+    """FINN's CNV: 3x3 unpadded binary convolutions 64-64-pool-128-128-pool-256-256, FC 512-512-classes.
+
+    The first convolution multiplies 8-bit pixels by binary weights; every other layer is
+    XNOR-popcount on binary activations. Max-pooling follows the sign (an OR of bits). The
+    last layer's integer outputs are scaled by one learned positive scalar (FINN's
+    TensorNorm), which leaves the argmax unchanged. INSTA thresholds apply to the six
+    convolutions (stages 1-3, two each); the FC layers, with no spatial extent, use RSign.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.pixels = PixelInput()
+        w = config.width
+        conv_channels = (w, w, 2 * w, 2 * w, 4 * w, 4 * w)
+        layers = []
+        channels, size = config.in_channels, config.input_size
+        for index, out in enumerate(conv_channels):
+            stage = index // 2 + 1
+            pool = index in (1, 3)
+            conv = BinaryConv2d(
+                channels, out, 3, binary_weights=config.binary_weights, weight_scale=config.weight_scale
+            )
+            layers.append(_CNVLayer(conv, out, config.threshold_for(stage), config, stage=stage, pool=pool))
+            channels, size = out, (size - 2) // (2 if pool else 1)
+        fc_mode = "rsign" if config.insta in ("th", "th+") else config.insta
+        features = channels * size * size
+        for out in (8 * w, 8 * w):
+            fc = BinaryLinear(features, out, binary_weights=config.binary_weights, weight_scale=config.weight_scale)
+            layers.append(_CNVLayer(fc, out, fc_mode, config, stage=4, pool=False))
+            features = out
+        self.features = nn.Sequential(*layers[:6])
+        self.classifier = nn.Sequential(*layers[6:])
+        self.fc = BinaryLinear(features, config.num_classes, binary_weights=config.binary_weights, weight_scale=config.weight_scale)
+        self.log_scale = nn.Parameter(torch.tensor(-3.0))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = self.features(self.pixels(pixels)).flatten(1)
+        return self.fc(self.classifier(x)) * self.log_scale.exp()
+
+
+def _cnv_min_size() -> int:
+    size = 1
+    for pool in (False, False, True, False, True, False):  # the six layers, walked backwards
+        size = size * 2 + 2 if pool else size + 2
+    return size
+
+
+def _check_input_size(config: ModelConfig) -> None:
+    size = config.input_size
+    if config.name in ("resnet18", "mobilenetv1") and size % 32:
+        raise ConfigError(f"{config.name} needs an input size divisible by 32, not {size}")
+    if config.name == "resnet-tiny" and size % 4:
+        raise ConfigError(f"resnet-tiny needs an input size divisible by 4 (two stride-2 stages), not {size}")
+    if config.name == "cnv" and size < _cnv_min_size():
+        raise ConfigError(f"cnv needs an input size of at least {_cnv_min_size()} (six unpadded convolutions), not {size}")
+
+
+def model_from_config(config: ModelConfig) -> nn.Module:
+    """Builds the model a (validated) :class:`ModelConfig` describes."""
+    if config.name not in MODELS:
+        raise ConfigError(f"unknown model {config.name!r}; choose one of {', '.join(MODELS)}")
+    _validate(config)
+    _check_input_size(config)
+    cls = {"resnet18": ResNet, "resnet-tiny": ResNet, "mobilenetv1": MobileNetV1, "cnv": CNV}[config.name]
+    return cls(config)
+
+
+def build_model(
+    name: str,
+    *,
+    insta: str = "th",
+    prelu: str | None = None,
+    stats: Sequence[str] = ("m3",),
+    prelu_stats: Sequence[str] = ("m1", "m2"),
+    insta_stages: Sequence[int] | None = None,
+    input_size: int | None = None,
+    in_channels: int | None = None,
+    num_classes: int | None = None,
+    width: int | None = None,
+    binary_weights: bool = True,
+    weight_scale: bool = False,
+    act_bits: int = 8,
+    reduction: int = 16,
+    grad: str = "approx",
+) -> nn.Module:
+    """Builds a zoo model; options left ``None`` take the model's defaults (:data:`MODELS`).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name or an invalid option or combination.
+    """
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    defaults = MODELS[name]
+    config = ModelConfig(
+        name=name,
+        insta=insta,
+        prelu=defaults.prelu if prelu is None else prelu,
+        stats=tuple(stats),
+        prelu_stats=tuple(prelu_stats),
+        insta_stages=None if insta_stages is None else tuple(insta_stages),
+        input_size=defaults.input_size if input_size is None else input_size,
+        in_channels=defaults.in_channels if in_channels is None else in_channels,
+        num_classes=defaults.num_classes if num_classes is None else num_classes,
+        width=defaults.width if width is None else width,
+        binary_weights=binary_weights,
+        weight_scale=weight_scale,
+        act_bits=act_bits,
+        reduction=reduction,
+        grad=grad,
+    )
+    return model_from_config(config)

@@ -1,0 +1,347 @@
+"""Two-step training (ReActNet's recipe) and evaluation.
+
+Step 1 trains binary activations with real-valued weights; step 2 starts from step 1's
+weights and binarises them. Both use Adam with a learning rate decaying linearly to zero;
+step 1 applies weight decay to the binary convolutions' latent weights only, step 2 none.
+The loss is cross-entropy, or, given a teacher checkpoint, ReActNet's distributional loss
+``-sum softmax(teacher) * log_softmax(student)`` alone.
+
+Training state is saved after every epoch (``<out>.state.pt``), so an interrupted run
+continues where it stopped with ``resume=True``. Under ``torchrun`` (``WORLD_SIZE > 1``)
+each process trains on its shard of every epoch through DistributedDataParallel (gloo),
+and only rank 0 writes files and prints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, save_checkpoint
+from .data import TensorImageDataset, dataset_info, load_dataset
+from .layers import BinaryConv2d, BinaryLinear
+from .models import ConfigError, ModelConfig, model_from_config
+
+__all__ = ["TrainOptions", "train", "evaluate", "predict"]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How to train; recorded in the checkpoint's metadata.
+
+    Attributes
+    ----------
+    dataset : str
+        A dataset name of :mod:`instabnn_hw.quant.data`.
+    out : str
+        Path of the final checkpoint; ``<out>.json`` gets the metadata beside it.
+    epochs1, epochs2 : int
+        Epochs of step 1 (real weights) and step 2 (binary weights).
+    batch_size : int
+        Images per step, over all processes.
+    lr : float
+        Peak learning rate of both steps.
+    weight_decay : float
+        Step 1 weight decay on the latent weights of the binary layers.
+    seed : int
+        Seeds the weights, the data order and everything random.
+    data_dir : str or None
+        Dataset folder (see :func:`~instabnn_hw.quant.data.load_dataset`).
+    teacher : str or None
+        Checkpoint of a teacher for distillation.
+    limit : int or None
+        Use only the first ``limit`` training images (tests, quick runs).
+    test_limit : int or None
+        Evaluate on only the first ``test_limit`` test images.
+    resume : bool
+        Continue from ``<out>.state.pt`` when it exists.
+    command : str
+        The command line, for the record.
+    """
+
+    dataset: str
+    out: str
+    epochs1: int = 4
+    epochs2: int = 4
+    batch_size: int = 128
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    seed: int = 0
+    data_dir: str | None = None
+    teacher: str | None = None
+    limit: int | None = None
+    test_limit: int | None = None
+    resume: bool = False
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("epochs1", "epochs2"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, not {getattr(self, key)}")
+        if self.epochs1 + self.epochs2 == 0:
+            raise ConfigError("nothing to train: epochs1 and epochs2 are both 0")
+        if self.batch_size < 1 or not self.lr > 0:
+            raise ConfigError(f"batch size and learning rate must be positive, not {self.batch_size} and {self.lr}")
+
+
+@dataclass(frozen=True)
+class _Distributed:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed() -> _Distributed:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return _Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return _Distributed(dist.get_rank(), dist.get_world_size())
+
+
+def _batches(dataset, batch_size: int, *, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of (pixels, labels); in-memory datasets are indexed directly, which is fast."""
+    indices = torch.arange(len(dataset)) if order is None else order
+    for start in range(0, len(indices), batch_size):
+        chunk = indices[start : start + batch_size]
+        if isinstance(dataset, TensorImageDataset):
+            yield dataset.images[chunk].float(), dataset.labels[chunk]
+        else:
+            items = [dataset[int(i)] for i in chunk]
+            yield torch.stack([image for image, _ in items]), torch.tensor([label for _, label in items])
+
+
+@torch.no_grad()
+def predict(model: nn.Module, dataset, *, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``(predicted classes, labels)`` of ``model`` in eval mode over ``dataset``."""
+    was_training = model.training
+    model.eval()
+    predictions, labels = [], []
+    total = math.ceil(len(dataset) / batch_size)
+    for pixels, label in tqdm(_batches(dataset, batch_size), total=total, desc="eval", disable=not progress, **_bar_style()):
+        predictions.append(model(pixels).argmax(dim=1))
+        labels.append(label)
+    model.train(was_training)
+    return torch.cat(predictions).numpy(), torch.cat(labels).numpy()
+
+
+def evaluate(model: nn.Module, dataset, *, batch_size: int = 256, progress: bool = False) -> float:
+    """Top-1 accuracy of ``model`` on ``dataset``."""
+    predicted, labels = predict(model, dataset, batch_size=batch_size, progress=progress)
+    return float((predicted == labels).mean())
+
+
+def _bar_style() -> dict:
+    # In a log (CI), a bar redrawn every 0.1 s would flood it: redraw rarely there.
+    return {"file": sys.stderr, "mininterval": 0.1 if sys.stderr.isatty() else 30.0, "dynamic_ncols": True}
+
+
+def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    binary = [m.weight for m in model.modules() if isinstance(m, (BinaryConv2d, BinaryLinear))]
+    binary_ids = {id(p) for p in binary}
+    others = [p for p in model.parameters() if id(p) not in binary_ids]
+    return torch.optim.Adam([{"params": binary, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}], lr=lr)
+
+
+def _loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None) -> torch.Tensor:
+    if teacher_logits is None:
+        return F.cross_entropy(logits, labels)
+    return -(teacher_logits.softmax(dim=1) * logits.log_softmax(dim=1)).sum(dim=1).mean()
+
+
+def _load_teacher(path: str, config: ModelConfig) -> nn.Module:
+    teacher = load_checkpoint(path)
+    if teacher.config.num_classes != config.num_classes or teacher.config.in_channels != config.in_channels:
+        raise CheckpointError(
+            f"teacher {path} has {teacher.config.num_classes} classes and {teacher.config.in_channels} input channels; "
+            f"the student needs {config.num_classes} and {config.in_channels}"
+        )
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _state_path(out: str) -> Path:
+    return Path(f"{out}.state.pt")
+
+
+def _check_dataset(config: ModelConfig, dataset: str) -> None:
+    info = dataset_info(dataset)
+    if info.in_channels != config.in_channels or info.num_classes != config.num_classes:
+        raise ConfigError(
+            f"{dataset} has {info.in_channels} channels and {info.num_classes} classes but the model expects "
+            f"{config.in_channels} and {config.num_classes}; pass --in-channels {info.in_channels} --num-classes {info.num_classes}"
+        )
+    if dataset != "imagenet" and config.input_size < info.native_size:
+        raise ConfigError(
+            f"{dataset} images are {info.native_size}x{info.native_size} but the model takes {config.input_size}x{config.input_size}; "
+            f"use --input-size {info.native_size} or more (images are zero-padded, never cropped)"
+        )
+
+
+def train(config: ModelConfig, options: TrainOptions, *, progress: bool = True) -> dict:
+    """Trains ``config`` with the two-step recipe and writes the checkpoint; returns its metadata.
+
+    Raises
+    ------
+    ConfigError, DataError, CheckpointError
+        For invalid options, missing data or an unusable teacher / resume state.
+    """
+    _check_dataset(config, options.dataset)
+    model_from_config(config)  # validates the config before any data is read
+    ddp = _init_distributed()
+    torch.manual_seed(options.seed)
+    train_set = load_dataset(options.dataset, "train", data_dir=options.data_dir, input_size=config.input_size, limit=options.limit)
+    test_set = load_dataset(options.dataset, "test", data_dir=options.data_dir, input_size=config.input_size, limit=options.test_limit)
+    teacher = _load_teacher(options.teacher, config) if options.teacher else None
+    say = print if ddp.main else (lambda *a, **k: None)
+
+    state = _resume_state(options) if options.resume else None
+    history = state["history"] if state else []
+    started = time.monotonic()
+    model = None
+    for step, epochs in ((1, options.epochs1), (2, options.epochs2)):
+        step_config = dataclasses.replace(config, binary_weights=step == 2)
+        if state and state["step"] > step:
+            continue
+        previous = model
+        torch.manual_seed(options.seed + step)
+        model = model_from_config(step_config)
+        if state and state["step"] == step:
+            model.load_state_dict(state["model"])
+        elif previous is not None:
+            # Step 2 starts from step 1's latent weights and everything else it learned.
+            model.load_state_dict(previous.state_dict())
+        if epochs == 0:
+            continue
+        optimizer = _optimizer(model, options.lr, options.weight_decay if step == 1 else 0.0)
+        steps_per_epoch = math.ceil(len(train_set) / options.batch_size)
+        total_steps = epochs * steps_per_epoch
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1.0 - i / total_steps))
+        first_epoch = 0
+        if state and state["step"] == step:
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            first_epoch = state["epoch"]
+        trained = nn.parallel.DistributedDataParallel(model) if ddp.world > 1 else model
+        for epoch in range(first_epoch, epochs):
+            generator = torch.Generator().manual_seed(options.seed * 1000 + step * 100 + epoch)
+            shard = torch.randperm(len(train_set), generator=generator)
+            local_batch = max(1, options.batch_size // ddp.world)
+            if ddp.world > 1:
+                # Every process takes its slice of each full global batch, so all step in lockstep.
+                usable = len(shard) - len(shard) % options.batch_size
+                rows = shard[:usable].view(-1, options.batch_size)
+                shard = rows[:, ddp.rank * local_batch : (ddp.rank + 1) * local_batch].reshape(-1)
+            trained.train()
+            seen = correct = 0
+            loss_sum = 0.0
+            bar = tqdm(
+                _batches(train_set, local_batch, order=shard),
+                total=math.ceil(len(shard) / local_batch),
+                desc=f"step {step} epoch {epoch + 1}/{epochs}",
+                disable=not (progress and ddp.main),
+                **_bar_style(),
+            )
+            for pixels, labels in bar:
+                logits = trained(pixels)
+                teacher_logits = teacher(pixels) if teacher is not None else None
+                loss = _loss(logits, labels, teacher_logits)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                seen += len(labels)
+                correct += int((logits.argmax(dim=1) == labels).sum())
+                loss_sum += loss.item() * len(labels)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+            accuracy = evaluate(model, test_set)
+            record = {"step": step, "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1), "test_accuracy": accuracy}
+            history.append(record)
+            say(f"step {step} epoch {epoch + 1}/{epochs}: loss {record['train_loss']:.4f}, train accuracy {record['train_accuracy']:.4f}, test accuracy {accuracy:.4f}", flush=True)
+            if ddp.main:
+                atomic_torch_save(
+                    {
+                        "options": json.dumps(dataclasses.asdict(options), sort_keys=True),
+                        "config": config.to_json(),
+                        "step": step,
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "schedule": schedule.state_dict(),
+                        "history": history,
+                    },
+                    _state_path(options.out),
+                )
+        state = None
+
+    final_model = model if model.config.binary_weights else _binarised(model, config)
+    accuracy = evaluate(final_model, test_set)
+    meta = {
+        "command": options.command,
+        "seed": options.seed,
+        "dataset": options.dataset,
+        "epochs1": options.epochs1,
+        "epochs2": options.epochs2,
+        "batch_size": options.batch_size,
+        "lr": options.lr,
+        "train_images": len(train_set),
+        "test_images": len(test_set),
+        "test_accuracy": accuracy,
+        "teacher": options.teacher,
+        "processes": ddp.world,
+        "train_seconds": round(time.monotonic() - started, 1),
+        "history": history,
+        "config": json.loads(config.to_json()),
+    }
+    if ddp.main:
+        save_checkpoint(options.out, final_model, meta=meta)
+        sidecar = Path(options.out).with_suffix(".json")
+        tmp = sidecar.with_name(f".{sidecar.name}.tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, sidecar)
+        _state_path(options.out).unlink(missing_ok=True)
+        say(f"wrote {options.out} (test accuracy {accuracy:.4f})")
+    if ddp.world > 1:
+        dist.barrier()
+    return meta
+
+
+def _binarised(model: nn.Module, config: ModelConfig) -> nn.Module:
+    """A step-1-only run still yields a hardware model: the same weights, binarised."""
+    final = model_from_config(dataclasses.replace(config, binary_weights=True))
+    final.load_state_dict(model.state_dict())
+    return final
+
+
+def _resume_state(options: TrainOptions) -> dict | None:
+    path = _state_path(options.out)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot resume from {path} ({type(exc).__name__}); delete it to start afresh") from None
+    saved = json.loads(state["options"])
+    for key in ("dataset", "epochs1", "epochs2", "batch_size", "seed", "limit"):
+        if saved[key] != getattr(options, key):
+            raise CheckpointError(f"cannot resume from {path}: it was trained with {key}={saved[key]!r}, not {getattr(options, key)!r}")
+    return state
