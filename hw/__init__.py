@@ -1,0 +1,3 @@
+"""Streaming Amaranth components; never imports torch (issue #3)."""
+
+__all__: list[str] = []

@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _model_options(parser: argparse.ArgumentParser, *, defaults_from_model: bool = True) -> None:
-    from instabnn_hw.quant.layers import PRELUS, THRESHOLDS
+    from instabnn_hw.quant.options import PRELUS, THRESHOLDS
 
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="resnet-tiny", help="zoo model (see `instabnn-hw models`)")
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--resume", action="store_true", help="continue from OUT.state.pt if present")
     data.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     data.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.add_argument("--out", required=True, help="checkpoint to write (OUT.json gets the record)")
+    train.add_argument("--out", required=True, help="checkpoint to write; its record goes beside it with the suffix .json")
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint; ends with `accuracy: 0.XXXX`")
     evaluate.add_argument("checkpoint")
@@ -155,7 +155,7 @@ def _cmd_train(args) -> None:
         limit=args.limit,
         test_limit=args.test_limit,
         resume=args.resume,
-        command=shlex.join(["instabnn-hw", *sys.argv[1:]]),
+        command=shlex.join(["instabnn-hw", *args.argv]),
     )
     train(model.config, options, progress=not args.no_progress)
 
@@ -183,6 +183,7 @@ def _cmd_eval(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("BREVITAS_JIT", "0")
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in the checkpoint
     from instabnn_hw.quant.checkpoint import CheckpointError
     from instabnn_hw.quant.data import DataError
     from instabnn_hw.quant.models import ConfigError

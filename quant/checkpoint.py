@@ -24,9 +24,11 @@ from torch import nn
 
 from .models import ConfigError, ModelConfig, model_from_config
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "atomic_torch_save", "save_checkpoint", "read_checkpoint", "load_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "SHIPPED_DIR", "shipped_checkpoints", "CheckpointError", "atomic_torch_save", "save_checkpoint", "read_checkpoint", "load_checkpoint"]
 
 CHECKPOINT_FORMAT = "instabnn-hw/1"
+#: Checkpoints that ship with the project, named ``<model>-<insta>-<dataset>.pt``.
+SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 
 class CheckpointError(ValueError):
@@ -109,3 +111,8 @@ def load_checkpoint(path: str | os.PathLike) -> nn.Module:
     model.meta = meta
     return model.eval()
 
+
+
+def shipped_checkpoints() -> list[Path]:
+    """The checkpoints in :data:`SHIPPED_DIR`, sorted by name."""
+    return sorted(SHIPPED_DIR.glob("*.pt"))

@@ -28,11 +28,9 @@ from brevitas.quant.fixed_point import (
 )
 from torch import nn
 
+from .options import GRADIENTS, STATISTICS, THRESHOLDS
+
 __all__ = [
-    "THRESHOLDS",
-    "STATISTICS",
-    "GRADIENTS",
-    "PRELUS",
     "BinaryWeight",
     "BinaryWeightPerChannel",
     "FixedPointActivation",
@@ -51,14 +49,6 @@ __all__ = [
     "InstaPReLU",
 ]
 
-#: Threshold variants (DESIGN.md section 3).
-THRESHOLDS = ("none", "rsign", "th", "th+")
-#: Per-image, per-channel statistics a threshold or INSTA-PReLU may use.
-STATISTICS = ("m1", "m2", "m3", "var", "skew")
-#: Gradients of the binary activation.
-GRADIENTS = ("ste", "approx")
-#: Activation after the residual add.
-PRELUS = ("rprelu", "insta")
 
 
 class BinaryWeight(SignedBinaryWeightPerTensorConst):

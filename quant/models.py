@@ -16,10 +16,6 @@ import torch
 from torch import nn
 
 from .layers import (
-    GRADIENTS,
-    PRELUS,
-    STATISTICS,
-    THRESHOLDS,
     BinaryConv2d,
     BinaryLinear,
     FixedPointActivation,
@@ -31,6 +27,7 @@ from .layers import (
     SignThreshold,
     moments,
 )
+from .options import GRADIENTS, PRELUS, STATISTICS, THRESHOLDS
 
 __all__ = [
     "ConfigError",

@@ -63,7 +63,7 @@ def summarize(model: nn.Module) -> ModelSummary:
     was_training = model.training
     try:
         model.eval()
-        model(torch.full((1, *shape), 128.0))
+        model(torch.full((1, *shape), 100.0))  # a pixel value whose input is not +-1 or 0
     finally:
         model.train(was_training)
         for handle in handles:

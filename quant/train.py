@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from brevitas.core.scaling import ParameterFromRuntimeStatsScaling
 from torch import nn
 from tqdm import tqdm
 
@@ -48,7 +49,7 @@ class TrainOptions:
     dataset : str
         A dataset name of :mod:`instabnn_hw.quant.data`.
     out : str
-        Path of the final checkpoint; ``<out>.json`` gets the metadata beside it.
+        Path of the final checkpoint; the metadata goes beside it with the suffix ``.json``.
     epochs1, epochs2 : int
         Epochs of step 1 (real weights) and step 2 (binary weights).
     batch_size : int
@@ -227,6 +228,7 @@ def train(config: ModelConfig, options: TrainOptions, *, progress: bool = True) 
         model = model_from_config(step_config)
         if state and state["step"] == step:
             model.load_state_dict(state["model"])
+            _restore_scale_statistics(model, state.get("scale_statistics", {}))
         elif previous is not None:
             # Step 2 starts from step 1's latent weights and everything else it learned.
             model.load_state_dict(previous.state_dict())
@@ -285,6 +287,7 @@ def train(config: ModelConfig, options: TrainOptions, *, progress: bool = True) 
                         "step": step,
                         "epoch": epoch + 1,
                         "model": model.state_dict(),
+                        "scale_statistics": _scale_statistics(model),
                         "optimizer": optimizer.state_dict(),
                         "schedule": schedule.state_dict(),
                         "history": history,
@@ -330,6 +333,30 @@ def _binarised(model: nn.Module, config: ModelConfig) -> nn.Module:
     final = model_from_config(dataclasses.replace(config, binary_weights=True))
     final.load_state_dict(model.state_dict())
     return final
+
+
+def _scale_statistics(model: nn.Module) -> dict:
+    """What a state dict leaves out of Brevitas's activation scales that learn from statistics.
+
+    Such a scale averages its input's statistics over its first 300 training steps before it
+    becomes a learned parameter. The state dict holds the average in place of the parameter
+    and not the step counter, and loading it ends the collection, so without these a run
+    interrupted within those steps would not resume where it stopped.
+    """
+    return {
+        name: {"counter": m.counter, "buffer": m.buffer.clone(), "value": m.value.detach().clone()}
+        for name, m in model.named_modules()
+        if isinstance(m, ParameterFromRuntimeStatsScaling)
+    }
+
+
+@torch.no_grad()
+def _restore_scale_statistics(model: nn.Module, saved: dict) -> None:
+    modules = dict(model.named_modules())
+    for name, stats in saved.items():
+        modules[name].counter = stats["counter"]
+        modules[name].buffer.copy_(stats["buffer"])
+        modules[name].value.copy_(stats["value"])
 
 
 def _resume_state(options: TrainOptions) -> dict | None:

@@ -1,0 +1,160 @@
+"""The model zoo: structure of the big models, INSTA placement, gradients, configs."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from instabnn_hw.quant.layers import BinaryConv2d, InstaPReLU, RPReLU, Threshold
+from instabnn_hw.quant.models import MODELS, BinaryBlock, ConfigError, ModelConfig, build_model, model_from_config
+from instabnn_hw.quant.summary import summarize
+
+
+def _binary_convs(model):
+    return [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+
+
+def _forward_backward(model, batch=1):
+    c = model.config
+    pixels = torch.randint(0, 256, (batch, c.in_channels, c.input_size, c.input_size)).float()
+    logits = model(pixels)
+    logits.sum().backward()
+    return logits
+
+
+def test_resnet18_has_the_resnet18_binary_convolutions():
+    model = build_model("resnet18", insta="th")
+    convs = [tuple(m.weight.shape) for m in _binary_convs(model)]
+    expected = []
+    for c_in, c_out in ((64, 64), (64, 128), (128, 256), (256, 512)):
+        expected += [(c_out, c_in, 3, 3)] + [(c_out, c_out, 3, 3)] * 3
+    assert convs == expected
+    assert sum(m.weight.numel() for m in _binary_convs(model)) == 10_985_472
+    logits = _forward_backward(model)
+    assert logits.shape == (1, 1000)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_mobilenetv1_has_reactnet_a_shapes():
+    model = build_model("mobilenetv1", insta="th")
+    plan = [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2)]
+    plan += [(512, 512, 1)] * 5 + [(512, 1024, 2), (1024, 1024, 1)]
+    expected = []
+    for c_in, c_out, stride in plan:
+        expected += [((c_in, c_in, 3, 3), stride), ((c_out, c_in, 1, 1), 1)]
+    assert [(tuple(m.weight.shape), m.stride[0]) for m in _binary_convs(model)] == expected
+    summary = summarize(model)
+    assert summary.binary_ops == 4_816_896_000  # ReActNet-A: 4.82e9 binary operations
+    logits = _forward_backward(model)
+    assert logits.shape == (1, 1000)
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", ["resnet-tiny", "cnv"])
+def test_untrained_th_model_equals_rsign_model_exactly(name):
+    # INSTA parameters start at zero and draw no random numbers: same seed, same weights.
+    torch.manual_seed(0)
+    th = build_model(name, insta="th", stats=("m1", "m2", "m3"))
+    torch.manual_seed(0)
+    rsign = build_model(name, insta="rsign")
+    for key, value in rsign.state_dict().items():
+        assert torch.equal(value, th.state_dict()[key]), key
+    for model in (th, rsign):
+        for module in model.modules():
+            if isinstance(module, Threshold) and module.mode != "none":
+                module.alpha.data = torch.linspace(-0.3, 0.3, module.channels)
+        model.eval()
+    c = th.config
+    pixels = torch.randint(0, 256, (8, c.in_channels, c.input_size, c.input_size)).float()
+    with torch.no_grad():
+        assert torch.equal(th(pixels), rsign(pixels))
+
+
+def _insta_parameters(model):
+    for module in model.modules():
+        if isinstance(module, Threshold) and module.instance_aware or isinstance(module, InstaPReLU):
+            yield from module.named_parameters()
+
+
+@pytest.mark.parametrize("insta, prelu", [("th", "rprelu"), ("th+", "rprelu"), ("rsign", "insta"), ("th+", "insta")])
+def test_gradients_reach_every_insta_parameter(insta, prelu):
+    torch.manual_seed(1)
+    model = build_model("resnet-tiny", insta=insta, prelu=prelu, stats=("m1", "m3"), width=8)
+    params = list(_insta_parameters(model))
+    assert params
+    # Zero-initialised branches block the gradient of their first layer: start them elsewhere.
+    for _, p in params:
+        p.data.normal_(0, 0.05)
+    model.train()
+    _forward_backward(model, batch=2)
+    for name, p in params:
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_insta_stages_select_where_insta_modules_go():
+    model = build_model("resnet-tiny", insta="th", prelu="insta", insta_stages=(3,))
+    blocks = [m for m in model.modules() if isinstance(m, BinaryBlock)]
+    for block in blocks:
+        assert block.sign.threshold.mode == ("th" if block.stage == 3 else "rsign")
+        assert isinstance(block.act, InstaPReLU) == (block.stage == 3)
+    assert {b.stage for b in blocks} == {1, 2, 3}
+    plain = build_model("resnet-tiny", insta="th")
+    assert all(isinstance(b.act, RPReLU) and not isinstance(b.act, InstaPReLU) for b in plain.modules() if isinstance(b, BinaryBlock))
+
+
+def test_cnv_topology():
+    model = build_model("cnv", insta="rsign")
+    shapes = [tuple(m.weight.shape) for m in _binary_convs(model)]
+    assert shapes == [(64, 3, 3, 3), (64, 64, 3, 3), (128, 64, 3, 3), (128, 128, 3, 3), (256, 128, 3, 3), (256, 256, 3, 3)]
+    assert all(m.padding == (0, 0) for m in _binary_convs(model))
+    fcs = [tuple(l.layer.weight.shape) for l in model.classifier] + [tuple(model.fc.weight.shape)]
+    assert fcs == [(512, 256), (512, 512), (10, 512)]
+    # Batch norm in training needs two images: the last convolution's output is 1x1.
+    assert _forward_backward(model, batch=2).shape == (2, 10)
+
+
+def test_resnet_tiny_sizes():
+    for size in (8, 28, 32):
+        model = build_model("resnet-tiny", input_size=size, in_channels=1)
+        assert model(torch.zeros(2, 1, size, size)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    [
+        ("vgg", {}, "unknown model"),
+        ("resnet-tiny", {"insta": "th++"}, "unknown insta"),
+        ("resnet-tiny", {"prelu": "relu"}, "unknown prelu"),
+        ("cnv", {"prelu": "insta"}, "has no PReLU"),
+        ("resnet-tiny", {"stats": ("m4",)}, "stats must be"),
+        ("resnet-tiny", {"input_size": 30}, "divisible by 4"),
+        ("resnet18", {"input_size": 100}, "divisible by 32"),
+        ("cnv", {"input_size": 28}, "at least 32"),
+        ("resnet-tiny", {"width": 0}, "width must be a positive integer"),
+        ("resnet-tiny", {"insta_stages": (4,)}, "insta stages must be in 1..3"),
+        ("resnet-tiny", {"insta": "rsign", "insta_stages": (1,)}, "use them with"),
+    ],
+)
+def test_invalid_configurations_raise_config_error(name, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(name, **kwargs)
+
+
+def test_config_round_trips_through_json():
+    import json
+
+    model = build_model("resnet-tiny", insta="th+", prelu="insta", stats=("var", "skew"), insta_stages=(2, 3), width=12)
+    config = ModelConfig.from_dict(json.loads(model.config.to_json()))
+    assert config == model.config
+    rebuilt = model_from_config(config)
+    assert [k for k in rebuilt.state_dict()] == [k for k in model.state_dict()]
+    with pytest.raises(ConfigError, match="unknown model config keys"):
+        ModelConfig.from_dict({**dataclasses.asdict(config), "colour": "red"})
+
+
+def test_defaults_follow_the_zoo_table():
+    for name, defaults in MODELS.items():
+        config = build_model(name, insta="rsign").config
+        assert (config.input_size, config.in_channels, config.num_classes, config.width) == (
+            defaults.input_size, defaults.in_channels, defaults.num_classes, defaults.width
+        )
