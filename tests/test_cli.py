@@ -22,12 +22,7 @@ TINY_DIGITS = ["--dataset", "digits", "--input-size", "8", "--width", "8", "--ba
 TRAIN_DIGITS = ["train", *TINY_DIGITS, "--epochs1", "1", "--epochs2", "1", "--limit", "64", "--test-limit", "32", "--no-progress"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def subprocess_env() -> dict:

@@ -24,13 +24,7 @@ from instabnn_hw.quant.train import TrainOptions, evaluate, train
 TEST_LIMIT = 48
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread: the fastest on a busy machine, and the same arithmetic in every run."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**overrides):

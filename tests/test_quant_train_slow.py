@@ -1,4 +1,4 @@
-"""Training to accuracy on real data (slow: about two minutes on 2 cores)."""
+"""Training to accuracy on real data (slow: a few minutes per variant on 2 cores)."""
 
 import pytest
 
@@ -12,15 +12,15 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("insta", ["rsign", "th"])
 def test_two_step_training_learns_fashion_mnist(tmp_path, insta):
-    config = build_model("resnet-tiny", insta=insta, width=8).config
+    config = build_model("resnet-tiny", insta=insta).config
     out = tmp_path / f"{insta}.pt"
     meta = train(
         config,
-        TrainOptions(dataset="fashion-mnist", out=str(out), epochs1=1, epochs2=1, limit=12_000, test_limit=2_000, seed=3),
+        TrainOptions(dataset="fashion-mnist", out=str(out), epochs1=1, epochs2=1, test_limit=2_000, seed=3),
         progress=False,
     )
     assert [(r["step"], r["epoch"]) for r in meta["history"]] == [(1, 1), (2, 1)]
     model = load_checkpoint(out)
     accuracy = evaluate(model, load_dataset("fashion-mnist", "test", limit=2_000))
     assert accuracy == meta["test_accuracy"]
-    assert accuracy >= 0.78
+    assert accuracy >= 0.84
