@@ -5,7 +5,7 @@ STAMP := $(VENV)/.instabnn-setup
 export BREVITAS_JIT := 0
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: setup demo test test-slow bench clean
+.PHONY: setup demo test test-slow lint bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+lint: setup
+	$(VENV)/bin/ruff check quant codegen hw sim instabnn_hw tests bench
+	$(VENV)/bin/ruff format --check quant codegen hw sim instabnn_hw tests bench
 
 bench: setup
 	$(PY) bench/train_speed.py

@@ -27,8 +27,9 @@ os.environ.setdefault("BREVITAS_JIT", "0")
 
 import torch  # noqa: E402  (after BREVITAS_JIT, which Brevitas reads on import)
 import torch.nn.functional as F  # noqa: E402
-
 from instabnn_hw.quant.models import build_model, model_from_config  # noqa: E402
+
+from instabnn_hw.table import format_table  # noqa: E402
 
 WARMUP = 3
 
@@ -106,7 +107,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    print(f"torch {torch.__version__}; threads: {torch.get_num_threads()}; CPU: {cpu_model()} ({os.cpu_count()} logical cores)")
+    print(
+        f"torch {torch.__version__}; threads: {torch.get_num_threads()}; "
+        f"CPU: {cpu_model()} ({os.cpu_count()} logical cores)"
+    )
     print(f"load average {os.getloadavg()[0]:.2f}; warm-up {WARMUP}, then {args.steps} steps / {args.repeats} repeats")
 
     tiny = build_model("resnet-tiny", insta="th", width=16, input_size=28, in_channels=1, num_classes=10).config
@@ -119,17 +123,27 @@ def main() -> None:
         ("resnet-tiny step-1 train step (batch 128)", train_step_seconds(step1, args.steps)),
         ("resnet-tiny step-2 train step (batch 128)", train_step_seconds(step2, args.steps)),
     ):
-        rows.append((label, f"{1e3 * statistics.mean(seconds):.1f}", f"{1e3 * min(seconds):.1f}", "ms"))
+        rows.append((label, "ms", f"{1e3 * statistics.mean(seconds):.1f}", f"{1e3 * min(seconds):.1f}"))
     seconds = eval_batch_seconds(step2, args.steps)
-    rows.append(("resnet-tiny eval (batch 256)", f"{256 / statistics.mean(seconds):,.0f}", f"{256 / min(seconds):,.0f}", "images/s"))
+    rows.append(
+        (
+            "resnet-tiny eval (batch 256)",
+            "images/s",
+            f"{256 / statistics.mean(seconds):,.0f}",
+            f"{256 / min(seconds):,.0f}",
+        )
+    )
     seconds = eval_batch_seconds(resnet18, args.repeats, batch=1)
-    rows.append(("resnet18 224x224 forward (batch 1)", f"{1e3 * statistics.mean(seconds):.1f}", f"{1e3 * min(seconds):.1f}", "ms"))
+    rows.append(
+        (
+            "resnet18 224x224 forward (batch 1)",
+            "ms",
+            f"{1e3 * statistics.mean(seconds):.1f}",
+            f"{1e3 * min(seconds):.1f}",
+        )
+    )
 
-    header = ("measurement", "mean", "best", "unit")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        cells = (cell.ljust(width) if i in (0, 3) else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths)))
-        print("  ".join(cells).rstrip())
+    print(format_table(("measurement", "unit", "mean", "best"), rows, text_columns=2))
 
 
 if __name__ == "__main__":

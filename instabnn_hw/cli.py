@@ -32,9 +32,15 @@ def _model_options(parser: argparse.ArgumentParser, *, defaults_from_model: bool
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="resnet-tiny", help="zoo model (see `instabnn-hw models`)")
     group.add_argument("--insta", default="th", choices=THRESHOLDS, help="threshold variant (default: th)")
-    group.add_argument("--prelu", default=None, choices=PRELUS, help="activation after the residual add (default: rprelu)")
-    group.add_argument("--stats", default="m3", help="comma-separated statistics of INSTA-Th(+): m1,m2,m3,var,skew (default: m3)")
-    group.add_argument("--insta-stages", default=None, help="comma-separated stages that get INSTA modules (default: all)")
+    group.add_argument(
+        "--prelu", default=None, choices=PRELUS, help="activation after the residual add (default: rprelu)"
+    )
+    group.add_argument(
+        "--stats", default="m3", help="comma-separated statistics of INSTA-Th(+): m1,m2,m3,var,skew (default: m3)"
+    )
+    group.add_argument(
+        "--insta-stages", default=None, help="comma-separated stages that get INSTA modules (default: all)"
+    )
     group.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's)")
     group.add_argument("--in-channels", type=int, default=None, help="input channels (default: the dataset's)")
     group.add_argument("--num-classes", type=int, default=None, help="classes (default: the dataset's)")
@@ -102,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--resume", action="store_true", help="continue from OUT.state.pt if present")
     data.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     data.add_argument("--no-progress", action="store_true", help="no progress bars")
-    train.add_argument("--out", required=True, help="checkpoint to write; its record goes beside it with the suffix .json")
+    train.add_argument(
+        "--out", required=True, help="checkpoint to write; its record goes beside it with the suffix .json"
+    )
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint; ends with `accuracy: 0.XXXX`")
     evaluate.add_argument("checkpoint")
@@ -117,18 +125,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_models(args) -> None:
     from instabnn_hw.quant.models import MODELS, build_model
     from instabnn_hw.quant.summary import summarize
+    from instabnn_hw.table import format_table
 
     names = args.name or list(MODELS)
     rows = []
     for name in names:
-        model = build_model(name, insta=args.insta, prelu=args.prelu if MODELS.get(name) and MODELS[name].prelu else None)
+        model = build_model(
+            name, insta=args.insta, prelu=args.prelu if MODELS.get(name) and MODELS[name].prelu else None
+        )
         s = summarize(model)
-        rows.append((name, "x".join(map(str, s.input_shape)), f"{s.parameters:,}", f"{s.binary_ops:,}", f"{s.other_ops:,}"))
-    header = ("model", "input", "parameters", "binary ops", "other ops")
-    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for row in rows:
-        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        rows.append(
+            (name, "x".join(map(str, s.input_shape)), f"{s.parameters:,}", f"{s.binary_ops:,}", f"{s.other_ops:,}")
+        )
+    print(format_table(("model", "input", "parameters", "binary ops", "other ops"), rows, text_columns=2))
     print(f"(insta={args.insta}; ops are multiply-accumulates per image)")
 
 
@@ -167,11 +176,16 @@ def _cmd_eval(args) -> None:
 
     model = load_checkpoint(args.checkpoint)
     _check_dataset(model.config, args.dataset)
-    dataset = load_dataset(args.dataset, "test", data_dir=args.data, input_size=model.config.input_size, limit=args.limit)
+    dataset = load_dataset(
+        args.dataset, "test", data_dir=args.data, input_size=model.config.input_size, limit=args.limit
+    )
     predicted, labels = predict(model, dataset, progress=not args.no_progress)
     accuracy = float((predicted == labels).mean())
     if args.json:
-        records = [{"index": i, "label": int(l), "predicted": int(p)} for i, (p, l) in enumerate(zip(predicted, labels))]
+        records = [
+            {"index": i, "label": int(label), "predicted": int(guess)}
+            for i, (guess, label) in enumerate(zip(predicted, labels, strict=True))
+        ]
         path = Path(args.json)
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(json.dumps(records) + "\n")

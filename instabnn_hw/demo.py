@@ -19,6 +19,7 @@ def main() -> int:
     from instabnn_hw.quant.data import load_dataset
     from instabnn_hw.quant.summary import summarize
     from instabnn_hw.quant.train import evaluate
+    from instabnn_hw.table import format_table
 
     paths = shipped_checkpoints()
     if not paths:
@@ -47,11 +48,8 @@ def main() -> int:
                 f"{time.monotonic() - started:.1f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows + [header]) for i in range(len(header))]
     print()
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for row in rows:
-        print("  ".join(cell.ljust(w) if i < 3 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+    print(format_table(header, rows, text_columns=3))
     mismatched = [row[0] for row in rows if row[6] != row[7]]
     if mismatched:
         print(f"demo: accuracy differs from the training record for {', '.join(mismatched)}", file=sys.stderr)

@@ -24,7 +24,16 @@ from torch import nn
 
 from .models import ConfigError, ModelConfig, model_from_config
 
-__all__ = ["CHECKPOINT_FORMAT", "SHIPPED_DIR", "shipped_checkpoints", "CheckpointError", "atomic_torch_save", "save_checkpoint", "read_checkpoint", "load_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "SHIPPED_DIR",
+    "shipped_checkpoints",
+    "CheckpointError",
+    "atomic_torch_save",
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_checkpoint",
+]
 
 CHECKPOINT_FORMAT = "instabnn-hw/1"
 #: Checkpoints that ship with the project, named ``<model>-<insta>-<dataset>.pt``.
@@ -83,7 +92,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict, dict]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}); re-create it with `instabnn-hw train`") from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(exc).__name__}); re-create it with `instabnn-hw train`"
+        ) from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not an instabnn-hw checkpoint (format {CHECKPOINT_FORMAT} expected)")
     try:
@@ -117,7 +128,6 @@ def load_checkpoint(path: str | os.PathLike) -> nn.Module:
         raise CheckpointError(f"{path} does not match its model config: {detail}") from None
     model.meta = meta
     return model.eval()
-
 
 
 def shipped_checkpoints() -> list[Path]:

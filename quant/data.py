@@ -81,12 +81,18 @@ DATASETS: dict[str, DatasetInfo] = {
     for info in (
         DatasetInfo("digits", 1, 8, 10, "scikit-learn handwritten digits, 1,797 images 8x8"),
         DatasetInfo(
-            "fashion-mnist", 1, 28, 10,
+            "fashion-mnist",
+            1,
+            28,
+            10,
             "Fashion-MNIST, 60,000 train / 10,000 test images 28x28 (IDX files)",
         ),
         DatasetInfo("cifar10", 3, 32, 10, "CIFAR-10 python version, 50,000 / 10,000 RGB 32x32"),
         DatasetInfo(
-            "imagenet", 3, 224, 1000,
+            "imagenet",
+            3,
+            224,
+            1000,
             "ImageNet folder layout train/<class>/*.JPEG and val/<class>/*.JPEG",
         ),
     )
@@ -166,13 +172,10 @@ class TensorImageDataset(Dataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(
-                f"images must be a uint8 tensor N x C x H x W, got {images.dtype} "
-                f"of shape {tuple(images.shape)}"
+                f"images must be a uint8 tensor N x C x H x W, got {images.dtype} of shape {tuple(images.shape)}"
             )
         if labels.shape != (images.shape[0],):
-            raise ValueError(
-                f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}"
-            )
+            raise ValueError(f"labels must have shape ({images.shape[0]},), got {tuple(labels.shape)}")
         self.images = images
         self.labels = labels.to(torch.int64)
 
@@ -317,8 +320,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(content) != expected_size:
         problem = "is truncated" if len(content) < expected_size else "has trailing bytes"
         raise DataError(
-            f"{path} {problem}: {len(content)} bytes where the IDX header of shape "
-            f"{shape} implies {expected_size}"
+            f"{path} {problem}: {len(content)} bytes where the IDX header of shape {shape} implies {expected_size}"
         )
     return np.frombuffer(content, np.uint8, offset=header_size).reshape(shape)
 
@@ -352,10 +354,7 @@ def _read_fashion_mnist_cached(folder: Path, split: str) -> tuple[np.ndarray, np
     if labels.ndim != 1:
         raise DataError(f"{labels_path} holds a {labels.ndim}-d array, expected N labels")
     if len(images) != len(labels):
-        raise DataError(
-            f"{images_path} holds {len(images)} images but {labels_path} "
-            f"holds {len(labels)} labels"
-        )
+        raise DataError(f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels")
     return images[:, None], labels
 
 
@@ -392,10 +391,7 @@ def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as error:  # a corrupt pickle can raise almost anything
         raise DataError(f"cifar10: {path} is not a CIFAR-10 batch ({error!r})") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise DataError(
-            f"cifar10: {path} data is {data.dtype} of shape {data.shape}, "
-            "expected uint8 N x 3072"
-        )
+        raise DataError(f"cifar10: {path} data is {data.dtype} of shape {data.shape}, expected uint8 N x 3072")
     if labels.shape != (len(data),):
         raise DataError(f"cifar10: {path} has {len(data)} images but {labels.size} labels")
     return data.reshape(-1, 3, 32, 32), labels
@@ -414,9 +410,7 @@ def _import_pil_image():
     try:
         from PIL import Image
     except ImportError:
-        raise DataError(
-            "imagenet: decoding JPEG/PNG images needs Pillow; pip install pillow"
-        ) from None
+        raise DataError("imagenet: decoding JPEG/PNG images needs Pillow; pip install pillow") from None
     return Image
 
 

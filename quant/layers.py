@@ -50,7 +50,6 @@ __all__ = [
 ]
 
 
-
 class BinaryWeight(SignedBinaryWeightPerTensorConst):
     """Binary weights of exactly +-1 (Brevitas' default constant is 0.1).
 

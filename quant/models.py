@@ -57,15 +57,20 @@ class _ModelDefaults:
     num_classes: int
     width: int
     prelu: str | None
+    stages: int
     description: str
 
 
 #: Names of the zoo and their defaults.
 MODELS: dict[str, _ModelDefaults] = {
-    "resnet18": _ModelDefaults(224, 3, 1000, 64, "rprelu", "ReActNet-18 / Bi-Real ResNet-18, 16 binary 3x3 convolutions"),
-    "mobilenetv1": _ModelDefaults(224, 3, 1000, 32, "rprelu", "ReActNet-A (MobileNetV1), 13 blocks of binary 3x3 + 1x1"),
-    "resnet-tiny": _ModelDefaults(28, 1, 10, 16, "rprelu", "the ReActNet-18 block at 8x8 / 28x28 / 32x32, 3 stages"),
-    "cnv": _ModelDefaults(32, 3, 10, 64, None, "FINN's CNV: six unpadded binary 3x3 convolutions, FC 512-512"),
+    "resnet18": _ModelDefaults(
+        224, 3, 1000, 64, "rprelu", 4, "ReActNet-18 / Bi-Real ResNet-18, 16 binary 3x3 convolutions"
+    ),
+    "mobilenetv1": _ModelDefaults(
+        224, 3, 1000, 32, "rprelu", 5, "ReActNet-A (MobileNetV1), 13 blocks of binary 3x3 + 1x1"
+    ),
+    "resnet-tiny": _ModelDefaults(28, 1, 10, 16, "rprelu", 3, "the ReActNet-18 block at 8x8 / 28x28 / 32x32, 3 stages"),
+    "cnv": _ModelDefaults(32, 3, 10, 64, None, 3, "FINN's CNV: six unpadded binary 3x3 convolutions, FC 512-512"),
 }
 
 
@@ -171,16 +176,16 @@ def _validate(config: ModelConfig) -> None:
     if not 2 <= config.act_bits <= 16:
         raise ConfigError(f"act_bits must be in 2..16, not {config.act_bits!r}")
     if config.insta_stages is not None:
-        if not config.insta_stages or any(_positive_int("insta stage", s) > _num_stages(config.name) for s in config.insta_stages):
+        if not config.insta_stages or any(
+            _positive_int("insta stage", s) > defaults.stages for s in config.insta_stages
+        ):
             raise ConfigError(
-                f"insta stages must be in 1..{_num_stages(config.name)} for {config.name}, not {list(config.insta_stages)}"
+                f"insta stages must be in 1..{defaults.stages} for {config.name}, not {list(config.insta_stages)}"
             )
         if config.insta not in ("th", "th+") and config.prelu != "insta":
-            raise ConfigError("insta stages select where INSTA modules go; use them with --insta th|th+ or --prelu insta")
-
-
-def _num_stages(name: str) -> int:
-    return {"resnet18": 4, "mobilenetv1": 5, "resnet-tiny": 3, "cnv": 3}[name]
+            raise ConfigError(
+                "insta stages select where INSTA modules go; use them with --insta th|th+ or --prelu insta"
+            )
 
 
 class BinaryBlock(nn.Module):
@@ -211,11 +216,17 @@ class BinaryBlock(nn.Module):
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, not {shortcut!r}")
         expected_out = {"duplicate": 2 * in_channels, "avgpool-conv": out_channels}.get(shortcut, in_channels)
         if out_channels != expected_out or (shortcut in ("identity", "duplicate") and stride != 1):
-            raise ValueError(f"shortcut {shortcut!r} cannot map {in_channels} -> {out_channels} channels at stride {stride}")
+            raise ValueError(
+                f"shortcut {shortcut!r} cannot map {in_channels} -> {out_channels} channels at stride {stride}"
+            )
         self.stage = stage
         self.shortcut_kind = shortcut
         self.sign = SignThreshold(
-            in_channels, mode=config.threshold_for(stage), stats=config.stats, reduction=config.reduction, grad=config.grad
+            in_channels,
+            mode=config.threshold_for(stage),
+            stats=config.stats,
+            reduction=config.reduction,
+            grad=config.grad,
         )
         self.conv = BinaryConv2d(
             in_channels,
@@ -344,17 +355,25 @@ class MobileNetV1(nn.Module):
         self.stem = _Stem(config, kernel_size=3, stride=2, maxpool=False)
         units = []
         channels = config.width
-        for (factor, stride), stage in zip(_MOBILENET_BLOCKS, _MOBILENET_STAGES):
+        for (factor, stride), stage in zip(_MOBILENET_BLOCKS, _MOBILENET_STAGES, strict=True):
             out = config.width * factor
             units.append(
                 BinaryBlock(
-                    channels, channels, config=config, stage=stage, stride=stride,
+                    channels,
+                    channels,
+                    config=config,
+                    stage=stage,
+                    stride=stride,
                     shortcut="avgpool" if stride == 2 else "identity",
                 )
             )
             units.append(
                 BinaryBlock(
-                    channels, out, config=config, stage=stage, kernel_size=1,
+                    channels,
+                    out,
+                    config=config,
+                    stage=stage,
+                    kernel_size=1,
                     shortcut="identity" if out == channels else "duplicate",
                 )
             )
@@ -420,7 +439,9 @@ class CNV(nn.Module):
             features = out
         self.features = nn.Sequential(*layers[:6])
         self.classifier = nn.Sequential(*layers[6:])
-        self.fc = BinaryLinear(features, config.num_classes, binary_weights=config.binary_weights, weight_scale=config.weight_scale)
+        self.fc = BinaryLinear(
+            features, config.num_classes, binary_weights=config.binary_weights, weight_scale=config.weight_scale
+        )
         self.log_scale = nn.Parameter(torch.tensor(-3.0))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -442,7 +463,9 @@ def _check_input_size(config: ModelConfig) -> None:
     if config.name == "resnet-tiny" and size % 4:
         raise ConfigError(f"resnet-tiny needs an input size divisible by 4 (two stride-2 stages), not {size}")
     if config.name == "cnv" and size < _cnv_min_size():
-        raise ConfigError(f"cnv needs an input size of at least {_cnv_min_size()} (six unpadded convolutions), not {size}")
+        raise ConfigError(
+            f"cnv needs an input size of at least {_cnv_min_size()} (six unpadded convolutions), not {size}"
+        )
 
 
 def model_from_config(config: ModelConfig) -> nn.Module:

@@ -118,7 +118,9 @@ def _init_distributed() -> _Distributed:
     return _Distributed(dist.get_rank(), dist.get_world_size())
 
 
-def _batches(dataset, batch_size: int, *, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    dataset, batch_size: int, *, order: torch.Tensor | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches of (pixels, labels); in-memory datasets are indexed directly, which is fast."""
     indices = torch.arange(len(dataset)) if order is None else order
     for start in range(0, len(indices), batch_size):
@@ -131,13 +133,17 @@ def _batches(dataset, batch_size: int, *, order: torch.Tensor | None = None) -> 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, dataset, *, batch_size: int = 256, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: nn.Module, dataset, *, batch_size: int = 256, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """``(predicted classes, labels)`` of ``model`` in eval mode over ``dataset``."""
     was_training = model.training
     model.eval()
     predictions, labels = [], []
     total = math.ceil(len(dataset) / batch_size)
-    for pixels, label in tqdm(_batches(dataset, batch_size), total=total, desc="eval", disable=not progress, **_bar_style()):
+    for pixels, label in tqdm(
+        _batches(dataset, batch_size), total=total, desc="eval", disable=not progress, **_bar_style()
+    ):
         predictions.append(model(pixels).argmax(dim=1))
         labels.append(label)
     model.train(was_training)
@@ -159,7 +165,9 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
     binary = [m.weight for m in model.modules() if isinstance(m, (BinaryConv2d, BinaryLinear))]
     binary_ids = {id(p) for p in binary}
     others = [p for p in model.parameters() if id(p) not in binary_ids]
-    return torch.optim.Adam([{"params": binary, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}], lr=lr)
+    return torch.optim.Adam(
+        [{"params": binary, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}], lr=lr
+    )
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None) -> torch.Tensor:
@@ -189,11 +197,13 @@ def _check_dataset(config: ModelConfig, dataset: str) -> None:
     if info.in_channels != config.in_channels or info.num_classes != config.num_classes:
         raise ConfigError(
             f"{dataset} has {info.in_channels} channels and {info.num_classes} classes but the model expects "
-            f"{config.in_channels} and {config.num_classes}; pass --in-channels {info.in_channels} --num-classes {info.num_classes}"
+            f"{config.in_channels} and {config.num_classes}; "
+            f"pass --in-channels {info.in_channels} --num-classes {info.num_classes}"
         )
     if dataset != "imagenet" and config.input_size < info.native_size:
         raise ConfigError(
-            f"{dataset} images are {info.native_size}x{info.native_size} but the model takes {config.input_size}x{config.input_size}; "
+            f"{dataset} images are {info.native_size}x{info.native_size} "
+            f"but the model takes {config.input_size}x{config.input_size}; "
             f"use --input-size {info.native_size} or more (images are zero-padded, never cropped)"
         )
 
@@ -210,8 +220,12 @@ def train(config: ModelConfig, options: TrainOptions, *, progress: bool = True) 
     model_from_config(config)  # validates the config before any data is read
     ddp = _init_distributed()
     torch.manual_seed(options.seed)
-    train_set = load_dataset(options.dataset, "train", data_dir=options.data_dir, input_size=config.input_size, limit=options.limit)
-    test_set = load_dataset(options.dataset, "test", data_dir=options.data_dir, input_size=config.input_size, limit=options.test_limit)
+    train_set = load_dataset(
+        options.dataset, "train", data_dir=options.data_dir, input_size=config.input_size, limit=options.limit
+    )
+    test_set = load_dataset(
+        options.dataset, "test", data_dir=options.data_dir, input_size=config.input_size, limit=options.test_limit
+    )
     teacher = _load_teacher(options.teacher, config) if options.teacher else None
     say = print if ddp.main else (lambda *a, **k: None)
 
@@ -237,7 +251,7 @@ def train(config: ModelConfig, options: TrainOptions, *, progress: bool = True) 
         optimizer = _optimizer(model, options.lr, options.weight_decay if step == 1 else 0.0)
         steps_per_epoch = math.ceil(len(train_set) / options.batch_size)
         total_steps = epochs * steps_per_epoch
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, 1.0 - i / total_steps))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i, total=total_steps: max(0.0, 1.0 - i / total))
         first_epoch = 0
         if state and state["step"] == step:
             optimizer.load_state_dict(state["optimizer"])
@@ -276,9 +290,19 @@ def train(config: ModelConfig, options: TrainOptions, *, progress: bool = True) 
                 loss_sum += loss.item() * len(labels)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
             accuracy = evaluate(model, test_set)
-            record = {"step": step, "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1), "test_accuracy": accuracy}
+            record = {
+                "step": step,
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "test_accuracy": accuracy,
+            }
             history.append(record)
-            say(f"step {step} epoch {epoch + 1}/{epochs}: loss {record['train_loss']:.4f}, train accuracy {record['train_accuracy']:.4f}, test accuracy {accuracy:.4f}", flush=True)
+            say(
+                f"step {step} epoch {epoch + 1}/{epochs}: loss {record['train_loss']:.4f}, "
+                f"train accuracy {record['train_accuracy']:.4f}, test accuracy {accuracy:.4f}",
+                flush=True,
+            )
             if ddp.main:
                 atomic_torch_save(
                     {
@@ -370,5 +394,7 @@ def _resume_state(options: TrainOptions) -> dict | None:
     saved = json.loads(state["options"])
     for key in ("dataset", "epochs1", "epochs2", "batch_size", "seed", "limit"):
         if saved[key] != getattr(options, key):
-            raise CheckpointError(f"cannot resume from {path}: it was trained with {key}={saved[key]!r}, not {getattr(options, key)!r}")
+            raise CheckpointError(
+                f"cannot resume from {path}: it was trained with {key}={saved[key]!r}, not {getattr(options, key)!r}"
+            )
     return state

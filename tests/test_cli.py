@@ -10,16 +10,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from instabnn_hw.cli import main
 from instabnn_hw.quant.checkpoint import load_checkpoint, save_checkpoint
 from instabnn_hw.quant.data import load_dataset
 from instabnn_hw.quant.models import build_model
 from instabnn_hw.quant.summary import summarize
 
+from instabnn_hw.cli import main
+
 INSTABNN_HW = Path(sys.executable).parent / "instabnn-hw"
 TINY_DIGITS = ["--dataset", "digits", "--input-size", "8", "--width", "8", "--batch-size", "32"]
-TRAIN_DIGITS = ["train", *TINY_DIGITS, "--epochs1", "1", "--epochs2", "1", "--limit", "64", "--test-limit", "32", "--no-progress"]
+TRAIN_DIGITS = [
+    "train",
+    *TINY_DIGITS,
+    "--epochs1",
+    "1",
+    "--epochs2",
+    "1",
+    "--limit",
+    "64",
+    "--test-limit",
+    "32",
+    "--no-progress",
+]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -83,7 +95,10 @@ def test_train_records_the_command_it_was_given(inputs):
 def test_eval_prints_accuracy_and_writes_records(inputs, tmp_path, capsys):
     records_path = tmp_path / "records.json"
     checkpoint = str(inputs / "digits.pt")
-    assert main(["eval", checkpoint, "--dataset", "digits", "--limit", "50", "--json", str(records_path), "--no-progress"]) == 0
+    assert (
+        main(["eval", checkpoint, "--dataset", "digits", "--limit", "50", "--json", str(records_path), "--no-progress"])
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[-2] == "images: 50"
     assert re.fullmatch(r"accuracy: 0\.\d{4}", lines[-1])
@@ -100,7 +115,10 @@ def test_eval_prints_accuracy_and_writes_records(inputs, tmp_path, capsys):
 
 # Each case: the arguments ({inputs} and {out} are folders) and a fragment of the error message.
 USER_ERRORS = {
-    "unknown model (train)": (["train", "--model", "nope", *TINY_DIGITS, "--out", "{out}/m.pt"], "unknown model 'nope'"),
+    "unknown model (train)": (
+        ["train", "--model", "nope", *TINY_DIGITS, "--out", "{out}/m.pt"],
+        "unknown model 'nope'",
+    ),
     "unknown model (models)": (["models", "--name", "nope"], "unknown model 'nope'"),
     "unknown dataset (train)": (["train", "--dataset", "mnist", "--out", "{out}/m.pt"], "unknown dataset 'mnist'"),
     "unknown dataset (eval)": (
@@ -112,10 +130,22 @@ USER_ERRORS = {
         "folder /nonexistent does not exist",
     ),
     "missing data folder (eval)": (
-        ["eval", "{inputs}/fashion.pt", "--dataset", "fashion-mnist", "--data", "/nonexistent", "--json", "{out}/r.json"],
+        [
+            "eval",
+            "{inputs}/fashion.pt",
+            "--dataset",
+            "fashion-mnist",
+            "--data",
+            "/nonexistent",
+            "--json",
+            "{out}/r.json",
+        ],
         "folder /nonexistent does not exist",
     ),
-    "missing checkpoint": (["eval", "{out}/none.pt", "--dataset", "digits", "--json", "{out}/r.json"], "no checkpoint at"),
+    "missing checkpoint": (
+        ["eval", "{out}/none.pt", "--dataset", "digits", "--json", "{out}/r.json"],
+        "no checkpoint at",
+    ),
     "corrupt checkpoint": (
         ["eval", "{inputs}/corrupt.pt", "--dataset", "digits", "--json", "{out}/r.json"],
         "not a readable checkpoint",
@@ -163,8 +193,14 @@ def test_user_error_is_one_line_and_status_2(inputs, tmp_path, capsys, argv, mes
     [
         (["eval", "x.pt", "--dataset", "digits", "--bogus"], "instabnn-hw: error: unrecognized arguments: --bogus"),
         (["bogus"], "instabnn-hw: error: argument COMMAND: invalid choice: 'bogus'"),
-        (["train", "--insta", "bogus", "--out", "m.pt"], "instabnn-hw train: error: argument --insta: invalid choice: 'bogus'"),
-        (["train", "--epochs1", "two", "--out", "m.pt"], "instabnn-hw train: error: argument --epochs1: invalid int value"),
+        (
+            ["train", "--insta", "bogus", "--out", "m.pt"],
+            "instabnn-hw train: error: argument --insta: invalid choice: 'bogus'",
+        ),
+        (
+            ["train", "--epochs1", "two", "--out", "m.pt"],
+            "instabnn-hw train: error: argument --epochs1: invalid int value",
+        ),
     ],
     ids=["unknown option", "unknown command", "invalid choice", "not a number"],
 )
@@ -178,7 +214,9 @@ def test_usage_error_is_one_line_and_status_2(capsys, argv, prefix):
 
 
 def test_console_script_help():
-    result = subprocess.run([str(INSTABNN_HW), "--help"], env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [str(INSTABNN_HW), "--help"], env=subprocess_env(), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: instabnn-hw")
     for command in ("models", "train", "eval"):

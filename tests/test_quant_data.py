@@ -7,11 +7,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from instabnn_hw.quant.data import (
     DATASETS,
-    DataError,
     FASHION_MNIST_DEFAULT_DIR,
+    DataError,
     ImageFolderDataset,
     TensorImageDataset,
     dataset_info,
@@ -199,8 +198,7 @@ def test_padding_with_odd_difference_puts_the_extra_pixel_bottom_right(tmp_path)
     [
         (lambda path, array: write_idx(path, array, magic=b"\0\0\x0d"), "bad magic number"),
         (lambda path, array: write_idx(path, array, truncate_by=10), "is truncated"),
-        (lambda path, array: path.write_bytes(gzip.compress(b"\0\0\x08\x03" + bytes(100))[:-12]),
-         "cannot read"),
+        (lambda path, array: path.write_bytes(gzip.compress(b"\0\0\x08\x03" + bytes(100))[:-12]), "cannot read"),
     ],
     ids=["bad-magic", "truncated", "truncated-gzip"],
 )
@@ -214,9 +212,7 @@ def test_corrupt_idx_file_raises_data_error_naming_it(tmp_path, write, message):
 
 
 def test_image_and_label_count_mismatch_raises_data_error(tmp_path):
-    write_fashion_test_split(
-        tmp_path, np.zeros((3, 28, 28), np.uint8), np.zeros(2, np.uint8)
-    )
+    write_fashion_test_split(tmp_path, np.zeros((3, 28, 28), np.uint8), np.zeros(2, np.uint8))
     with pytest.raises(DataError, match="3 images but .*t10k-labels-idx1-ubyte holds 2 labels"):
         load_dataset("fashion-mnist", "test", data_dir=tmp_path)
 
@@ -224,9 +220,7 @@ def test_image_and_label_count_mismatch_raises_data_error(tmp_path):
 def test_fashion_mnist_missing_folder_or_file(tmp_path):
     with pytest.raises(DataError, match="does not exist.*dataset-fashion-mnist"):
         load_dataset("fashion-mnist", "test", data_dir=tmp_path / "absent")
-    with pytest.raises(
-        DataError, match=r"no t10k-images-idx3-ubyte\(\.gz\) in .*pass --data DIR"
-    ):
+    with pytest.raises(DataError, match=r"no t10k-images-idx3-ubyte\(\.gz\) in .*pass --data DIR"):
         load_dataset("fashion-mnist", "test", data_dir=tmp_path)
 
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from instabnn_hw.quant.layers import (
     BinaryActivation,
     BinaryConv2d,
@@ -101,8 +100,16 @@ def test_sign_threshold_is_greater_or_equal_including_ties():
     assert out == [1.0, -1.0, 1.0, -1.0]
 
 
-@pytest.mark.parametrize("kwargs", [{"channels": 0, "mode": "th"}, {"channels": 4, "mode": "sign"}, {"channels": 4, "mode": "th", "stats": ()},
-                                    {"channels": 4, "mode": "th", "stats": ("m4",)}, {"channels": 4, "mode": "th+", "reduction": 0}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"channels": 0, "mode": "th"},
+        {"channels": 4, "mode": "sign"},
+        {"channels": 4, "mode": "th", "stats": ()},
+        {"channels": 4, "mode": "th", "stats": ("m4",)},
+        {"channels": 4, "mode": "th+", "reduction": 0},
+    ],
+)
 def test_threshold_rejects_bad_parameters(kwargs):
     channels = kwargs.pop("channels")
     with pytest.raises(ValueError):

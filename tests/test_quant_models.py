@@ -4,7 +4,6 @@ import dataclasses
 
 import pytest
 import torch
-
 from instabnn_hw.quant.layers import BinaryConv2d, InstaPReLU, RPReLU, Threshold
 from instabnn_hw.quant.models import MODELS, BinaryBlock, ConfigError, ModelConfig, build_model, model_from_config
 from instabnn_hw.quant.summary import summarize
@@ -99,15 +98,26 @@ def test_insta_stages_select_where_insta_modules_go():
         assert isinstance(block.act, InstaPReLU) == (block.stage == 3)
     assert {b.stage for b in blocks} == {1, 2, 3}
     plain = build_model("resnet-tiny", insta="th")
-    assert all(isinstance(b.act, RPReLU) and not isinstance(b.act, InstaPReLU) for b in plain.modules() if isinstance(b, BinaryBlock))
+    assert all(
+        isinstance(b.act, RPReLU) and not isinstance(b.act, InstaPReLU)
+        for b in plain.modules()
+        if isinstance(b, BinaryBlock)
+    )
 
 
 def test_cnv_topology():
     model = build_model("cnv", insta="rsign")
     shapes = [tuple(m.weight.shape) for m in _binary_convs(model)]
-    assert shapes == [(64, 3, 3, 3), (64, 64, 3, 3), (128, 64, 3, 3), (128, 128, 3, 3), (256, 128, 3, 3), (256, 256, 3, 3)]
+    assert shapes == [
+        (64, 3, 3, 3),
+        (64, 64, 3, 3),
+        (128, 64, 3, 3),
+        (128, 128, 3, 3),
+        (256, 128, 3, 3),
+        (256, 256, 3, 3),
+    ]
     assert all(m.padding == (0, 0) for m in _binary_convs(model))
-    fcs = [tuple(l.layer.weight.shape) for l in model.classifier] + [tuple(model.fc.weight.shape)]
+    fcs = [tuple(layer.layer.weight.shape) for layer in model.classifier] + [tuple(model.fc.weight.shape)]
     assert fcs == [(512, 256), (512, 512), (10, 512)]
     # Batch norm in training needs two images: the last convolution's output is 1x1.
     assert _forward_backward(model, batch=2).shape == (2, 10)
@@ -156,5 +166,8 @@ def test_defaults_follow_the_zoo_table():
     for name, defaults in MODELS.items():
         config = build_model(name, insta="rsign").config
         assert (config.input_size, config.in_channels, config.num_classes, config.width) == (
-            defaults.input_size, defaults.in_channels, defaults.num_classes, defaults.width
+            defaults.input_size,
+            defaults.in_channels,
+            defaults.num_classes,
+            defaults.width,
         )
