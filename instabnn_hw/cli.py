@@ -14,6 +14,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from instabnn_hw.quant.options import PRELUS, THRESHOLDS
+
 __all__ = ["main", "build_parser"]
 
 EXIT_USAGE = 2
@@ -26,9 +28,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _model_options(parser: argparse.ArgumentParser, *, defaults_from_model: bool = True) -> None:
-    from instabnn_hw.quant.options import PRELUS, THRESHOLDS
-
+def _model_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--model", default="resnet-tiny", help="zoo model (see `instabnn-hw models`)")
     group.add_argument("--insta", default="th", choices=THRESHOLDS, help="threshold variant (default: th)")
@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     models = commands.add_parser("models", help="list the model zoo with sizes and operation counts")
-    models.add_argument("--insta", default="th", help="threshold variant used for the counts (default: th)")
-    models.add_argument("--prelu", default=None, help="activation used for the counts (default: rprelu)")
+    models.add_argument("--insta", default="th", choices=THRESHOLDS, help="threshold variant counted (default: th)")
+    models.add_argument("--prelu", default=None, choices=PRELUS, help="activation counted (default: rprelu)")
     models.add_argument("--name", action="append", help="only this model (repeatable)")
 
     train = commands.add_parser("train", help="train a model with the two-step ReActNet recipe")
