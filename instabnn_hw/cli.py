@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import sys
-from pathlib import Path
 
 from instabnn_hw.quant.options import PRELUS, THRESHOLDS
 
@@ -170,12 +169,12 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_eval(args) -> None:
-    from instabnn_hw.quant.checkpoint import load_checkpoint
+    from instabnn_hw.quant.checkpoint import atomic_write_text, load_checkpoint
     from instabnn_hw.quant.data import load_dataset
-    from instabnn_hw.quant.train import _check_dataset, predict
+    from instabnn_hw.quant.train import check_dataset, predict
 
     model = load_checkpoint(args.checkpoint)
-    _check_dataset(model.config, args.dataset)
+    check_dataset(model.config, args.dataset)
     dataset = load_dataset(
         args.dataset, "test", data_dir=args.data, input_size=model.config.input_size, limit=args.limit
     )
@@ -186,10 +185,7 @@ def _cmd_eval(args) -> None:
             {"index": i, "label": int(label), "predicted": int(guess)}
             for i, (guess, label) in enumerate(zip(predicted, labels, strict=True))
         ]
-        path = Path(args.json)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(records) + "\n")
-        os.replace(tmp, path)
+        atomic_write_text(args.json, json.dumps(records) + "\n")
     print(f"images: {len(labels)}")
     print(f"accuracy: {accuracy:.4f}")
 

@@ -59,6 +59,14 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
         raise
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` through a temporary file beside ``path``, then renames it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

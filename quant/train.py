@@ -32,12 +32,12 @@ from brevitas.core.scaling import ParameterFromRuntimeStatsScaling
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, atomic_torch_save, atomic_write_text, load_checkpoint, save_checkpoint
 from .data import TensorImageDataset, dataset_info, load_dataset
 from .layers import BinaryConv2d, BinaryLinear
 from .models import ConfigError, ModelConfig, model_from_config
 
-__all__ = ["TrainOptions", "train", "evaluate", "predict"]
+__all__ = ["TrainOptions", "train", "evaluate", "predict", "check_dataset"]
 
 
 @dataclass(frozen=True)
@@ -192,7 +192,8 @@ def _state_path(out: str) -> Path:
     return Path(f"{out}.state.pt")
 
 
-def _check_dataset(config: ModelConfig, dataset: str) -> None:
+def check_dataset(config: ModelConfig, dataset: str) -> None:
+    """Raises ConfigError unless ``dataset``'s images and classes fit ``config``."""
     info = dataset_info(dataset)
     if info.in_channels != config.in_channels or info.num_classes != config.num_classes:
         raise ConfigError(
@@ -216,7 +217,7 @@ def train(config: ModelConfig, options: TrainOptions, *, progress: bool = True) 
     ConfigError, DataError, CheckpointError
         For invalid options, missing data or an unusable teacher / resume state.
     """
-    _check_dataset(config, options.dataset)
+    check_dataset(config, options.dataset)
     model_from_config(config)  # validates the config before any data is read
     ddp = _init_distributed()
     torch.manual_seed(options.seed)
@@ -342,9 +343,7 @@ def train(config: ModelConfig, options: TrainOptions, *, progress: bool = True) 
     if ddp.main:
         save_checkpoint(options.out, final_model, meta=meta)
         sidecar = Path(options.out).with_suffix(".json")
-        tmp = sidecar.with_name(f".{sidecar.name}.tmp")
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, sidecar)
+        atomic_write_text(sidecar, json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _state_path(options.out).unlink(missing_ok=True)
         say(f"wrote {options.out} (test accuracy {accuracy:.4f})")
     if ddp.world > 1:
