@@ -30,6 +30,7 @@ __all__ = [
     "shipped_checkpoints",
     "CheckpointError",
     "atomic_torch_save",
+    "atomic_write_text",
     "save_checkpoint",
     "read_checkpoint",
     "load_checkpoint",
