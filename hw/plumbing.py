@@ -1,0 +1,246 @@
+"""Stream plumbing: FIFO, fork, residual join-add and SIMD width conversion.
+
+Every block here moves whole payloads and obeys the four transfer rules of
+:mod:`amaranth.lib.stream`: a transfer happens when ``valid & ready``; once ``valid`` is up it
+and the payload hold until the transfer; ``valid`` never depends on ``ready``; ``ready`` may
+depend on ``valid``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Shape, Signal, Value
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ._checks import check_int, check_payload, check_shape
+from .fixed import bounds, shape_for
+
+__all__ = ["Fifo", "Fork", "JoinAdd", "WidthConverter", "join_add", "regroup"]
+
+
+class Fifo(wiring.Component):
+    """First-in first-out queue of ``depth`` payloads (memory-backed, registered output).
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Payload shape, e.g. a :class:`~amaranth.lib.data.ArrayLayout` of channels.
+    depth : int
+        Number of payloads it holds, >= 1. The residual bypass FIFOs take theirs from the
+        compiler's cycle model.
+
+    Members
+    -------
+    i : In(stream.Signature(shape))
+    o : Out(stream.Signature(shape))
+    """
+
+    def __init__(self, *, shape, depth: int) -> None:
+        self._shape = check_payload("shape", shape)
+        self._depth = check_int("depth", depth)
+        super().__init__({"i": In(stream.Signature(self._shape)), "o": Out(stream.Signature(self._shape))})
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    #: A full FIFO accepts and emits one payload per cycle.
+    initiation_interval = 1
+
+    def elaborate(self, platform):
+        m = Module()
+        width = Shape.cast(self._shape).width
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self._depth)
+        m.d.comb += [
+            queue.w_data.eq(Value.cast(self.i.payload)),
+            queue.w_en.eq(self.i.valid),
+            self.i.ready.eq(queue.w_rdy),
+            Value.cast(self.o.payload).eq(queue.r_data),
+            self.o.valid.eq(queue.r_rdy),
+            queue.r_en.eq(self.o.ready),
+        ]
+        return m
+
+
+class Fork(wiring.Component):
+    """Copies each input payload to two outputs that may take it in different cycles.
+
+    The input transfer completes once both outputs have taken the payload, so a slow branch
+    back-pressures the source and a fast one is not duplicated.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Payload shape.
+
+    Members
+    -------
+    i : In(stream.Signature(shape))
+    o : Out(stream.Signature(shape)).array(2)
+    """
+
+    initiation_interval = 1
+
+    def __init__(self, *, shape) -> None:
+        self._shape = check_payload("shape", shape)
+        super().__init__({"i": In(stream.Signature(self._shape)), "o": Out(stream.Signature(self._shape)).array(2)})
+
+    def elaborate(self, platform):
+        m = Module()
+        taken = Signal(2)  # which outputs already took the current payload
+        m.d.comb += self.i.ready.eq((taken[0] | self.o[0].ready) & (taken[1] | self.o[1].ready))
+        for index, output in enumerate(self.o):
+            m.d.comb += [output.payload.eq(self.i.payload), output.valid.eq(self.i.valid & ~taken[index])]
+            with m.If(self.i.valid & self.i.ready):
+                m.d.sync += taken[index].eq(0)
+            with m.Elif(output.valid & output.ready):
+                m.d.sync += taken[index].eq(1)
+        return m
+
+
+def join_add(a: np.ndarray, b: np.ndarray, *, shifts: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Numpy model of :class:`JoinAdd`: ``(a << shifts[0]) + (b << shifts[1])``."""
+    return (np.asarray(a, dtype=np.int64) << shifts[0]) + (np.asarray(b, dtype=np.int64) << shifts[1])
+
+
+class JoinAdd(wiring.Component):
+    """Element-wise sum of two streams of channel words: the residual join.
+
+    ``o = (i[0] << shifts[0]) + (i[1] << shifts[1])``; the shifts align two power-of-two scales
+    exactly. The output element shape is derived from the input bounds, so the sum cannot
+    overflow. One output word per cycle once both inputs have one; the output is registered.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Integer element shape of both inputs (the compiler widens the narrower branch).
+    count : int
+        Elements per word.
+    shifts : pair of int
+        Left shift of each input, 0 to 32.
+
+    Members
+    -------
+    i : In(stream.Signature(data.ArrayLayout(shape, count))).array(2)
+    o : Out(stream.Signature(data.ArrayLayout(out_shape, count)))
+    """
+
+    initiation_interval = 1
+
+    def __init__(self, *, shape, count: int, shifts: tuple[int, int] = (0, 0)) -> None:
+        self._shape = check_shape("shape", shape)
+        self._count = check_int("count", count)
+        if not isinstance(shifts, (tuple, list)) or len(shifts) != 2:
+            raise TypeError(f"shifts must be a pair of integers, not {shifts!r}")
+        self._shifts = tuple(check_int(f"shifts[{k}]", s, low=0, high=32) for k, s in enumerate(shifts))
+        low, high = bounds(self._shape)
+        self._out_shape = shape_for(sum(low << s for s in self._shifts), sum(high << s for s in self._shifts))
+        super().__init__(
+            {
+                "i": In(stream.Signature(data.ArrayLayout(self._shape, count))).array(2),
+                "o": Out(stream.Signature(data.ArrayLayout(self._out_shape, count))),
+            }
+        )
+
+    @property
+    def out_shape(self) -> Shape:
+        """Element shape of the sum."""
+        return self._out_shape
+
+    def elaborate(self, platform):
+        m = Module()
+        a, b = self.i[0], self.i[1]
+        accept = a.valid & b.valid & (~self.o.valid | self.o.ready)
+        m.d.comb += [a.ready.eq(accept), b.ready.eq(accept)]
+        with m.If(accept):
+            m.d.sync += self.o.valid.eq(1)
+            for k in range(self._count):
+                m.d.sync += self.o.payload[k].eq((a.payload[k] << self._shifts[0]) + (b.payload[k] << self._shifts[1]))
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        return m
+
+
+def regroup(words: np.ndarray, count: int) -> np.ndarray:
+    """Numpy model of :class:`WidthConverter`: the element sequence re-cut into ``count``-wide words."""
+    flat = np.asarray(words).reshape(-1)
+    if flat.size % count:
+        raise ValueError(f"{flat.size} elements do not fill words of {count}")
+    return flat.reshape(-1, count)
+
+
+class WidthConverter(wiring.Component):
+    """Re-cuts a stream of element words into words of another width (SIMD packing).
+
+    Elements keep their order (element 0 of word 0 first). One of the two counts must divide
+    the other. Narrowing emits one output word per cycle; widening takes one input word per
+    cycle; the output is registered either way.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Element shape.
+    in_count, out_count : int
+        Elements per input and per output word.
+
+    Members
+    -------
+    i : In(stream.Signature(data.ArrayLayout(shape, in_count)))
+    o : Out(stream.Signature(data.ArrayLayout(shape, out_count)))
+    """
+
+    def __init__(self, *, shape, in_count: int, out_count: int) -> None:
+        self._shape = check_payload("shape", shape, max_width=64)
+        self._in_count = check_int("in_count", in_count)
+        self._out_count = check_int("out_count", out_count)
+        if max(in_count, out_count) % min(in_count, out_count):
+            raise ValueError(f"in_count ({in_count}) and out_count ({out_count}) must divide one another")
+        super().__init__(
+            {
+                "i": In(stream.Signature(data.ArrayLayout(self._shape, in_count))),
+                "o": Out(stream.Signature(data.ArrayLayout(self._shape, out_count))),
+            }
+        )
+
+    @property
+    def initiation_interval(self) -> int:
+        """Cycles per output word at full rate (a widened word needs several input words)."""
+        return max(1, self._out_count // self._in_count)
+
+    def elaborate(self, platform):
+        m = Module()
+        elem_width = Shape.cast(self._shape).width
+        i_bits, o_bits = Value.cast(self.i.payload), Value.cast(self.o.payload)
+        if self._in_count >= self._out_count:
+            pieces = self._in_count // self._out_count
+            piece_bits = elem_width * self._out_count
+            held = Signal(len(i_bits))
+            left = Signal(range(pieces + 1))  # pieces of ``held`` not yet emitted
+            index = Signal(range(pieces))
+            last = (left == 1) & self.o.ready
+            m.d.comb += [
+                self.o.valid.eq(left != 0),
+                o_bits.eq(held.word_select(index, piece_bits)),
+                self.i.ready.eq((left == 0) | last),
+            ]
+            with m.If(self.i.valid & self.i.ready):
+                m.d.sync += [held.eq(i_bits), left.eq(pieces), index.eq(0)]
+            with m.Elif(self.o.valid & self.o.ready):
+                m.d.sync += [left.eq(left - 1), index.eq(index + 1)]
+        else:
+            pieces = self._out_count // self._in_count
+            piece_bits = elem_width * self._in_count
+            gathered = Signal(range(pieces + 1))
+            m.d.comb += [
+                self.o.valid.eq(gathered == pieces),
+                self.i.ready.eq((gathered != pieces) | self.o.ready),
+            ]
+            with m.If(self.i.valid & self.i.ready):
+                slot = Signal(range(pieces))
+                m.d.comb += slot.eq(Mux(gathered == pieces, 0, gathered))
+                m.d.sync += o_bits.word_select(slot, piece_bits).eq(i_bits)
+                m.d.sync += gathered.eq(slot + 1)
+            with m.Elif(self.o.valid & self.o.ready):
+                m.d.sync += gathered.eq(0)
+        return m

@@ -1,0 +1,100 @@
+# amaranth: UnusedElaboratable=no
+"""hw.plumbing in Amaranth's simulator: every payload arrives once, in order, under random flow control."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data
+
+from instabnn_hw.hw.fixed import bounds
+from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, WidthConverter, join_add, regroup
+from instabnn_hw.hw.simulate import simulate_streams
+
+FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
+
+
+@pytest.mark.parametrize("valid, ready", FLOW)
+@pytest.mark.parametrize("depth", [1, 2, 5])
+def test_fifo_passes_everything_in_order(depth, valid, ready):
+    layout = data.ArrayLayout(signed(5), 3)
+    rng = np.random.default_rng(depth)
+    words = rng.integers(-16, 16, size=(40, 3)).tolist()
+    run = simulate_streams(
+        Fifo(shape=layout, depth=depth),
+        {"i": words},
+        {"o": len(words)},
+        valid_probability=valid,
+        ready_probability=ready,
+    )
+    assert run.outputs["o"] == words
+
+
+def test_fifo_runs_at_one_word_per_cycle():
+    run = simulate_streams(Fifo(shape=8, depth=4), {"i": list(range(50))}, {"o": 50})
+    assert run.interval("o") == 1
+
+
+@pytest.mark.parametrize("valid, ready", FLOW)
+def test_fork_delivers_each_payload_to_both_outputs_once(valid, ready):
+    words = list(range(60))
+    run = simulate_streams(
+        Fork(shape=unsigned(8)), {"i": words}, {"o.0": 60, "o.1": 60}, valid_probability=valid, ready_probability=ready
+    )
+    assert run.outputs["o.0"] == words and run.outputs["o.1"] == words
+
+
+@pytest.mark.parametrize("valid, ready", FLOW)
+@pytest.mark.parametrize("shifts", [(0, 0), (3, 0), (1, 4)])
+def test_join_add_matches_numpy_model(shifts, valid, ready):
+    rng = np.random.default_rng(sum(shifts))
+    a, b = rng.integers(-128, 128, size=(2, 30, 4))
+    dut = JoinAdd(shape=signed(8), count=4, shifts=shifts)
+    run = simulate_streams(
+        dut, {"i.0": a.tolist(), "i.1": b.tolist()}, {"o": 30}, valid_probability=valid, ready_probability=ready, seed=7
+    )
+    assert run.outputs["o"] == join_add(a, b, shifts=shifts).tolist()
+
+
+def test_join_add_worst_case_cannot_overflow():
+    dut = JoinAdd(shape=signed(8), count=2, shifts=(2, 5))
+    low, high = bounds(dut.out_shape)
+    extremes = [[-128, 127], [127, -128], [-128, -128], [127, 127]]
+    run = simulate_streams(dut, {"i.0": extremes, "i.1": extremes}, {"o": 4})
+    expected = join_add(np.array(extremes), np.array(extremes), shifts=(2, 5))
+    assert run.outputs["o"] == expected.tolist()
+    assert low <= expected.min() and expected.max() <= high
+
+
+@pytest.mark.parametrize("valid, ready", FLOW)
+@pytest.mark.parametrize("in_count, out_count", [(8, 2), (3, 3), (2, 6), (1, 4), (4, 1)])
+def test_width_converter_keeps_element_order(in_count, out_count, valid, ready):
+    elements = [random.Random(in_count).randrange(-8, 8) for _ in range(24)]
+    words = regroup(np.array(elements), in_count).tolist()
+    dut = WidthConverter(shape=signed(4), in_count=in_count, out_count=out_count)
+    run = simulate_streams(dut, {"i": words}, {"o": 24 // out_count}, valid_probability=valid, ready_probability=ready)
+    assert run.outputs["o"] == regroup(np.array(elements), out_count).tolist()
+
+
+def test_width_converter_narrowing_emits_one_word_per_cycle():
+    dut = WidthConverter(shape=1, in_count=8, out_count=2)
+    run = simulate_streams(dut, {"i": [[1, 0] * 4] * 10}, {"o": 40})
+    assert run.interval("o") == 1 == dut.initiation_interval
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Fifo(shape=8, depth=0), r"depth must be >= 1, not 0"),
+        (lambda: Fifo(shape="x", depth=2), r"shape must be an Amaranth shape"),
+        (lambda: Fifo(shape=8, depth=2.0), r"depth must be an integer, not 2.0"),
+        (lambda: JoinAdd(shape=signed(8), count=0), r"count must be >= 1, not 0"),
+        (lambda: JoinAdd(shape=signed(8), count=2, shifts=(0, 40)), r"shifts\[1\] must be in \[0, 32\], not 40"),
+        (lambda: WidthConverter(shape=1, in_count=3, out_count=2), r"in_count \(3\) and out_count \(2\) must divide"),
+        (lambda: WidthConverter(shape=0, in_count=3, out_count=3), r"shape must be 1 to 64 bits wide"),
+    ],
+)
+def test_invalid_parameters_are_named(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
