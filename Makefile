@@ -5,7 +5,7 @@ STAMP := $(VENV)/.instabnn-setup
 export BREVITAS_JIT := 0
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow test-cocotb lint bench bench-hw clean
 
 setup: $(STAMP)
 
@@ -22,12 +22,19 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
+# the cocotb simulation suite alone (Verilator and Icarus, slow ones included)
+test-cocotb: setup
+	$(PY) -m pytest -q -m cocotb
+
 lint: setup
 	$(VENV)/bin/ruff check quant codegen hw sim instabnn_hw tests bench
 	$(VENV)/bin/ruff format --check quant codegen hw sim instabnn_hw tests bench
 
 bench: setup
 	$(PY) bench/train_speed.py
+
+bench-hw: setup
+	$(PY) bench/hw_units.py
 
 clean:
 	rm -rf build .pytest_cache

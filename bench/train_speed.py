@@ -27,8 +27,8 @@ os.environ.setdefault("BREVITAS_JIT", "0")
 
 import torch  # noqa: E402  (after BREVITAS_JIT, which Brevitas reads on import)
 import torch.nn.functional as F  # noqa: E402
-from instabnn_hw.quant.models import build_model, model_from_config  # noqa: E402
 
+from instabnn_hw.quant.models import build_model, model_from_config  # noqa: E402
 from instabnn_hw.table import format_table  # noqa: E402
 
 WARMUP = 3

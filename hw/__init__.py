@@ -1,3 +1,55 @@
-"""Streaming Amaranth components; never imports torch (issue #3)."""
+"""Streaming Amaranth components: the hardware library the compiler assembles (never imports torch).
 
-__all__: list[str] = []
+Every block is a :class:`amaranth.lib.wiring.Component` with :mod:`amaranth.lib.stream` ports
+``i`` / ``o``, payloads laid out as in :mod:`.layouts`, and a module-level numpy function that
+is the one model of its operation (shared with the compiler's reference executor). The
+rounding and width rules are in :mod:`.fixed`.
+
+============================  =====================================================
+module                        components (numpy models)
+============================  =====================================================
+:mod:`.plumbing`              Fifo, Fork, JoinAdd, WidthConverter (join_add, regroup)
+:mod:`.window`                SlidingWindow (sliding_windows)
+:mod:`.pool`                  MaxPool, SumPool, GlobalSumPool (max_pool, sum_pool, global_sum_pool)
+:mod:`.popcount`              PopCount (popcount)
+:mod:`.xnor_mvu`              XnorMatrixVector (xnor_matvec)
+:mod:`.int_mvu`               IntMatrixVector, Argmax (int_matvec, argmax)
+:mod:`.threshold`             StaticThreshold (threshold)
+:mod:`.affine`                Requantise, RPReLU (requantise, rprelu)
+:mod:`.insta`                 MomentsThreshold, InstaPReLU (moment_sums, statistic_features,
+                              th_thresholds, thplus_thresholds, se_mlp, binarise, insta_prelu)
+============================  =====================================================
+
+:mod:`.simulate` drives any of them in Amaranth's simulator with random flow control;
+:mod:`.synthesis` synthesises one with the open ECP5 / iCE40 tools.
+"""
+
+from .affine import Requantise, RPReLU
+from .insta import InstaPReLU, MomentsThreshold
+from .int_mvu import Argmax, IntMatrixVector
+from .plumbing import Fifo, Fork, JoinAdd, WidthConverter
+from .pool import GlobalSumPool, MaxPool, SumPool
+from .popcount import PopCount
+from .threshold import StaticThreshold
+from .window import SlidingWindow
+from .xnor_mvu import XnorMatrixVector
+
+__all__ = [
+    "Argmax",
+    "Fifo",
+    "Fork",
+    "GlobalSumPool",
+    "InstaPReLU",
+    "IntMatrixVector",
+    "JoinAdd",
+    "MaxPool",
+    "MomentsThreshold",
+    "PopCount",
+    "RPReLU",
+    "Requantise",
+    "SlidingWindow",
+    "StaticThreshold",
+    "SumPool",
+    "WidthConverter",
+    "XnorMatrixVector",
+]

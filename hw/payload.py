@@ -41,6 +41,7 @@ def unpack(shape, bits: int):
     if isinstance(shape, ShapeCastable):
         return _to_python(shape.from_bits(bits))
     shape = Shape.cast(shape)
+    bits &= (1 << shape.width) - 1  # a simulator may hand over a signed value as a negative int
     if shape.signed and bits >> (shape.width - 1):
         return bits - (1 << shape.width)
     return bits

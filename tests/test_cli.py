@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from instabnn_hw.cli import main
 from instabnn_hw.quant.checkpoint import load_checkpoint, save_checkpoint
 from instabnn_hw.quant.data import load_dataset
 from instabnn_hw.quant.models import build_model
 from instabnn_hw.quant.summary import summarize
-
-from instabnn_hw.cli import main
 
 INSTABNN_HW = Path(sys.executable).parent / "instabnn-hw"
 TINY_DIGITS = ["--dataset", "digits", "--input-size", "8", "--width", "8", "--batch-size", "32"]

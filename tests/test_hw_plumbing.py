@@ -98,3 +98,9 @@ def test_width_converter_narrowing_emits_one_word_per_cycle():
 def test_invalid_parameters_are_named(make, message):
     with pytest.raises((ValueError, TypeError), match=message):
         make()
+
+
+def test_plain_signed_payloads_round_trip():
+    values = [-128, -1, 0, 1, 127]
+    run = simulate_streams(Fifo(shape=signed(8), depth=2), {"i": values}, {"o": len(values)})
+    assert run.outputs["o"] == values

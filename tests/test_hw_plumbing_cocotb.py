@@ -7,6 +7,8 @@ from amaranth.hdl import signed
 from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, WidthConverter, join_add, regroup
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
+pytestmark = pytest.mark.cocotb
+
 
 def plumbing_cases(seed: int) -> dict[str, StreamCase]:
     rng = np.random.default_rng(seed)

@@ -4,11 +4,11 @@ import json
 import shlex
 
 import pytest
+
+from instabnn_hw.cli import build_parser
 from instabnn_hw.quant.checkpoint import SHIPPED_DIR, load_checkpoint
 from instabnn_hw.quant.data import load_dataset
 from instabnn_hw.quant.train import evaluate
-
-from instabnn_hw.cli import build_parser
 
 REQUIRED = [("resnet-tiny", "th"), ("resnet-tiny", "rsign")]
 

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+
 from instabnn_hw.quant.data import (
     DATASETS,
     FASHION_MNIST_DEFAULT_DIR,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from instabnn_hw.quant.layers import (
     BinaryActivation,
     BinaryConv2d,

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import torch
+
 from instabnn_hw.quant.layers import BinaryConv2d, InstaPReLU, RPReLU, Threshold
 from instabnn_hw.quant.models import MODELS, BinaryBlock, ConfigError, ModelConfig, build_model, model_from_config
 from instabnn_hw.quant.summary import summarize

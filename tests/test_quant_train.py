@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from instabnn_hw.quant import train as train_module
 from instabnn_hw.quant.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from instabnn_hw.quant.data import load_dataset

@@ -1,6 +1,7 @@
 """Training to accuracy on real data (slow: a few minutes per variant on 2 cores)."""
 
 import pytest
+
 from instabnn_hw.quant.checkpoint import load_checkpoint
 from instabnn_hw.quant.data import load_dataset
 from instabnn_hw.quant.models import build_model

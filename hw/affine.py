@@ -1,0 +1,611 @@
+"""Per-channel affine arithmetic: requantisation (batch norm) and RPReLU.
+
+The numpy functions below are THE integer semantics; the components in this module implement
+them bit for bit, and the compiler's reference executor calls them. Channel ``c`` of an
+element is its index along the last axis modulo the number of channels (tensors are given as
+``(..., C)`` arrays, e.g. ``H x W x C``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ._checks import check_divides, check_int, check_int_array, check_shape
+from .fixed import bounds, clamp, hdl_clamp, round_shift, shape_for
+from .layouts import channel_word
+
+__all__ = [
+    "REQUANTISE_LATENCY",
+    "RPRELU_LATENCY",
+    "RPReLU",
+    "Requantise",
+    "requantise",
+    "requantise_bounds",
+    "requantise_datapath",
+    "rprelu",
+    "rprelu_bounds",
+    "rprelu_datapath",
+]
+
+
+def requantise(x, mult, bias, *, shift: int, low: int, high: int):
+    """``clamp(round_shift(x * mult_c + bias_c, shift), low, high)``.
+
+    Batch norm (and any per-channel affine map) in fixed point: ``mult`` and ``bias`` are
+    integer vectors of length C; the one rounding is :func:`~.fixed.round_shift`.
+    """
+    return clamp(round_shift(np.asarray(x) * mult + bias, shift), low, high)
+
+
+def rprelu(x, gamma, slope, zeta, *, slope_shift: int, out_shift: int, low: int, high: int):
+    """RPReLU in fixed point, ``f(x) = PReLU_slope(x - gamma_c) + zeta_c``.
+
+    ``u = x - gamma_c``; ``v = u * 2**slope_shift`` when ``u >= 0``, else ``u * slope_c``
+    (``slope_c / 2**slope_shift`` is the negative slope); the result is
+    ``clamp(round_shift(v + zeta_c, out_shift), low, high)``, with ``zeta`` in units of
+    ``2**-slope_shift`` of ``x``. ``gamma``, ``slope`` and ``zeta`` are integer vectors of
+    length C, or arrays broadcastable to ``x`` (INSTA-PReLU passes a per-image ``gamma``).
+    """
+    u = np.asarray(x) - gamma
+    v = np.where(u >= 0, u << slope_shift, u * slope)
+    return clamp(round_shift(v + zeta, out_shift), low, high)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hardware: shared helpers, the per-element datapaths (reusable with register-fed parameters),
+# and the two streaming components.
+# ---------------------------------------------------------------------------------------------
+
+#: Enabled clock edges from presenting ``x`` (and the parameters) to :func:`requantise_datapath`'s output.
+REQUANTISE_LATENCY = 3
+
+#: Enabled clock edges from presenting ``x`` (and the parameters) to :func:`rprelu_datapath`'s output.
+RPRELU_LATENCY = 3
+
+
+def _fit(value, low: int, high: int) -> Value:
+    """``value``, whose true value lies in ``[low, high]``, cut (or extended) to ``shape_for(low, high)``."""
+    shape = shape_for(low, high)
+    value = Value.cast(value)
+    if len(value) < shape.width:
+        sign = value[-1] if value.shape().signed else Const(0, 1)
+        value = Cat(value, sign.replicate(shape.width - len(value)))
+    value = value[: shape.width]
+    return value.as_signed() if shape.signed else value
+
+
+def _param(name: str, value, given) -> tuple[object, tuple[int, int]]:
+    """A datapath parameter as ``(int or Value, (low, high))``."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer or an Amaranth value, not {value!r}")
+    if isinstance(value, (int, np.integer)):
+        value = int(value)
+        return value, (value, value)
+    try:
+        value = Value.cast(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer or an Amaranth value, not {value!r}") from None
+    if given is None:
+        return value, bounds(value.shape())
+    low, high = (check_int(f"{name}_bounds[{k}]", b, low=None) for k, b in enumerate(given))
+    if low > high:
+        raise ValueError(f"{name}_bounds must be (low, high) with low <= high, not {given!r}")
+    return value, (low, high)
+
+
+def _register(m: Module, domain: str, enable, value, name: str, shape=None):
+    """``value`` delayed by one enabled edge (an int stays as it is)."""
+    if isinstance(value, int):
+        return value
+    value = Value.cast(value)
+    reg = Signal(shape if shape is not None else value.shape(), name=name)
+    with m.If(enable):
+        m.d[domain] += reg.eq(value)
+    return reg
+
+
+def _intersect(derived: tuple[int, int], given) -> tuple[int, int]:
+    if given is None:
+        return derived
+    low, high = max(derived[0], int(given[0])), min(derived[1], int(given[1]))
+    if low > high:
+        raise ValueError(f"bounds {tuple(given)!r} do not meet the derived range {derived!r}")
+    return low, high
+
+
+def _ints(pair) -> tuple[int, int]:
+    """A ``(low, high)`` pair as Python ints (numpy ints would overflow in the products)."""
+    low, high = pair
+    return int(low), int(high)
+
+
+def _product_bounds(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    corners = [p * q for p in _ints(a) for q in _ints(b)]
+    return min(corners), max(corners)
+
+
+def _output(m: Module, domain: str, enable, value, natural: tuple[int, int], low: int, high: int, name: str):
+    """Register ``clamp(value, low, high)``; the clamp is left out where ``natural`` lies inside."""
+    out = Signal(shape_for(low, high), name=name)
+    if low <= natural[0] and natural[1] <= high:
+        result = _fit(value, *natural)
+    elif natural[0] >= low:  # only the upper side can saturate
+        result = Mux(value > high, high, value)
+    elif natural[1] <= high:
+        result = Mux(value < low, low, value)
+    else:
+        result = hdl_clamp(value, low, high)
+    with m.If(enable):
+        m.d[domain] += out.eq(result)
+    return out
+
+
+def requantise_bounds(x_bounds, mult_bounds, bias_bounds, *, shift: int) -> tuple[int, int]:
+    """The range of ``round_shift(x * mult + bias, shift)`` over the three ranges (before any clamp)."""
+    product = _product_bounds(x_bounds, mult_bounds)
+    bias_bounds = _ints(bias_bounds)
+    return round_shift(product[0] + bias_bounds[0], shift), round_shift(product[1] + bias_bounds[1], shift)
+
+
+def requantise_datapath(
+    m: Module,
+    x,
+    mult,
+    bias,
+    *,
+    shift: int,
+    low: int,
+    high: int,
+    enable=1,
+    domain: str = "sync",
+    x_bounds=None,
+    mult_bounds=None,
+    bias_bounds=None,
+    product_bounds=None,
+    sum_bounds=None,
+    name: str = "requantise",
+) -> Signal:
+    """Build ``clamp(round_shift(x * mult + bias, shift), low, high)`` for one element into ``m``.
+
+    Three registered stages (multiply; add the bias and the rounding constant; shift and clamp),
+    each advancing on a clock edge of ``domain`` where ``enable`` is high: the returned signal
+    (shape ``shape_for(low, high)``) holds the result :data:`REQUANTISE_LATENCY` enabled edges
+    after ``x``, ``mult`` and ``bias`` were presented. ``mult`` and ``bias`` are ints (constants)
+    or Amaranth values (e.g. a table read or a register), delayed inside alongside ``x``.
+
+    Parameters
+    ----------
+    m : Module
+        Where the logic goes.
+    x, mult, bias : int or Value
+        Operands; the widths of every intermediate come from their bounds.
+    shift, low, high : int
+        As in :func:`requantise`; the clamp is left out where the range cannot exceed ``[low, high]``.
+    enable : Value or int
+        Advance condition of every stage (a stream pipeline's ``advance``).
+    x_bounds, mult_bounds, bias_bounds : (int, int), optional
+        Tighter ranges than the values' shapes (e.g. of a table of constants).
+    product_bounds, sum_bounds : (int, int), optional
+        Tighter ranges of ``x * mult`` and ``x * mult + bias`` known to the caller (e.g. per
+        channel), intersected with the derived ones.
+    """
+    check_int("shift", shift, low=0)
+    x, xb = _param("x", x, x_bounds)
+    mult, mb = _param("mult", mult, mult_bounds)
+    bias, bb = _param("bias", bias, bias_bounds)
+    rnd = (1 << (shift - 1)) if shift else 0
+    pb = _intersect(_product_bounds(xb, mb), product_bounds)
+    sb = _intersect((pb[0] + bb[0], pb[1] + bb[1]), sum_bounds)
+    sb_rounded = (sb[0] + rnd, sb[1] + rnd)
+    # stage 1: product
+    product = Signal(shape_for(*pb), name=f"{name}_product")
+    with m.If(enable):
+        m.d[domain] += product.eq(_fit(x * mult, *pb))
+    bias1 = _register(m, domain, enable, bias, f"{name}_bias")
+    # stage 2: sum with the rounding constant
+    total = Signal(shape_for(*sb_rounded), name=f"{name}_sum")
+    addend = bias1 + rnd if isinstance(bias1, int) else bias1 + Const(rnd)
+    with m.If(enable):
+        m.d[domain] += total.eq(_fit(product + addend, *sb_rounded))
+    # stage 3: shift (floor) and clamp
+    natural = (sb_rounded[0] >> shift, sb_rounded[1] >> shift)
+    return _output(m, domain, enable, total >> shift, natural, low, high, f"{name}_out")
+
+
+def rprelu_bounds(x_bounds, gamma_bounds, slope_bounds, zeta_bounds, *, slope_shift: int, out_shift: int):
+    """Ranges of the intermediates of :func:`rprelu` (``u``, ``v``, ``v + zeta + rounding``) and of
+    the result before the clamp, as a dict of ``(low, high)`` pairs."""
+    x_bounds, gamma_bounds, zeta_bounds = _ints(x_bounds), _ints(gamma_bounds), _ints(zeta_bounds)
+    ul, uh = x_bounds[0] - gamma_bounds[1], x_bounds[1] - gamma_bounds[0]
+    candidates = []
+    if uh >= 0:
+        candidates += [max(ul, 0) << slope_shift, uh << slope_shift]
+    if ul < 0:
+        candidates += list(_product_bounds((ul, min(uh, -1)), slope_bounds))
+    vl, vh = min(candidates), max(candidates)
+    rnd = (1 << (out_shift - 1)) if out_shift else 0
+    wl, wh = vl + zeta_bounds[0] + rnd, vh + zeta_bounds[1] + rnd
+    return {"u": (ul, uh), "v": (vl, vh), "w": (wl, wh), "y": (wl >> out_shift, wh >> out_shift)}
+
+
+def rprelu_datapath(
+    m: Module,
+    x,
+    gamma,
+    slope,
+    zeta,
+    *,
+    slope_shift: int,
+    out_shift: int,
+    low: int,
+    high: int,
+    enable=1,
+    domain: str = "sync",
+    x_bounds=None,
+    gamma_bounds=None,
+    slope_bounds=None,
+    zeta_bounds=None,
+    name: str = "rprelu",
+) -> Signal:
+    """Build :func:`rprelu` for one element into ``m``; reusable with per-image parameters.
+
+    Three registered stages (``u = x - gamma``; ``v`` = ``u << slope_shift`` or ``u * slope``;
+    ``clamp(round_shift(v + zeta, out_shift), low, high)``), each advancing on a clock edge of
+    ``domain`` where ``enable`` is high. The returned signal (shape ``shape_for(low, high)``)
+    holds the result :data:`RPRELU_LATENCY` enabled edges after ``x``, ``gamma``, ``slope`` and
+    ``zeta`` were presented together: each of the three may be an int (a constant: no logic) or
+    an Amaranth value (a table read, or INSTA-PReLU's per-image register); values are carried
+    along the pipeline with ``x``, so a parameter may change on the very next edge.
+
+    Parameters
+    ----------
+    m : Module
+        Where the logic goes.
+    x, gamma, slope, zeta : int or Value
+        Operands; every intermediate width comes from their bounds (:func:`rprelu_bounds`).
+    slope_shift, out_shift, low, high : int
+        As in :func:`rprelu`; the clamp is left out where the range cannot exceed ``[low, high]``.
+    enable : Value or int
+        Advance condition of every stage (a stream pipeline's ``advance``).
+    x_bounds, gamma_bounds, slope_bounds, zeta_bounds : (int, int), optional
+        Ranges tighter than the values' shapes (the caller guarantees them), e.g. the range of
+        a per-image gamma that a register holds in a wider shape.
+    """
+    check_int("slope_shift", slope_shift, low=0)
+    check_int("out_shift", out_shift, low=0)
+    x, xb = _param("x", x, x_bounds)
+    gamma, gb = _param("gamma", gamma, gamma_bounds)
+    slope, pb = _param("slope", slope, slope_bounds)
+    zeta, zb = _param("zeta", zeta, zeta_bounds)
+    r = rprelu_bounds(xb, gb, pb, zb, slope_shift=slope_shift, out_shift=out_shift)
+    rnd = (1 << (out_shift - 1)) if out_shift else 0
+    # stage 1: u = x - gamma
+    u = Signal(shape_for(*r["u"]), name=f"{name}_u")
+    with m.If(enable):
+        m.d[domain] += u.eq(_fit(x - gamma, *r["u"]))
+    slope1 = _register(m, domain, enable, slope, f"{name}_slope")
+    zeta1 = _register(m, domain, enable, zeta, f"{name}_zeta1")
+    # stage 2: the two branches of the PReLU
+    v = Signal(shape_for(*r["v"]), name=f"{name}_v")
+    if r["u"][0] >= 0:
+        branch = u << slope_shift
+    elif r["u"][1] < 0:
+        branch = u * slope1
+    else:
+        branch = Mux(u[-1], u * slope1, u << slope_shift)
+    with m.If(enable):
+        m.d[domain] += v.eq(_fit(branch, *r["v"]))
+    zeta2 = _register(m, domain, enable, zeta1, f"{name}_zeta2")
+    # stage 3: add zeta and the rounding constant, shift (floor), clamp
+    addend = zeta2 + rnd if isinstance(zeta2, int) else zeta2 + Const(rnd)
+    total = _fit(v + addend, *r["w"])
+    return _output(m, domain, enable, total >> out_shift, r["y"], low, high, f"{name}_out")
+
+
+def _channel_table(m: Module, name: str, columns: dict, *, simd: int, group: Value, enable) -> dict:
+    """Per-channel constants looked up by channel group: ``{column: ([lane values], (low, high))}``.
+
+    ``columns`` maps names to int vectors of length ``channels``. With one group the lane values
+    are plain ints (constants); otherwise they are fields of a ROM word (one per group, a
+    synchronous read port at address ``group``, enabled by ``enable``), valid one enabled edge
+    after ``group`` was presented, and held while ``enable`` is low.
+    """
+    columns = {key: np.asarray(values, dtype=object) for key, values in columns.items()}
+    ranges = {key: (int(min(values)), int(max(values))) for key, values in columns.items()}
+    groups = len(next(iter(columns.values()))) // simd
+    if groups == 1:
+        return {key: ([int(v) for v in values], ranges[key]) for key, values in columns.items()}
+    layout = data.StructLayout(
+        {key: data.ArrayLayout(shape_for(*ranges[key]), simd) for key in columns},
+    )
+    init = [
+        Const.cast(
+            layout.const({key: [int(v) for v in values[g * simd : (g + 1) * simd]] for key, values in columns.items()})
+        ).value
+        for g in range(groups)
+    ]
+    rom = Memory(shape=unsigned(layout.size), depth=groups, init=init)
+    m.submodules[name] = rom
+    port = rom.read_port()
+    m.d.comb += [port.addr.eq(group), port.en.eq(enable)]
+    word = layout(port.data)
+    return {key: ([word[key][k] for k in range(simd)], ranges[key]) for key in columns}
+
+
+class _PerChannel(wiring.Component):
+    """Shared frame of :class:`Requantise` and :class:`RPReLU`: a stream of channel words through
+    a per-element datapath of fixed latency, with per-channel constants from a table."""
+
+    #: One word per cycle.
+    initiation_interval = 1
+
+    def _check_common(self, in_shape, channels, simd) -> None:
+        self._in_shape = check_shape("in_shape", in_shape)
+        self._channels = check_int("channels", channels)
+        self._simd = check_divides("simd", check_int("simd", simd), "channels", self._channels)
+
+    @property
+    def in_shape(self) -> Shape:
+        return self._in_shape
+
+    @property
+    def channels(self) -> int:
+        return self._channels
+
+    @property
+    def simd(self) -> int:
+        return self._simd
+
+    @property
+    def out_shape(self) -> Shape:
+        """Element shape of the output words."""
+        return self._out_shape
+
+    @property
+    def low(self) -> int:
+        """Smallest output value (the clamp's lower limit)."""
+        return self._low
+
+    @property
+    def high(self) -> int:
+        """Largest output value (the clamp's upper limit)."""
+        return self._high
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an input transfer to its output word's ``valid`` (with no back-pressure)."""
+        return 1 + self._datapath_latency
+
+    @property
+    def memory_bits(self) -> int:
+        """Bits of the per-channel constant table (0 when the constants fit one word: no table)."""
+        groups = self._channels // self._simd
+        if groups == 1:
+            return 0
+        return groups * self._simd * sum(shape_for(min(c), max(c)).width for c in self._columns().values())
+
+    def _signature(self):
+        return {
+            "i": In(stream.Signature(channel_word(self._in_shape, self._simd))),
+            "o": Out(stream.Signature(channel_word(self._out_shape, self._simd))),
+        }
+
+    def elaborate(self, platform):
+        m = Module()
+        groups = self._channels // self._simd
+        advance = Signal()
+        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
+        group = Signal(range(groups))
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += group.eq(Mux(group == groups - 1, 0, group + 1))
+        # stage 1: the input word and its channels' constants
+        x = Signal(channel_word(self._in_shape, self._simd))
+        tags = [Signal(name="valid1")]
+        with m.If(advance):
+            m.d.sync += [x.eq(self.i.payload), tags[0].eq(self.i.valid)]
+        table = _channel_table(m, "constants", self._columns(), simd=self._simd, group=group, enable=advance)
+        for k in range(self._simd):
+            m.d.comb += self.o.payload[k].eq(self._datapath(m, x[k], table, k, advance))
+        for stage in range(1, self._datapath_latency):
+            tags.append(_register(m, "sync", advance, tags[-1], f"valid{stage + 1}"))
+        with m.If(advance):
+            m.d.sync += self.o.valid.eq(tags[-1])
+        return m
+
+
+class Requantise(_PerChannel):
+    """Per-channel fixed-point affine map (batch norm): :func:`requantise` on a stream.
+
+    ``y = clamp(round_shift(x * mult_c + bias_c, shift), low, high)`` for every element, channel
+    ``c`` cycling through ``channels`` in groups of ``simd`` (word ``n`` carries channels
+    ``(n mod G)*simd ...``, ``G = channels / simd``). Pipelined (table read, multiply, add, round
+    and clamp), one word per cycle, registered output; :attr:`latency` cycles.
+
+    Parameters
+    ----------
+    in_shape : shape-castable
+        Integer element shape of the input.
+    channels, simd : int
+        Channels per pixel and elements per word (``simd`` divides ``channels``).
+    mult, bias : int vectors of length ``channels``
+        Per-channel multiplier and bias (in units of ``2**-shift`` of the output).
+    shift : int
+        Right shift with rounding (:func:`~.fixed.round_shift`), 0 to 64.
+    low, high : int, optional
+        Output clamp; ``None`` takes the bound of ``round_shift(x * mult_c + bias_c)`` over
+        every ``x`` of ``in_shape`` and every channel (no clamp on that side). The output
+        element shape is ``shape_for(low, high)``.
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(in_shape, simd)))
+    o : Out(stream.Signature(channel_word(out_shape, simd)))
+    """
+
+    _datapath_latency = REQUANTISE_LATENCY
+
+    def __init__(self, *, in_shape, channels: int, simd: int, mult, bias, shift: int, low=None, high=None) -> None:
+        self._check_common(in_shape, channels, simd)
+        self._mult = check_int_array("mult", mult, shape=(self._channels,))
+        self._bias = check_int_array("bias", bias, shape=(self._channels,))
+        self._shift = check_int("shift", shift, low=0, high=64)
+        xb = bounds(self._in_shape)
+        per_channel = [
+            requantise_bounds(xb, (int(m_), int(m_)), (int(b_), int(b_)), shift=self._shift)
+            for m_, b_ in zip(self._mult, self._bias, strict=True)
+        ]
+        natural = (min(b[0] for b in per_channel), max(b[1] for b in per_channel))
+        self._low = natural[0] if low is None else check_int("low", low, low=None)
+        self._high = natural[1] if high is None else check_int("high", high, low=None)
+        if self._low > self._high:
+            raise ValueError(f"low ({self._low}) must be <= high ({self._high})")
+        self._out_shape = shape_for(self._low, self._high)
+        super().__init__(self._signature())
+
+    @property
+    def mult(self) -> np.ndarray:
+        return self._mult
+
+    @property
+    def bias(self) -> np.ndarray:
+        return self._bias
+
+    @property
+    def shift(self) -> int:
+        return self._shift
+
+    @property
+    def multipliers(self) -> int:
+        """Multipliers in the datapath (one per lane)."""
+        return self._simd
+
+    def _columns(self) -> dict:
+        return {"mult": self._mult, "bias": self._bias}
+
+    def _datapath(self, m, x, table, k, advance):
+        xb = bounds(self._in_shape)
+        products = [_product_bounds(xb, (int(v), int(v))) for v in self._mult]
+        sums = [(p[0] + int(b), p[1] + int(b)) for p, b in zip(products, self._bias, strict=True)]
+        return requantise_datapath(
+            m,
+            x,
+            table["mult"][0][k],
+            table["bias"][0][k],
+            shift=self._shift,
+            low=self._low,
+            high=self._high,
+            enable=advance,
+            mult_bounds=table["mult"][1],
+            bias_bounds=table["bias"][1],
+            product_bounds=(min(p[0] for p in products), max(p[1] for p in products)),
+            sum_bounds=(min(s[0] for s in sums), max(s[1] for s in sums)),
+            name=f"requantise{k}",
+        )
+
+
+class RPReLU(_PerChannel):
+    """RPReLU on a stream: :func:`rprelu` with per-channel ``gamma``, ``slope`` and ``zeta``.
+
+    ``u = x - gamma_c``; ``v = u << slope_shift`` if ``u >= 0`` else ``u * slope_c``;
+    ``y = clamp(round_shift(v + zeta_c, out_shift), low, high)``, channel ``c`` cycling as in
+    :class:`Requantise`. The per-element logic is :func:`rprelu_datapath`, which INSTA-PReLU
+    reuses with a per-image gamma. One word per cycle, registered output; :attr:`latency` cycles.
+
+    Parameters
+    ----------
+    in_shape : shape-castable
+        Integer element shape of the input.
+    channels, simd : int
+        Channels per pixel and elements per word (``simd`` divides ``channels``).
+    gamma, slope, zeta : int vectors of length ``channels``
+        Shift before the PReLU (units of ``x``), negative slope (units of ``2**-slope_shift``)
+        and shift after it (units of ``2**-slope_shift`` of ``x``).
+    slope_shift, out_shift : int
+        Fraction bits of the slope (0 to 64), and the rounding right shift of the result (0 to 128).
+    low, high : int
+        Output clamp; the output element shape is ``shape_for(low, high)``.
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(in_shape, simd)))
+    o : Out(stream.Signature(channel_word(out_shape, simd)))
+    """
+
+    _datapath_latency = RPRELU_LATENCY
+
+    def __init__(
+        self,
+        *,
+        in_shape,
+        channels: int,
+        simd: int,
+        gamma,
+        slope,
+        zeta,
+        slope_shift: int,
+        out_shift: int,
+        low: int,
+        high: int,
+    ) -> None:
+        self._check_common(in_shape, channels, simd)
+        self._gamma = check_int_array("gamma", gamma, shape=(self._channels,))
+        self._slope = check_int_array("slope", slope, shape=(self._channels,))
+        self._zeta = check_int_array("zeta", zeta, shape=(self._channels,))
+        self._slope_shift = check_int("slope_shift", slope_shift, low=0, high=64)
+        self._out_shift = check_int("out_shift", out_shift, low=0, high=128)
+        self._low = check_int("low", low, low=None)
+        self._high = check_int("high", high, low=None)
+        if self._low > self._high:
+            raise ValueError(f"low ({self._low}) must be <= high ({self._high})")
+        self._out_shape = shape_for(self._low, self._high)
+        super().__init__(self._signature())
+
+    @property
+    def gamma(self) -> np.ndarray:
+        return self._gamma
+
+    @property
+    def slope(self) -> np.ndarray:
+        return self._slope
+
+    @property
+    def zeta(self) -> np.ndarray:
+        return self._zeta
+
+    @property
+    def slope_shift(self) -> int:
+        return self._slope_shift
+
+    @property
+    def out_shift(self) -> int:
+        return self._out_shift
+
+    @property
+    def multipliers(self) -> int:
+        """Multipliers in the datapath (one per lane)."""
+        return self._simd
+
+    def _columns(self) -> dict:
+        return {"gamma": self._gamma, "slope": self._slope, "zeta": self._zeta}
+
+    def _datapath(self, m, x, table, k, advance):
+        return rprelu_datapath(
+            m,
+            x,
+            table["gamma"][0][k],
+            table["slope"][0][k],
+            table["zeta"][0][k],
+            slope_shift=self._slope_shift,
+            out_shift=self._out_shift,
+            low=self._low,
+            high=self._high,
+            enable=advance,
+            gamma_bounds=table["gamma"][1],
+            slope_bounds=table["slope"][1],
+            zeta_bounds=table["zeta"][1],
+            name=f"rprelu{k}",
+        )

@@ -1,0 +1,440 @@
+"""Integer matrix-vector unit (first layer, classifier) and the classifier's argmax.
+
+:class:`IntMatrixVector` multiplies streamed integer vectors by a constant integer matrix, folded
+like FINN's MVAU: ``pe`` output channels times ``simd`` input elements per cycle, one hardware
+multiplier per lane (at most 18 x 18 bits, one ECP5 ``MULT18X18D``). :class:`Argmax` picks the
+class of a stream of logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ._checks import check_divides, check_int, check_int_array, check_shape
+from .affine import _fit, _product_bounds
+from .fixed import bounds, int_array, shape_for
+from .layouts import channel_word, window_word
+
+__all__ = ["Argmax", "IntMatrixVector", "argmax", "int_matvec", "int_matvec_bounds"]
+
+#: Widest weight and input element: one ECP5 MULT18X18D per product.
+MAX_OPERAND_BITS = 18
+
+#: Adder-tree levels between two pipeline registers.
+TREE_LEVELS_PER_STAGE = 2
+
+
+def int_matvec(weights, vectors) -> np.ndarray:
+    """Numpy model of :class:`IntMatrixVector`: ``vectors @ weights.T``, exact.
+
+    ``weights`` is ``rows x cols``, ``vectors`` ``(n, cols)`` (or ``(cols,)``); the result is
+    ``(n, rows)`` int64, or Python ints (object array) when the bound ``cols * max|w| * max|x|``
+    does not fit comfortably in int64.
+    """
+    weights, vectors = np.asarray(weights), np.asarray(vectors)
+
+    def magnitude(array) -> int:
+        return max(1, abs(int(array.min())), abs(int(array.max()))) if array.size else 1
+
+    bound = magnitude(weights) * magnitude(vectors) * weights.shape[-1]
+    w, v = int_array(weights, -bound, bound), int_array(vectors, -bound, bound)
+    return v @ w.T if w.dtype != object else np.dot(v, w.T)
+
+
+def int_matvec_bounds(weights, in_shape) -> tuple[int, int]:
+    """The exact range of ``int_matvec(weights, x)`` over every vector ``x`` of ``in_shape`` elements.
+
+    Per row the extremes pick, per column, the input extreme that maximises (minimises)
+    ``w * x``; the range is the smallest row minimum and the largest row maximum. Partial sums
+    over any subset of columns lie in it too (every term's range contains 0).
+    """
+    weights = np.asarray(weights).astype(object)
+    low, high = bounds(Shape.cast(in_shape))
+    a, b = weights * low, weights * high
+    lows = np.minimum(a, b).sum(axis=1)
+    highs = np.maximum(a, b).sum(axis=1)
+    return int(min(lows)), int(max(highs))
+
+
+class IntMatrixVector(wiring.Component):
+    """Folded integer matrix-vector unit: ``o = W @ x`` for every streamed vector ``x``.
+
+    ``W`` (``rows x cols``) sits in on-chip memory as ``NF * SF`` words of ``pe * simd``
+    weights (``NF = rows / pe``, ``SF = cols / simd``; word ``f * SF + s`` holds
+    ``W[f*pe + p, s*simd + k]`` at element ``[p][k]``). One input vector is ``SF`` consecutive
+    words; for it the unit emits ``NF`` words of ``pe`` accumulators (channels
+    ``f*pe .. f*pe+pe-1``). As in FINN's MVAU, fold 0 consumes the input words and also stores
+    them in an ``SF``-word input buffer that folds 1 .. NF-1 replay; each cycle multiplies one
+    input word by one weight word (``pe * simd`` multipliers), so a vector takes
+    ``NF * SF`` cycles and vectors follow each other with no bubble.
+
+    Pipeline: memory read; products (registered); an adder tree per PE with a register every
+    :data:`TREE_LEVELS_PER_STAGE` levels; the accumulators, which write the output register on a
+    vector's last word. The whole pipeline advances unless a finished sum meets a full,
+    stalled output register. Widths come from bounds: products from the weight and input
+    ranges, sums of ``n`` products from ``n`` times that intersected with the accumulator range
+    :func:`int_matvec_bounds`.
+
+    Parameters
+    ----------
+    weights : int array, rows x cols
+        Its values set the weight shape ``shape_for(min, max)``, at most 18 bits.
+    pe : int
+        Output channels per cycle; divides ``rows``.
+    simd : int
+        Input elements per cycle; divides ``cols``.
+    in_shape : shape-castable
+        Integer element shape of the input, at most 18 bits (e.g. ``signed(9)`` for pixels
+        shifted by -128).
+    masked : bool
+        Take :func:`~.layouts.window_word` input (the mask is ignored: padding words carry zero
+        data, which adds zero) instead of :func:`~.layouts.channel_word`.
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(in_shape, simd) or window_word(in_shape, simd)))
+    o : Out(stream.Signature(channel_word(acc_shape, pe)))
+    """
+
+    def __init__(self, *, weights, pe: int, simd: int, in_shape, masked: bool = False) -> None:
+        self._weights = check_int_array("weights", weights)
+        if self._weights.ndim != 2 or self._weights.size == 0:
+            raise ValueError(f"weights must be a non-empty 2-D array, not one of shape {self._weights.shape}")
+        rows, cols = self._weights.shape
+        self._pe = check_divides("pe", check_int("pe", pe), "rows", rows)
+        self._simd = check_divides("simd", check_int("simd", simd), "cols", cols)
+        self._in_shape = check_shape("in_shape", in_shape, max_width=MAX_OPERAND_BITS)
+        if not isinstance(masked, (bool, np.bool_)):
+            raise TypeError(f"masked must be a bool, not {masked!r}")
+        self._masked = bool(masked)
+        self._weight_shape = shape_for(int(self._weights.min()), int(self._weights.max()))
+        if self._weight_shape.width > MAX_OPERAND_BITS:
+            raise ValueError(
+                f"weights must fit {MAX_OPERAND_BITS} bits (one MULT18X18D per product), "
+                f"but range over [{self._weights.min()}, {self._weights.max()}] ({self._weight_shape})"
+            )
+        self._acc_bounds = int_matvec_bounds(self._weights, self._in_shape)
+        self._acc_shape = shape_for(*self._acc_bounds)
+        word = window_word if self._masked else channel_word
+        super().__init__(
+            {
+                "i": In(stream.Signature(word(self._in_shape, self._simd))),
+                "o": Out(stream.Signature(channel_word(self._acc_shape, self._pe))),
+            }
+        )
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self._weights
+
+    @property
+    def pe(self) -> int:
+        return self._pe
+
+    @property
+    def simd(self) -> int:
+        return self._simd
+
+    @property
+    def in_shape(self) -> Shape:
+        return self._in_shape
+
+    @property
+    def masked(self) -> bool:
+        return self._masked
+
+    @property
+    def weight_shape(self) -> Shape:
+        """Shape of one stored weight."""
+        return self._weight_shape
+
+    @property
+    def acc_shape(self) -> Shape:
+        """Shape of an output accumulator: ``shape_for(*int_matvec_bounds(weights, in_shape))``."""
+        return self._acc_shape
+
+    @property
+    def neuron_fold(self) -> int:
+        """``NF = rows / pe``: output words per vector."""
+        return self._weights.shape[0] // self._pe
+
+    @property
+    def synapse_fold(self) -> int:
+        """``SF = cols / simd``: input words per vector."""
+        return self._weights.shape[1] // self._simd
+
+    @property
+    def initiation_interval(self) -> int:
+        """Cycles per output word at full rate: ``SF``."""
+        return self.synapse_fold
+
+    @property
+    def cycles_per_vector(self) -> int:
+        """``NF * SF``."""
+        return self.neuron_fold * self.synapse_fold
+
+    @property
+    def tree_stages(self) -> int:
+        """Pipeline registers in the adder tree: ``ceil(ceil(log2(simd)) / TREE_LEVELS_PER_STAGE)``."""
+        levels = (self._simd - 1).bit_length()
+        return -(-levels // TREE_LEVELS_PER_STAGE)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the transfer of a vector's last input word to its first output word's
+        ``valid`` (no back-pressure): memory read, products, tree stages, accumulator."""
+        return 3 + self.tree_stages
+
+    @property
+    def multipliers(self) -> int:
+        """``pe * simd``."""
+        return self._pe * self._simd
+
+    @property
+    def memory_bits(self) -> int:
+        """Weight memory plus the input buffer (none when ``NF = 1``)."""
+        weight_bits = self._weights.size * self._weight_shape.width
+        buffer_bits = self._weights.shape[1] * self._in_shape.width if self.neuron_fold > 1 else 0
+        return weight_bits + buffer_bits
+
+    def _weight_words(self) -> list[int]:
+        nf, sf, pe, simd = self.neuron_fold, self.synapse_fold, self._pe, self._simd
+        width = self._weight_shape.width
+        mask = (1 << width) - 1
+        blocks = self._weights.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
+        words = []
+        for block in blocks:
+            word = 0
+            for index, value in enumerate(block.tolist()):
+                word |= (value & mask) << (index * width)
+            words.append(word)
+        return words
+
+    def elaborate(self, platform):
+        m = Module()
+        nf, sf, pe, simd = self.neuron_fold, self.synapse_fold, self._pe, self._simd
+        x_layout = channel_word(self._in_shape, simd)
+        w_layout = data.ArrayLayout(channel_word(self._weight_shape, simd), pe)
+
+        advance = Signal()
+        m.submodules.weights = weights = Memory(shape=unsigned(w_layout.size), depth=nf * sf, init=self._weight_words())
+        w_port = weights.read_port()
+
+        # issue: step (f, s) of the current vector
+        s = Signal(range(sf))
+        f = Signal(range(nf))
+        w_addr = Signal(range(nf * sf))
+        fold0 = f == 0
+        issue = advance & (~fold0 | self.i.valid)
+        in_bits = Value.cast(self.i.payload.data if self._masked else self.i.payload)
+        m.d.comb += [self.i.ready.eq(advance & fold0), w_port.addr.eq(w_addr), w_port.en.eq(advance)]
+        with m.If(issue):
+            m.d.sync += [s.eq(Mux(s == sf - 1, 0, s + 1)), w_addr.eq(Mux(w_addr == nf * sf - 1, 0, w_addr + 1))]
+            with m.If(s == sf - 1):
+                m.d.sync += f.eq(Mux(f == nf - 1, 0, f + 1))
+
+        # stage 1: operands (the input word, or its replay from the buffer; the weight word)
+        valid1, first1, last1, fold0_1 = Signal(), Signal(), Signal(), Signal()
+        x1 = Signal(len(in_bits))
+        with m.If(advance):
+            m.d.sync += [valid1.eq(issue), first1.eq(s == 0), last1.eq(s == sf - 1), fold0_1.eq(fold0)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += x1.eq(in_bits)
+        if nf > 1:
+            m.submodules.buffer = buffer = Memory(shape=unsigned(len(in_bits)), depth=sf, init=[])
+            b_write, b_read = buffer.write_port(), buffer.read_port()
+            m.d.comb += [
+                b_write.addr.eq(s),
+                b_write.data.eq(in_bits),
+                b_write.en.eq(self.i.valid & self.i.ready),
+                b_read.addr.eq(s),
+                b_read.en.eq(advance),
+            ]
+            x = x_layout(Mux(fold0_1, x1, b_read.data))
+        else:
+            x = x_layout(x1)
+        w = w_layout(w_port.data)
+
+        # stage 2: products
+        x_bounds = bounds(self._in_shape)
+        w_bounds = (int(self._weights.min()), int(self._weights.max()))
+        p_bounds = _intersect(_product_bounds(x_bounds, w_bounds), self._acc_bounds)
+        terms = []
+        for p in range(pe):
+            row = []
+            for k in range(simd):
+                product = Signal(shape_for(*p_bounds), name=f"product_{p}_{k}")
+                with m.If(advance):
+                    m.d.sync += product.eq(_fit(x[k] * w[p][k], *p_bounds))
+                row.append(product)
+            terms.append(row)
+        tags = [valid1, first1, last1]
+        tags = [self._delay(m, advance, t, f"{n}2") for t, n in zip(tags, ("valid", "first", "last"), strict=True)]
+
+        # adder trees: a register every TREE_LEVELS_PER_STAGE levels and after the last one
+        level, count = 0, 1
+        while count < simd:
+            level += 1
+            count *= 2
+            sum_bounds = _intersect((count * p_bounds[0], count * p_bounds[1]), self._acc_bounds)
+            registered = level % TREE_LEVELS_PER_STAGE == 0 or count >= simd
+            for p in range(pe):
+                row = terms[p]
+                pairs = [_fit(row[j] + row[j + 1], *sum_bounds) for j in range(0, len(row) - 1, 2)]
+                if len(row) % 2:
+                    pairs.append(row[-1])
+                if registered:
+                    regs = []
+                    for j, value in enumerate(pairs):
+                        reg = Signal(shape_for(*sum_bounds), name=f"sum{level}_{p}_{j}")
+                        with m.If(advance):
+                            m.d.sync += reg.eq(value)
+                        regs.append(reg)
+                    pairs = regs
+                terms[p] = pairs
+            if registered:
+                tags = [self._delay(m, advance, t, f"tag{level}_{j}") for j, t in enumerate(tags)]
+        sums = [row[0] for row in terms]
+        valid_a, first_a, last_a = tags
+
+        # accumulators and the output register
+        m.d.comb += advance.eq(~(valid_a & last_a & self.o.valid & ~self.o.ready))
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        for p in range(pe):
+            acc = Signal(self._acc_shape, name=f"acc{p}")
+            total = _fit(Mux(first_a, 0, acc) + sums[p], *self._acc_bounds)
+            with m.If(advance & valid_a):
+                m.d.sync += acc.eq(total)
+                with m.If(last_a):
+                    m.d.sync += self.o.payload[p].eq(total)
+        with m.If(advance & valid_a & last_a):
+            m.d.sync += self.o.valid.eq(1)
+        return m
+
+    @staticmethod
+    def _delay(m, enable, value, name):
+        reg = Signal(len(value), name=name)
+        with m.If(enable):
+            m.d.sync += reg.eq(value)
+        return reg
+
+
+def _intersect(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return max(a[0], b[0]), min(a[1], b[1])
+
+
+def argmax(logits) -> tuple[np.ndarray, np.ndarray]:
+    """Numpy model of :class:`Argmax`: per row of ``(..., classes)`` logits, the first index of
+    the maximum (``np.argmax``'s tie rule) and that maximum."""
+    logits = np.asarray(logits)
+    index = np.argmax(logits, axis=-1)
+    value = np.take_along_axis(logits, index[..., None], axis=-1)[..., 0]
+    return index.astype(np.int64), value
+
+
+class Argmax(wiring.Component):
+    """The class of a stream of logits: index and value of the first maximum per frame.
+
+    A frame is ``classes / count`` words of ``count`` logits (classes ascending). Each word's
+    own first maximum is found by a comparison tree (a later element wins only when strictly
+    greater), then compared with the frame's running best (a later word wins only when strictly
+    greater), so ties go to the lowest index as in :func:`numpy.argmax`. One word per cycle; the
+    result (registered) is valid the cycle after the frame's last word.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Integer element shape of the logits.
+    count : int
+        Logits per word; divides ``classes``.
+    classes : int
+        Logits per frame.
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(shape, count)))
+    o : Out(stream.Signature(StructLayout({"index": unsigned(bits for classes - 1), "value": shape})))
+    """
+
+    #: Cycles from the transfer of a frame's last word to the result's ``valid``.
+    latency = 1
+
+    def __init__(self, *, shape, count: int, classes: int) -> None:
+        self._shape = check_shape("shape", shape)
+        self._classes = check_int("classes", classes)
+        self._count = check_divides("count", check_int("count", count), "classes", self._classes)
+        self._index_shape = shape_for(0, self._classes - 1)
+        super().__init__(
+            {
+                "i": In(stream.Signature(channel_word(self._shape, self._count))),
+                "o": Out(stream.Signature(data.StructLayout({"index": self._index_shape, "value": self._shape}))),
+            }
+        )
+
+    @property
+    def shape(self) -> Shape:
+        return self._shape
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @property
+    def classes(self) -> int:
+        return self._classes
+
+    @property
+    def index_shape(self) -> Shape:
+        return self._index_shape
+
+    @property
+    def words_per_frame(self) -> int:
+        return self._classes // self._count
+
+    @property
+    def initiation_interval(self) -> int:
+        """Cycles per result at full rate: the words of a frame."""
+        return self.words_per_frame
+
+    def elaborate(self, platform):
+        m = Module()
+        words = self.words_per_frame
+        word = Signal(range(words))
+        best_index = Signal(self._index_shape)
+        best_value = Signal(self._shape)
+
+        # the word's own first maximum: a later element wins only when strictly greater
+        candidates = [(Const(k, self._index_shape), self.i.payload[k]) for k in range(self._count)]
+        while len(candidates) > 1:
+            merged = []
+            for j in range(0, len(candidates) - 1, 2):
+                (ia, va), (ib, vb) = candidates[j], candidates[j + 1]
+                later = vb > va
+                merged.append((Mux(later, ib, ia), Mux(later, vb, va)))
+            if len(candidates) % 2:
+                merged.append(candidates[-1])
+            candidates = merged
+        local_index, local_value = candidates[0]
+        index = local_index + word * self._count if words > 1 else local_index
+        take = (word == 0) | (local_value > best_value)
+        new_index = Mux(take, index, best_index)[: self._index_shape.width]
+        new_value = Mux(take, local_value, best_value)
+        last = word == words - 1
+
+        m.d.comb += self.i.ready.eq(~last | ~self.o.valid | self.o.ready)
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [word.eq(Mux(last, 0, word + 1)), best_index.eq(new_index), best_value.eq(new_value)]
+            with m.If(last):
+                m.d.sync += [
+                    self.o.valid.eq(1),
+                    self.o.payload.index.eq(new_index),
+                    self.o.payload.value.eq(new_value),
+                ]
+        return m

@@ -1,0 +1,358 @@
+"""Pooling: window maximum and sum, and the global sum over a whole frame.
+
+:class:`MaxPool` and :class:`SumPool` reduce a window stream (the output of
+:class:`~.window.SlidingWindow`: per output pixel ``K*K*C/simd`` words in (``ky``, ``kx``,
+channel word) order, each with a padding ``mask``) to one pixel of channel words;
+:class:`GlobalSumPool` reduces a whole tensor stream to one pixel per frame. Average pooling is a
+sum here: its ``1/(K*K)`` (or ``1/(H*W)``) is folded into the next layer's scale, which keeps it
+exact. The numpy functions :func:`max_pool`, :func:`sum_pool` and :func:`global_sum_pool` are the
+models of the components.
+
+The ``C/simd`` channel groups of a pixel arrive interleaved (group 0, 1, ... of the first window
+position, then of the next), so every component keeps one accumulator word per group in a delay
+line of ``C/simd`` words (a plain shift register without reset: shift-register LUTs on an FPGA):
+each input word combines with the accumulator at the head and goes to the tail.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Shape, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ._checks import check_divides, check_int, check_int_array, check_shape
+from .fixed import bounds, shape_for
+from .layouts import channel_word, window_word
+
+__all__ = ["GlobalSumPool", "MaxPool", "SumPool", "global_sum_pool", "max_pool", "sum_pool"]
+
+
+def _window_groups(words, mask, *, kernel: int, channels: int, simd: int) -> tuple[np.ndarray, np.ndarray]:
+    """Window stream as ``(pixels, K*K, C/simd, simd)`` words and ``(pixels, K*K, C/simd)`` mask."""
+    kernel = check_int("kernel", kernel)
+    channels = check_int("channels", channels)
+    simd = check_int("simd", simd)
+    check_divides("simd", simd, "channels", channels)
+    words = check_int_array("words", words)
+    if words.ndim != 2 or words.shape[1] != simd:
+        raise ValueError(f"words must have shape (n, {simd}), not {words.shape}")
+    per_pixel = kernel * kernel * (channels // simd)
+    if words.shape[0] % per_pixel:
+        raise ValueError(f"words must hold whole windows of {per_pixel} words, not {words.shape[0]}")
+    mask = check_int_array("mask", mask, shape=(words.shape[0],), low=0, high=1)
+    shape = (-1, kernel * kernel, channels // simd)
+    return words.reshape(*shape, simd), mask.reshape(shape)
+
+
+def max_pool(words, mask, *, kernel: int, channels: int, simd: int) -> np.ndarray:
+    """Numpy model of :class:`MaxPool`: the per-channel maximum over each window's valid positions.
+
+    Parameters
+    ----------
+    words : array of int, shape (n, simd)
+        A window stream (see :func:`~.window.sliding_windows`), ``K*K*C/simd`` words per pixel.
+    mask : array of 0/1, shape (n,)
+        0 marks a padding word; it is excluded, like PyTorch's ``-inf`` padding.
+    kernel, channels, simd : int
+
+    Returns
+    -------
+    int64 array, shape (n / (K*K), simd)
+        ``C/simd`` channel words per pixel. For binary (0/1) data this is the OR of the bits.
+
+    Raises
+    ------
+    ValueError
+        When a window has no valid position (a :class:`~.window.SlidingWindow` never makes one;
+        the hardware would give the element shape's minimum).
+    """
+    words, mask = _window_groups(words, mask, kernel=kernel, channels=channels, simd=simd)
+    valid = mask.astype(bool)
+    if not valid.any(axis=1).all():
+        raise ValueError("every window needs at least one valid position (mask = 1)")
+    lowest = np.iinfo(np.int64).min
+    return np.where(valid[..., None], words, lowest).max(axis=1).reshape(-1, words.shape[-1])
+
+
+def sum_pool(words, mask, *, kernel: int, channels: int, simd: int) -> np.ndarray:
+    """Numpy model of :class:`SumPool`: the per-channel sum over each window, padding counting 0.
+
+    Same parameters as :func:`max_pool`; returns the ``(n / (K*K), simd)`` int64 sums (binary
+    data sums its 0/1 bits).
+    """
+    words, mask = _window_groups(words, mask, kernel=kernel, channels=channels, simd=simd)
+    return np.where(mask[..., None].astype(bool), words, 0).sum(axis=1).reshape(-1, words.shape[-1])
+
+
+def global_sum_pool(tensor) -> np.ndarray:
+    """Numpy model of :class:`GlobalSumPool`: ``C x H x W`` tensor to its ``(C,)`` int64 channel sums.
+
+    The component emits these as ``C/simd`` channel words, i.e. ``global_sum_pool(t).reshape(-1, simd)``.
+    """
+    tensor = check_int_array("tensor", tensor)
+    if tensor.ndim != 3:
+        raise ValueError(f"tensor must be C x H x W, not of shape {tensor.shape}")
+    return tensor.sum(axis=(1, 2))
+
+
+class _Reduce(wiring.Component):
+    """Per-channel reduction of ``positions`` consecutive groups of ``C/simd`` words to one group.
+
+    Subclasses give the input layout, the accumulator (= output) element shape and the operator.
+    ``i.ready`` is high except on the last position while the output register is full and not
+    being taken, so all but the last position flow on under back-pressure.
+    """
+
+    #: One input word per cycle (the output comes at ``1 / positions`` of that rate).
+    initiation_interval = 1
+
+    def __init__(self, *, shape, channels: int, simd: int, positions: int, out_shape, windowed: bool) -> None:
+        self._shape = shape
+        self._channels = channels
+        self._simd = simd
+        self._positions = positions
+        self._out_shape = out_shape
+        self._windowed = windowed
+        in_layout = window_word(shape, simd) if windowed else channel_word(shape, simd)
+        super().__init__(
+            {
+                "i": In(stream.Signature(in_layout)),
+                "o": Out(stream.Signature(channel_word(out_shape, simd))),
+            }
+        )
+
+    @property
+    def shape(self):
+        """Input element shape."""
+        return self._shape
+
+    @property
+    def channels(self) -> int:
+        """Channels C."""
+        return self._channels
+
+    @property
+    def simd(self) -> int:
+        """Channels per word."""
+        return self._simd
+
+    @property
+    def groups(self) -> int:
+        """Channel words per pixel, ``C / simd``."""
+        return self._channels // self._simd
+
+    @property
+    def out_shape(self) -> Shape:
+        """Output element shape."""
+        return self._out_shape
+
+    @property
+    def input_words(self) -> int:
+        """Input words (= cycles at full rate) per output pixel of ``C/simd`` words."""
+        return self._positions * self.groups
+
+    def _combine(self, acc, value):
+        raise NotImplementedError
+
+    def _neutral(self) -> int:
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        groups = self.groups
+        layout = data.ArrayLayout(self._out_shape, self._simd)
+        delay = [Signal(layout, reset_less=True, name=f"acc{k}") for k in range(groups)]
+        position = Signal(range(self._positions))
+        group = Signal(range(groups))
+        first, last = position == 0, position == self._positions - 1
+
+        if self._windowed:
+            values, valid = self.i.payload.data, self.i.payload.mask
+        else:
+            values, valid = self.i.payload, 1
+        head, combined = delay[0], Signal(layout)
+        for k in range(self._simd):
+            value = Mux(valid, values[k], self._neutral())
+            m.d.comb += combined[k].eq(Mux(first, value, self._combine(head[k], value)))
+
+        m.d.comb += self.i.ready.eq(~last | ~self.o.valid | self.o.ready)
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [delay[k].eq(delay[k + 1]) for k in range(groups - 1)]
+            m.d.sync += delay[-1].eq(combined)
+            with m.If(group == groups - 1):
+                m.d.sync += [group.eq(0), position.eq(Mux(last, 0, position + 1))]
+            with m.Else():
+                m.d.sync += group.eq(group + 1)
+        with m.If(self.i.valid & self.i.ready & last):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(combined)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        return m
+
+
+def _check_common(shape, channels, simd) -> tuple[Shape, int, int]:
+    shape = check_shape("shape", shape, max_width=32)
+    channels = check_int("channels", channels)
+    simd = check_int("simd", simd)
+    check_divides("simd", simd, "channels", channels)
+    return shape, channels, simd
+
+
+class MaxPool(_Reduce):
+    """Per-channel maximum over each window of a window stream (``K x K`` max pooling).
+
+    Padding positions (``mask = 0``) are excluded, as with PyTorch's ``-inf`` padding; for
+    binary data (``unsigned(1)``) the maximum is the OR of the bits. The ``C/simd`` words of an
+    output pixel leave one per cycle, each registered one cycle after the window's last word of
+    its group arrives. A window without any valid position (which
+    :class:`~.window.SlidingWindow` never makes) would give the element shape's minimum.
+
+    Parameters
+    ----------
+    shape : shape
+        Element shape, 1 to 32 bits; also the output element shape.
+    channels : int
+        Channels C.
+    simd : int
+        Channels per word; must divide ``channels``.
+    kernel : int
+        Window size K: ``K*K*C/simd`` input words per output pixel.
+
+    Members
+    -------
+    i : In(stream.Signature(window_word(shape, simd)))
+    o : Out(stream.Signature(channel_word(shape, simd)))
+    """
+
+    def __init__(self, *, shape, channels: int, simd: int, kernel: int) -> None:
+        shape, channels, simd = _check_common(shape, channels, simd)
+        self._kernel = check_int("kernel", kernel)
+        super().__init__(
+            shape=shape, channels=channels, simd=simd, positions=self._kernel**2, out_shape=shape, windowed=True
+        )
+
+    @property
+    def kernel(self) -> int:
+        """Window size K."""
+        return self._kernel
+
+    def _neutral(self) -> int:
+        return bounds(self._shape)[0]
+
+    def _combine(self, acc, value):
+        return Mux(value > acc, value, acc)
+
+
+class SumPool(_Reduce):
+    """Per-channel sum over each window of a window stream (``K x K`` average pooling, unscaled).
+
+    Padding positions add 0, so the sum divided by ``K*K`` is PyTorch's ``AvgPool2d`` with
+    ``count_include_pad=True``; the division is folded into the next layer's scale. The output
+    element shape is ``shape_for(K*K*low, K*K*high)`` of the input bounds, so it cannot
+    overflow. Binary data (``unsigned(1)``) sums its 0/1 bits.
+
+    Parameters
+    ----------
+    shape : shape
+        Input element shape, 1 to 32 bits.
+    channels : int
+        Channels C.
+    simd : int
+        Channels per word; must divide ``channels``.
+    kernel : int
+        Window size K.
+
+    Members
+    -------
+    i : In(stream.Signature(window_word(shape, simd)))
+    o : Out(stream.Signature(channel_word(out_shape, simd)))
+    """
+
+    def __init__(self, *, shape, channels: int, simd: int, kernel: int) -> None:
+        shape, channels, simd = _check_common(shape, channels, simd)
+        self._kernel = check_int("kernel", kernel)
+        low, high = bounds(shape)
+        n = self._kernel**2
+        super().__init__(
+            shape=shape,
+            channels=channels,
+            simd=simd,
+            positions=n,
+            out_shape=shape_for(n * low, n * high),
+            windowed=True,
+        )
+
+    @property
+    def kernel(self) -> int:
+        """Window size K."""
+        return self._kernel
+
+    def _neutral(self) -> int:
+        return 0
+
+    def _combine(self, acc, value):
+        return acc + value
+
+
+class GlobalSumPool(_Reduce):
+    """Per-channel sum over all ``H*W`` pixels of each frame (global average pooling, unscaled).
+
+    The input is a tensor stream (channel words, not windows); once per frame, after its last
+    word, the ``C/simd`` channel words of the sums leave, one per cycle. The output element
+    shape is ``shape_for(H*W*low, H*W*high)``; ``1/(H*W)`` is folded into the next scale.
+
+    Parameters
+    ----------
+    shape : shape
+        Input element shape, 1 to 32 bits.
+    channels : int
+        Channels C.
+    simd : int
+        Channels per word; must divide ``channels``.
+    height, width : int
+        Frame size H x W.
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(shape, simd)))
+        ``H*W*C/simd`` words per frame.
+    o : Out(stream.Signature(channel_word(out_shape, simd)))
+        ``C/simd`` words per frame.
+    """
+
+    def __init__(self, *, shape, channels: int, simd: int, height: int, width: int) -> None:
+        shape, channels, simd = _check_common(shape, channels, simd)
+        self._height = check_int("height", height)
+        self._width = check_int("width", width)
+        low, high = bounds(shape)
+        n = self._height * self._width
+        super().__init__(
+            shape=shape,
+            channels=channels,
+            simd=simd,
+            positions=n,
+            out_shape=shape_for(n * low, n * high),
+            windowed=False,
+        )
+
+    @property
+    def height(self) -> int:
+        """Frame rows H."""
+        return self._height
+
+    @property
+    def width(self) -> int:
+        """Frame columns W."""
+        return self._width
+
+    @property
+    def cycles_per_frame(self) -> int:
+        """Design cycles per frame at full rate: ``H * W * C / simd`` (one per input word)."""
+        return self.input_words
+
+    def _neutral(self) -> int:
+        return 0
+
+    def _combine(self, acc, value):
+        return acc + value

@@ -1,0 +1,366 @@
+"""Sliding-window generation: a line-buffered ``K x K`` window stream from a tensor stream.
+
+:class:`SlidingWindow` turns the channel words of a ``C x H x W`` tensor (raster order, see
+:mod:`.layouts`) into the window stream of a convolution or pooling layer: for each output pixel
+(raster order) the ``K*K*C/simd`` window words in (``ky``, ``kx``, channel word) order, each
+with a ``mask`` bit that is 0 for a zero-padding position. :func:`sliding_windows` is the numpy
+model of the operation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from amaranth.hdl import Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ._checks import check_divides, check_int, check_int_array, check_shape
+from .layouts import channel_word, window_word
+
+__all__ = ["SlidingWindow", "check_window_geometry", "output_size", "sliding_windows"]
+
+
+def output_size(size: int, *, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    """Output rows (or columns) of a window over ``size`` input rows: ``(size + 2p - K) // s + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def check_window_geometry(*, height: int, width: int, kernel: int, stride: int, padding: int) -> tuple[int, int, int]:
+    """Validated ``(kernel, stride, padding)`` for a ``height x width`` input.
+
+    ``kernel >= 1``, ``stride >= 1``, ``padding`` in ``[0, kernel - 1]`` (so every window holds
+    at least one input pixel), and the padded input at least one kernel tall and wide.
+    """
+    kernel = check_int("kernel", kernel)
+    stride = check_int("stride", stride)
+    padding = check_int("padding", padding, low=0, high=kernel - 1)
+    for name, size in (("height", height), ("width", width)):
+        if kernel > size + 2 * padding:
+            raise ValueError(f"kernel ({kernel}) must be <= {name} + 2*padding ({size + 2 * padding})")
+    return kernel, stride, padding
+
+
+def sliding_windows(
+    tensor, *, kernel: int, stride: int = 1, padding: int = 0, simd: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Numpy model of :class:`SlidingWindow`: the window stream of a ``C x H x W`` tensor.
+
+    Parameters
+    ----------
+    tensor : array of int, shape (C, H, W)
+    kernel, stride, padding : int
+        Window geometry (validated as by :func:`check_window_geometry`).
+    simd : int
+        Channels per word; must divide C.
+
+    Returns
+    -------
+    words : int64 array, shape (out_h * out_w * K * K * C / simd, simd)
+        For each output pixel in raster order, its window's words in (``ky``, ``kx``, channel
+        word) order: ``tensor[g*simd:(g+1)*simd, oy*s - p + ky, ox*s - p + kx]``, or zeros where
+        that position lies in the padding.
+    mask : int64 array, shape (out_h * out_w * K * K * C / simd,)
+        1 for a word of the input, 0 for a padding word.
+    """
+    tensor = check_int_array("tensor", tensor)
+    if tensor.ndim != 3:
+        raise ValueError(f"tensor must be C x H x W, not of shape {tensor.shape}")
+    channels, height, width = tensor.shape
+    kernel, stride, padding = check_window_geometry(
+        height=height, width=width, kernel=kernel, stride=stride, padding=padding
+    )
+    simd = check_int("simd", simd)
+    check_divides("simd", simd, "channels", channels)
+    out_h, out_w = (output_size(n, kernel=kernel, stride=stride, padding=padding) for n in (height, width))
+    pad = ((padding, padding), (padding, padding))
+    image = np.pad(np.moveaxis(tensor, 0, -1), (*pad, (0, 0)))  # (H + 2p, W + 2p, C)
+    inside = np.pad(np.ones((height, width), dtype=np.int64), pad)
+    # views (rows, cols, [C,] K, K), then every stride-th window
+    windows = np.lib.stride_tricks.sliding_window_view(image, (kernel, kernel), axis=(0, 1))
+    windows = windows[: (out_h - 1) * stride + 1 : stride, : (out_w - 1) * stride + 1 : stride]
+    masks = np.lib.stride_tricks.sliding_window_view(inside, (kernel, kernel))
+    masks = masks[: (out_h - 1) * stride + 1 : stride, : (out_w - 1) * stride + 1 : stride]
+    words = windows.transpose(0, 1, 3, 4, 2).reshape(-1, simd)  # (oy, ox, ky, kx, c)
+    mask = np.repeat(masks.reshape(-1), channels // simd)
+    return words, mask
+
+
+def _wrap_add(value: Value, increment: int, modulus: int) -> Value:
+    """``(value + increment) % modulus`` for ``0 <= value, increment < modulus``."""
+    total = value + increment
+    return Mux(total >= modulus, total - modulus, total)
+
+
+class SlidingWindow(wiring.Component):
+    """Line-buffered ``K x K`` sliding-window generator with stride and zero padding.
+
+    The input rows go, in sequence, into a circular buffer of :attr:`rows` row slots (one
+    :class:`~amaranth.lib.memory.Memory` of ``rows * W * C/simd`` words, one write and one
+    synchronous read port); slots rotate across frame boundaries, so the next frame streams in
+    while the last windows of the current one are read. Rows are tracked by absolute (modular)
+    counts: the writer may write row ``n`` while ``n - released < rows``, and the reader emits
+    output row ``oy`` once every input row it needs (up to ``min(H, oy*s - p + K) - 1``) is
+    complete. The reader releases each row the moment it has issued its last read of it (rows
+    that no window uses, e.g. the last one with stride 2, are released in advance), which keeps
+    the writer going during the last pixel of a row. Padding positions are not read: they leave
+    with ``mask = 0`` and all-zero data.
+
+    Throughput: one output word per cycle whenever the rows it needs are present, so a frame
+    takes :attr:`cycles_per_frame` cycles at full rate, and :attr:`rows` is chosen so that
+    neither side waits for buffer space, within a frame or across frame boundaries:
+    ``rows = max(K + s, L + min(H, K - p))``, where ``L = H - max(0, (out_h - 1)*s - p)`` rows
+    are held while the last output row of a frame is read and ``min(H, K - p)`` rows of the next
+    frame are needed before its first output row (``K + s`` alone would stall the reader
+    between frames, e.g. for ``K = 3, s = 1, p = 0``). Latency: the first word of an output row
+    leaves 2 cycles after the input word that completes the last row it needs.
+
+    Parameters
+    ----------
+    shape : shape
+        Element shape, 1 to 32 bits: ``unsigned(1)`` for binary tensors, ``signed(n)`` or
+        ``unsigned(n)`` for multi-bit ones.
+    channels : int
+        Channels C of the tensor.
+    simd : int
+        Channels per word; must divide ``channels``.
+    height, width : int
+        Input size H x W.
+    kernel : int
+        Window size K.
+    stride : int
+        Window step s.
+    padding : int
+        Zero padding p on every side, 0 to K - 1.
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(shape, simd)))
+        The tensor, ``H*W*C/simd`` words per frame, frames back to back.
+    o : Out(stream.Signature(window_word(shape, simd)))
+        The windows, ``out_h*out_w*K*K*C/simd`` words per frame.
+    """
+
+    #: One output word per cycle whenever the rows it needs are buffered.
+    initiation_interval = 1
+
+    def __init__(
+        self,
+        *,
+        shape,
+        channels: int,
+        simd: int,
+        height: int,
+        width: int,
+        kernel: int,
+        stride: int = 1,
+        padding: int = 0,
+    ) -> None:
+        self._shape = check_shape("shape", shape, max_width=32)
+        self._channels = check_int("channels", channels)
+        self._simd = check_int("simd", simd)
+        check_divides("simd", self._simd, "channels", self._channels)
+        self._height = check_int("height", height)
+        self._width = check_int("width", width)
+        self._kernel, self._stride, self._padding = check_window_geometry(
+            height=self._height, width=self._width, kernel=kernel, stride=stride, padding=padding
+        )
+        geometry = {"kernel": self._kernel, "stride": self._stride, "padding": self._padding}
+        self._out_height = output_size(self._height, **geometry)
+        self._out_width = output_size(self._width, **geometry)
+        last_top = (self._out_height - 1) * self._stride - self._padding  # first row of the last output row
+        last_held = self._height - max(0, last_top)
+        first_needed = min(self._height, self._kernel - self._padding)
+        self._rows = max(self._kernel + self._stride, last_held + first_needed)
+        super().__init__(
+            {
+                "i": In(stream.Signature(channel_word(self._shape, self._simd))),
+                "o": Out(stream.Signature(window_word(self._shape, self._simd))),
+            }
+        )
+
+    @property
+    def shape(self):
+        """Element shape."""
+        return self._shape
+
+    @property
+    def channels(self):
+        """Channels C."""
+        return self._channels
+
+    @property
+    def simd(self):
+        """Channels per word."""
+        return self._simd
+
+    @property
+    def height(self):
+        """Input rows H."""
+        return self._height
+
+    @property
+    def width(self):
+        """Input columns W."""
+        return self._width
+
+    @property
+    def kernel(self):
+        """Window size K."""
+        return self._kernel
+
+    @property
+    def stride(self):
+        """Window step s."""
+        return self._stride
+
+    @property
+    def padding(self):
+        """Zero padding p."""
+        return self._padding
+
+    @property
+    def out_height(self):
+        """Output rows, ``(H + 2p - K) // s + 1``."""
+        return self._out_height
+
+    @property
+    def out_width(self):
+        """Output columns, ``(W + 2p - K) // s + 1``."""
+        return self._out_width
+
+    @property
+    def rows(self):
+        """Row slots in the line buffer."""
+        return self._rows
+
+    @property
+    def groups(self) -> int:
+        """Channel words per pixel, ``C / simd``."""
+        return self._channels // self._simd
+
+    @property
+    def input_words(self) -> int:
+        """Input words per frame, ``H * W * C / simd``."""
+        return self._height * self._width * self.groups
+
+    @property
+    def output_words(self) -> int:
+        """Output words per frame, ``out_h * out_w * K * K * C / simd``."""
+        return self._out_height * self._out_width * self._kernel**2 * self.groups
+
+    @property
+    def cycles_per_frame(self) -> int:
+        """Design cycles per frame at full rate: ``max(output_words, input_words)``."""
+        return max(self.output_words, self.input_words)
+
+    @property
+    def memory_bits(self) -> int:
+        """Bits of the line buffer: ``rows * W * C * element width``."""
+        return self._rows * self._width * self._channels * self._shape.width
+
+    def elaborate(self, platform):
+        m = Module()
+        K, s, p = self._kernel, self._stride, self._padding
+        H, W, G = self._height, self._width, self.groups
+        R = self._rows
+        row_words = W * G
+        depth = R * row_words
+        # Absolute row counts wrap modulo 2**bits; every difference compared is within +-(R + H + K + s).
+        bits = (4 * (R + H + K + s)).bit_length()
+
+        def ahead(a, b):  # signed (a - b) of two wrapping row counts
+            return (a - b)[:bits].as_signed()
+
+        word_bits = Shape.cast(channel_word(self._shape, self._simd)).width
+        m.submodules.buffer = buffer = Memory(shape=unsigned(word_bits), depth=depth, init=[])
+        write = buffer.write_port()
+        read = buffer.read_port(domain="sync")
+
+        # Writer: input words go to consecutive addresses; row n lives in slot n mod R.
+        written = Signal(bits)  # input rows completed
+        released = Signal(bits)  # rows below this are no longer needed by the reader
+        w_addr = Signal(range(depth))
+        w_col = Signal(range(row_words))
+        m.d.comb += [
+            self.i.ready.eq(ahead(written, released) < R),
+            write.addr.eq(w_addr),
+            write.data.eq(Value.cast(self.i.payload)),
+            write.en.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += w_addr.eq(Mux(w_addr == depth - 1, 0, w_addr + 1))
+            with m.If(w_col == row_words - 1):
+                m.d.sync += [w_col.eq(0), written.eq(written + 1)]
+            with m.Else():
+                m.d.sync += w_col.eq(w_col + 1)
+
+        # Reader: nested loops oy, ox, ky, kx, g, with positions kept incrementally.
+        frame = Signal(bits)  # absolute number of input row 0 of the frame being read
+        oy = Signal(range(self._out_height))
+        ox = Signal(range(self._out_width))
+        ky = Signal(range(K))
+        kx = Signal(range(K))
+        g = Signal(range(G))
+        top = Signal(range(-p, H), init=-p)  # oy*s - p: input row of ky = 0
+        row = Signal(range(-p, H + p), init=-p)  # top + ky
+        x0 = Signal(range(-p, W + p), init=-p)  # ox*s - p: input column of kx = 0
+        x = Signal(range(-p, W + p), init=-p)  # x0 + kx
+        x0_word = Signal(range(-p * G, (W + p) * G), init=-p * G)  # x0 * G
+        col = Signal(range(-p * G, (W + p) * G), init=-p * G)  # x * G + g: word within the row
+        top_base = Signal(range(depth), init=(-p % R) * row_words)  # address of the slot of row `top`
+        row_base = Signal(range(depth), init=(-p % R) * row_words)  # address of the slot of row `row`
+
+        inside = (row >= 0) & (row < H) & (x >= 0) & (x < W)
+        last_needed = Mux(top + (K - 1) < H - 1, top + (K - 1), H - 1)
+        rows_ready = ahead(written, frame + last_needed) > 0
+        advance = ~self.o.valid | self.o.ready
+        issue = advance & rows_ready
+
+        # The output stage: the read port's data register, with the mask beside it.
+        o_mask = Signal()
+        m.d.comb += [
+            read.en.eq(advance),
+            read.addr.eq(Mux(inside, row_base + col, 0)),
+            self.o.payload.data.eq(Mux(o_mask, read.data, 0)),
+            self.o.payload.mask.eq(o_mask),
+        ]
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(rows_ready), o_mask.eq(inside)]
+
+        last_g, last_kx, last_ky = g == G - 1, kx == K - 1, ky == K - 1
+        last_ox, last_oy = ox == self._out_width - 1, oy == self._out_height - 1
+        next_start = top + s  # first input row of the next output row
+        with m.If(issue):
+            with m.If(~last_g):
+                m.d.sync += [g.eq(g + 1), col.eq(col + 1)]
+            with m.Elif(~last_kx):
+                m.d.sync += [g.eq(0), kx.eq(kx + 1), x.eq(x + 1), col.eq(col + 1)]
+            with m.Elif(~last_ky):
+                m.d.sync += [g.eq(0), kx.eq(0), ky.eq(ky + 1), row.eq(row + 1), x.eq(x0), col.eq(x0_word)]
+                m.d.sync += row_base.eq(_wrap_add(row_base, row_words, depth))
+            with m.Elif(~last_ox):
+                m.d.sync += [g.eq(0), kx.eq(0), ky.eq(0), ox.eq(ox + 1), row.eq(top), row_base.eq(top_base)]
+                m.d.sync += [x0.eq(x0 + s), x.eq(x0 + s), x0_word.eq(x0_word + s * G), col.eq(x0_word + s * G)]
+            with m.Else():
+                new_top, new_base = Signal.like(top), Signal.like(top_base)
+                with m.If(~last_oy):
+                    m.d.comb += [new_top.eq(top + s), new_base.eq(_wrap_add(top_base, s * row_words, depth))]
+                    m.d.sync += oy.eq(oy + 1)
+                with m.Else():
+                    # next frame: its row 0 is absolute row frame + H
+                    step = (H - p - ((self._out_height - 1) * s - p)) % R  # slots from row `top` to the next -p
+                    m.d.comb += [new_top.eq(-p), new_base.eq(_wrap_add(top_base, step * row_words, depth))]
+                    m.d.sync += [oy.eq(0), frame.eq(frame + H)]
+                m.d.sync += [g.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), top.eq(new_top), row.eq(new_top)]
+                m.d.sync += [top_base.eq(new_base), row_base.eq(new_base)]
+                m.d.sync += [x0.eq(-p), x.eq(-p), x0_word.eq(-p * G), col.eq(-p * G)]
+            # Release each row once its last read is issued (at the last pixel of an output row).
+            with m.If(last_g & last_kx & last_ox):
+                with m.If(last_ky & last_oy):
+                    m.d.sync += released.eq(frame + H)
+                with m.Elif(last_ky):
+                    m.d.sync += released.eq(frame + Mux(next_start < 0, 0, next_start))
+                with m.Elif((row >= 0) & (row < H) & (row < next_start)):
+                    m.d.sync += released.eq(frame + row + 1)
+        return m
