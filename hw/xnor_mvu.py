@@ -191,8 +191,6 @@ class XnorMatrixVector(wiring.Component):
     o : Out(stream.Signature(channel_word(acc_shape, pe)))
     """
 
-    _operand_register = True  # measurements only: False drops the register after the memories
-
     def __init__(
         self,
         *,
@@ -294,7 +292,7 @@ class XnorMatrixVector(wiring.Component):
         """Cycles from the transfer of a vector's last input word to its first output word's
         ``valid`` (no back-pressure): issue, buffer read-back (when ``NF > 1``), memory read,
         operand register, popcount stages, accumulator and output register."""
-        return (3 if self.neuron_fold > 1 else 2) + self._operand_register + self._popcount_stages
+        return (4 if self.neuron_fold > 1 else 3) + self._popcount_stages
 
     @property
     def buffer_bits(self) -> int:
@@ -390,11 +388,8 @@ class XnorMatrixVector(wiring.Component):
             m.d.comb += [w_port.addr.eq(w_addr), w_port.en.eq(advance)]
             valid_m, last_m = valid_a, last_a
         # stage R: operands registered after the block RAMs (their clock-to-output is slow)
-        if self._operand_register:
-            valid_r, last_r = delay(valid_m, "valid_r", reset_less=False), delay(last_m, "last_r")
-            word_r, w_data = delay(word, "word_r"), delay(w_port.data, "weights_r")
-        else:
-            valid_r, last_r, word_r, w_data = valid_m, last_m, word, w_port.data
+        valid_r, last_r = delay(valid_m, "valid_r", reset_less=False), delay(last_m, "last_r")
+        word_r, w_data = delay(word, "word_r"), delay(w_port.data, "weights_r")
         w_words = data.ArrayLayout(unsigned(simd), pe)(w_data)
         activations, mask_r = word_r[:simd], word_r[simd]
 
