@@ -102,7 +102,6 @@ def run_stream_cases(
     valid_probability: float = 0.6,
     ready_probability: float = 0.6,
     max_cycles: int = 500_000,
-    waves: bool = False,
 ) -> dict:
     """Run ``cases`` in one cocotb simulation; return the testbench's record.
 
@@ -144,6 +143,7 @@ def run_stream_cases(
         "INSTABNN_STREAMS": str((build_dir / "streams.json").resolve()),
         "INSTABNN_RECORD": str(record_path.resolve()),
     }
+    failure = None
     try:
         run_cocotb(
             verilog=build_dir / "bundle.v",
@@ -152,11 +152,11 @@ def run_stream_cases(
             build_dir=build_dir / simulator,
             simulator=simulator,
             extra_env=env,
-            waves=waves,
         )
-    except AssertionError:
+    except AssertionError as error:
         if not record_path.exists():
             raise
+        failure = error  # the record below says what went wrong
     record = json.loads(record_path.read_text())
     problems = list(record["stalled"])
     shapes = {
@@ -173,4 +173,6 @@ def run_stream_cases(
     if problems:
         total = len(record["mismatches"])
         raise AssertionError(f"{simulator} (seed {seed}): {total} mismatches; " + "; ".join(problems))
+    if failure is not None:
+        raise failure
     return record

@@ -58,7 +58,6 @@ def run_cocotb(
     build_dir: Path,
     simulator: str = "verilator",
     extra_env: Mapping[str, str] | None = None,
-    waves: bool = False,
 ) -> None:
     """Build ``verilog`` with ``simulator`` in ``build_dir`` and run the cocotb ``test_module``.
 
@@ -76,8 +75,6 @@ def run_cocotb(
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style"] if simulator == "verilator" else []
-    if waves and simulator == "verilator":
-        build_args.append("--trace-fst")
     with _environment(simulator_environment(), drop=["VERILATOR_ROOT"]):
         runner = get_runner(simulator)
         try:
@@ -87,7 +84,6 @@ def run_cocotb(
                 build_dir=build_dir,
                 build_args=build_args,
                 timescale=("1ns", "1ps"),
-                waves=waves and simulator == "icarus",
                 always=True,
                 log_file=build_dir / "build.log",
             )
@@ -101,7 +97,6 @@ def run_cocotb(
                 build_dir=build_dir,
                 test_dir=build_dir,
                 extra_env=dict(extra_env or {}),
-                waves=waves and simulator == "icarus",
                 log_file=build_dir / "test.log",
             )
         except SystemExit as exit_:
