@@ -9,14 +9,14 @@ element is its index along the last axis modulo the number of channels (tensors 
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
-from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, Value
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
-from .fixed import bounds, clamp, hdl_clamp, round_shift, shape_for
+from .fixed import bounds, clamp, hdl_clamp, hdl_fit, product_range, round_shift, shape_for
 from .layouts import channel_word
+from .tables import channel_table
 
 __all__ = [
     "REQUANTISE_LATENCY",
@@ -67,15 +67,10 @@ REQUANTISE_LATENCY = 3
 RPRELU_LATENCY = 3
 
 
-def _fit(value, low: int, high: int) -> Value:
-    """``value``, whose true value lies in ``[low, high]``, cut (or extended) to ``shape_for(low, high)``."""
-    shape = shape_for(low, high)
-    value = Value.cast(value)
-    if len(value) < shape.width:
-        sign = value[-1] if value.shape().signed else Const(0, 1)
-        value = Cat(value, sign.replicate(shape.width - len(value)))
-    value = value[: shape.width]
-    return value.as_signed() if shape.signed else value
+def _ints(pair) -> tuple[int, int]:
+    """A ``(low, high)`` pair as Python ints (numpy ints would overflow in the products)."""
+    low, high = pair
+    return int(low), int(high)
 
 
 def _param(name: str, value, given) -> tuple[object, tuple[int, int]]:
@@ -117,22 +112,11 @@ def _intersect(derived: tuple[int, int], given) -> tuple[int, int]:
     return low, high
 
 
-def _ints(pair) -> tuple[int, int]:
-    """A ``(low, high)`` pair as Python ints (numpy ints would overflow in the products)."""
-    low, high = pair
-    return int(low), int(high)
-
-
-def _product_bounds(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
-    corners = [p * q for p in _ints(a) for q in _ints(b)]
-    return min(corners), max(corners)
-
-
 def _output(m: Module, domain: str, enable, value, natural: tuple[int, int], low: int, high: int, name: str):
     """Register ``clamp(value, low, high)``; the clamp is left out where ``natural`` lies inside."""
     out = Signal(shape_for(low, high), name=name)
     if low <= natural[0] and natural[1] <= high:
-        result = _fit(value, *natural)
+        result = hdl_fit(value, *natural)
     elif natural[0] >= low:  # only the upper side can saturate
         result = Mux(value > high, high, value)
     elif natural[1] <= high:
@@ -146,7 +130,7 @@ def _output(m: Module, domain: str, enable, value, natural: tuple[int, int], low
 
 def requantise_bounds(x_bounds, mult_bounds, bias_bounds, *, shift: int) -> tuple[int, int]:
     """The range of ``round_shift(x * mult + bias, shift)`` over the three ranges (before any clamp)."""
-    product = _product_bounds(x_bounds, mult_bounds)
+    product = product_range(x_bounds, mult_bounds)
     bias_bounds = _ints(bias_bounds)
     return round_shift(product[0] + bias_bounds[0], shift), round_shift(product[1] + bias_bounds[1], shift)
 
@@ -198,19 +182,19 @@ def requantise_datapath(
     mult, mb = _param("mult", mult, mult_bounds)
     bias, bb = _param("bias", bias, bias_bounds)
     rnd = (1 << (shift - 1)) if shift else 0
-    pb = _intersect(_product_bounds(xb, mb), product_bounds)
+    pb = _intersect(product_range(xb, mb), product_bounds)
     sb = _intersect((pb[0] + bb[0], pb[1] + bb[1]), sum_bounds)
     sb_rounded = (sb[0] + rnd, sb[1] + rnd)
     # stage 1: product
     product = Signal(shape_for(*pb), name=f"{name}_product")
     with m.If(enable):
-        m.d[domain] += product.eq(_fit(x * mult, *pb))
+        m.d[domain] += product.eq(hdl_fit(x * mult, *pb))
     bias1 = _register(m, domain, enable, bias, f"{name}_bias")
     # stage 2: sum with the rounding constant
     total = Signal(shape_for(*sb_rounded), name=f"{name}_sum")
     addend = bias1 + rnd if isinstance(bias1, int) else bias1 + Const(rnd)
     with m.If(enable):
-        m.d[domain] += total.eq(_fit(product + addend, *sb_rounded))
+        m.d[domain] += total.eq(hdl_fit(product + addend, *sb_rounded))
     # stage 3: shift (floor) and clamp
     natural = (sb_rounded[0] >> shift, sb_rounded[1] >> shift)
     return _output(m, domain, enable, total >> shift, natural, low, high, f"{name}_out")
@@ -225,7 +209,7 @@ def rprelu_bounds(x_bounds, gamma_bounds, slope_bounds, zeta_bounds, *, slope_sh
     if uh >= 0:
         candidates += [max(ul, 0) << slope_shift, uh << slope_shift]
     if ul < 0:
-        candidates += list(_product_bounds((ul, min(uh, -1)), slope_bounds))
+        candidates += list(product_range((ul, min(uh, -1)), slope_bounds))
     vl, vh = min(candidates), max(candidates)
     rnd = (1 << (out_shift - 1)) if out_shift else 0
     wl, wh = vl + zeta_bounds[0] + rnd, vh + zeta_bounds[1] + rnd
@@ -286,7 +270,7 @@ def rprelu_datapath(
     # stage 1: u = x - gamma
     u = Signal(shape_for(*r["u"]), name=f"{name}_u")
     with m.If(enable):
-        m.d[domain] += u.eq(_fit(x - gamma, *r["u"]))
+        m.d[domain] += u.eq(hdl_fit(x - gamma, *r["u"]))
     slope1 = _register(m, domain, enable, slope, f"{name}_slope")
     zeta1 = _register(m, domain, enable, zeta, f"{name}_zeta1")
     # stage 2: the two branches of the PReLU
@@ -298,42 +282,12 @@ def rprelu_datapath(
     else:
         branch = Mux(u[-1], u * slope1, u << slope_shift)
     with m.If(enable):
-        m.d[domain] += v.eq(_fit(branch, *r["v"]))
+        m.d[domain] += v.eq(hdl_fit(branch, *r["v"]))
     zeta2 = _register(m, domain, enable, zeta1, f"{name}_zeta2")
     # stage 3: add zeta and the rounding constant, shift (floor), clamp
     addend = zeta2 + rnd if isinstance(zeta2, int) else zeta2 + Const(rnd)
-    total = _fit(v + addend, *r["w"])
+    total = hdl_fit(v + addend, *r["w"])
     return _output(m, domain, enable, total >> out_shift, r["y"], low, high, f"{name}_out")
-
-
-def _channel_table(m: Module, name: str, columns: dict, *, simd: int, group: Value, enable) -> dict:
-    """Per-channel constants looked up by channel group: ``{column: ([lane values], (low, high))}``.
-
-    ``columns`` maps names to int vectors of length ``channels``. With one group the lane values
-    are plain ints (constants); otherwise they are fields of a ROM word (one per group, a
-    synchronous read port at address ``group``, enabled by ``enable``), valid one enabled edge
-    after ``group`` was presented, and held while ``enable`` is low.
-    """
-    columns = {key: np.asarray(values, dtype=object) for key, values in columns.items()}
-    ranges = {key: (int(min(values)), int(max(values))) for key, values in columns.items()}
-    groups = len(next(iter(columns.values()))) // simd
-    if groups == 1:
-        return {key: ([int(v) for v in values], ranges[key]) for key, values in columns.items()}
-    layout = data.StructLayout(
-        {key: data.ArrayLayout(shape_for(*ranges[key]), simd) for key in columns},
-    )
-    init = [
-        Const.cast(
-            layout.const({key: [int(v) for v in values[g * simd : (g + 1) * simd]] for key, values in columns.items()})
-        ).value
-        for g in range(groups)
-    ]
-    rom = Memory(shape=unsigned(layout.size), depth=groups, init=init)
-    m.submodules[name] = rom
-    port = rom.read_port()
-    m.d.comb += [port.addr.eq(group), port.en.eq(enable)]
-    word = layout(port.data)
-    return {key: ([word[key][k] for k in range(simd)], ranges[key]) for key in columns}
 
 
 class _PerChannel(wiring.Component):
@@ -407,7 +361,7 @@ class _PerChannel(wiring.Component):
         tags = [Signal(name="valid1")]
         with m.If(advance):
             m.d.sync += [x.eq(self.i.payload), tags[0].eq(self.i.valid)]
-        table = _channel_table(m, "constants", self._columns(), simd=self._simd, group=group, enable=advance)
+        table = channel_table(m, "constants", self._columns(), simd=self._simd, group=group, enable=advance)
         for k in range(self._simd):
             m.d.comb += self.o.payload[k].eq(self._datapath(m, x[k], table, k, advance))
         for stage in range(1, self._datapath_latency):
@@ -488,7 +442,7 @@ class Requantise(_PerChannel):
 
     def _datapath(self, m, x, table, k, advance):
         xb = bounds(self._in_shape)
-        products = [_product_bounds(xb, (int(v), int(v))) for v in self._mult]
+        products = [product_range(xb, (int(v), int(v))) for v in self._mult]
         sums = [(p[0] + int(b), p[1] + int(b)) for p, b in zip(products, self._bias, strict=True)]
         return requantise_datapath(
             m,

@@ -17,7 +17,7 @@ Each has a numpy form (on int64 or Python-int object arrays) and an Amaranth for
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Mux, Shape, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Mux, Shape, Value, signed, unsigned
 
 __all__ = [
     "bounds",
@@ -25,8 +25,10 @@ __all__ = [
     "clamp",
     "hdl_ceil_shift",
     "hdl_clamp",
+    "hdl_fit",
     "hdl_round_shift",
     "int_array",
+    "product_range",
     "round_shift",
     "shape_for",
 ]
@@ -52,6 +54,12 @@ def bounds(shape: Shape) -> tuple[int, int]:
     if shape.signed:
         return -(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1
     return 0, (1 << shape.width) - 1
+
+
+def product_range(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    """The range of ``p * q`` for ``p`` in ``a`` and ``q`` in ``b`` (Python ints: no overflow)."""
+    corners = [int(p) * int(q) for p in a for q in b]
+    return min(corners), max(corners)
 
 
 def int_array(values, low: int, high: int) -> np.ndarray:
@@ -105,3 +113,18 @@ def hdl_clamp(x: Value, low: int, high: int) -> Value:
     """Amaranth form of :func:`clamp`; the result has the shape of ``[low, high]``."""
     result = Mux(x < low, low, Mux(x > high, high, x))[: shape_for(low, high).width]
     return result.as_signed() if low < 0 else result
+
+
+def hdl_fit(value: Value, low: int, high: int) -> Value:
+    """``value``, whose true value lies in ``[low, high]``, cut (or sign-extended) to ``shape_for(low, high)``.
+
+    Amaranth widens every sum and product; this trims an intermediate back to the width its
+    bounds need, which keeps wide datapaths small without any risk of overflow.
+    """
+    shape = shape_for(low, high)
+    value = Value.cast(value)
+    if len(value) < shape.width:
+        sign = value[-1] if value.shape().signed else Const(0, 1)
+        value = Cat(value, sign.replicate(shape.width - len(value)))
+    value = value[: shape.width]
+    return value.as_signed() if shape.signed else value

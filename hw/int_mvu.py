@@ -15,8 +15,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
-from .affine import _fit, _product_bounds
-from .fixed import bounds, int_array, shape_for
+from .fixed import bounds, hdl_fit, int_array, product_range, shape_for
 from .layouts import channel_word, window_word
 
 __all__ = ["Argmax", "IntMatrixVector", "argmax", "int_matvec", "int_matvec_bounds"]
@@ -262,14 +261,14 @@ class IntMatrixVector(wiring.Component):
         # stage 2: products
         x_bounds = bounds(self._in_shape)
         w_bounds = (int(self._weights.min()), int(self._weights.max()))
-        p_bounds = _intersect(_product_bounds(x_bounds, w_bounds), self._acc_bounds)
+        p_bounds = _intersect(product_range(x_bounds, w_bounds), self._acc_bounds)
         terms = []
         for p in range(pe):
             row = []
             for k in range(simd):
                 product = Signal(shape_for(*p_bounds), name=f"product_{p}_{k}")
                 with m.If(advance):
-                    m.d.sync += product.eq(_fit(x[k] * w[p][k], *p_bounds))
+                    m.d.sync += product.eq(hdl_fit(x[k] * w[p][k], *p_bounds))
                 row.append(product)
             terms.append(row)
         tags = [valid1, first1, last1]
@@ -284,7 +283,7 @@ class IntMatrixVector(wiring.Component):
             registered = level % TREE_LEVELS_PER_STAGE == 0 or count >= simd
             for p in range(pe):
                 row = terms[p]
-                pairs = [_fit(row[j] + row[j + 1], *sum_bounds) for j in range(0, len(row) - 1, 2)]
+                pairs = [hdl_fit(row[j] + row[j + 1], *sum_bounds) for j in range(0, len(row) - 1, 2)]
                 if len(row) % 2:
                     pairs.append(row[-1])
                 if registered:
@@ -307,7 +306,7 @@ class IntMatrixVector(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         for p in range(pe):
             acc = Signal(self._acc_shape, name=f"acc{p}")
-            total = _fit(Mux(first_a, 0, acc) + sums[p], *self._acc_bounds)
+            total = hdl_fit(Mux(first_a, 0, acc) + sums[p], *self._acc_bounds)
             with m.If(advance & valid_a):
                 m.d.sync += acc.eq(total)
                 with m.If(last_a):

@@ -13,9 +13,9 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
-from .affine import _channel_table
 from .fixed import bounds, clamp, shape_for
 from .layouts import channel_word
+from .tables import channel_table
 
 __all__ = ["StaticThreshold", "effective_thresholds", "threshold"]
 
@@ -149,7 +149,7 @@ class StaticThreshold(wiring.Component):
         valid1 = Signal()
         with m.If(advance):
             m.d.sync += [x.eq(self.i.payload), valid1.eq(self.i.valid)]
-        table = _channel_table(m, "thresholds", self._columns(), simd=self._simd, group=group, enable=advance)
+        table = channel_table(m, "thresholds", self._columns(), simd=self._simd, group=group, enable=advance)
         # stage 2: compare, registered output
         with m.If(advance):
             m.d.sync += self.o.valid.eq(valid1)

@@ -13,8 +13,10 @@ from instabnn_hw.hw.fixed import (
     clamp,
     hdl_ceil_shift,
     hdl_clamp,
+    hdl_fit,
     hdl_round_shift,
     int_array,
+    product_range,
     round_shift,
     shape_for,
 )
@@ -99,3 +101,27 @@ def test_hardware_forms_equal_numpy_forms_exhaustively(shift):
         round_shift(v, shift).tolist(), ceil_shift(v, shift).tolist(), clamp(v, -20, 33).tolist(), strict=True
     )
     assert seen == list(expected)
+
+
+def test_product_range_covers_every_sign_combination():
+    assert product_range((-3, 2), (-5, 4)) == (-12, 15)
+    assert product_range((2**40, 2**40), (2**30, 2**30)) == (2**70, 2**70)
+
+
+def test_hdl_fit_trims_and_extends_without_changing_in_range_values():
+    m = Module()
+    x = Signal(signed(6))
+    trimmed, extended = Signal(signed(4)), Signal(signed(10))
+    m.d.comb += [trimmed.eq(hdl_fit(x, -8, 7)), extended.eq(hdl_fit(x, -200, 200))]
+    assert len(hdl_fit(x, -8, 7)) == 4 and len(hdl_fit(x, -200, 200)) == 9
+    seen = []
+
+    async def bench(ctx):
+        for value in range(-8, 8):
+            ctx.set(x, value)
+            seen.append((ctx.get(trimmed), ctx.get(extended)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [(v, v) for v in range(-8, 8)]
