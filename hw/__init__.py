@@ -20,8 +20,9 @@ module                        components (numpy models)
                               th_thresholds, thplus_thresholds, se_mlp, binarise, insta_prelu)
 ============================  =====================================================
 
-:mod:`.simulate` drives any of them in Amaranth's simulator with random flow control;
-:mod:`.synthesis` synthesises one with the open ECP5 / iCE40 tools.
+:mod:`.tables` looks up per-channel constants by channel group; :mod:`.simulate` drives any
+component in Amaranth's simulator with random flow control; :mod:`.synthesis` synthesises one
+with the open ECP5 / iCE40 tools.
 """
 
 from .affine import Requantise, RPReLU
