@@ -5,7 +5,7 @@ STAMP := $(VENV)/.instabnn-setup
 export BREVITAS_JIT := 0
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: setup demo test test-slow test-cocotb lint bench bench-hw clean
+.PHONY: setup demo test test-slow test-cocotb lint bench bench-hw bench-generate clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,9 @@ bench: setup
 
 bench-hw: setup
 	$(PY) bench/hw_units.py
+
+bench-generate: setup
+	$(PY) bench/generate_speed.py
 
 clean:
 	rm -rf build .pytest_cache

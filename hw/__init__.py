@@ -8,12 +8,15 @@ rounding and width rules are in :mod:`.fixed`.
 ============================  =====================================================
 module                        components (numpy models)
 ============================  =====================================================
-:mod:`.plumbing`              Fifo, Fork, JoinAdd, WidthConverter (join_add, regroup)
+:mod:`.plumbing`              Fifo, Fork, JoinAdd, WidthConverter, Repeat (join_add, regroup,
+                              repeat_channels)
 :mod:`.window`                SlidingWindow (sliding_windows)
 :mod:`.pool`                  MaxPool, SumPool, GlobalSumPool (max_pool, sum_pool, global_sum_pool)
 :mod:`.popcount`              PopCount (popcount)
 :mod:`.xnor_mvu`              XnorMatrixVector (xnor_matvec)
 :mod:`.int_mvu`               IntMatrixVector, Argmax (int_matvec, argmax)
+:mod:`.rom`                   Rom: weight memories, inline or from ``$readmemh`` files (rom_hex,
+                              rom_verilog)
 :mod:`.threshold`             StaticThreshold (threshold)
 :mod:`.affine`                Requantise, RPReLU (requantise, rprelu)
 :mod:`.insta`                 MomentsThreshold, InstaPReLU (moment_sums, statistic_features,
@@ -28,9 +31,10 @@ with the open ECP5 / iCE40 tools.
 from .affine import Requantise, RPReLU
 from .insta import InstaPReLU, MomentsThreshold
 from .int_mvu import Argmax, IntMatrixVector
-from .plumbing import Fifo, Fork, JoinAdd, WidthConverter
+from .plumbing import Fifo, Fork, JoinAdd, Repeat, WidthConverter
 from .pool import GlobalSumPool, MaxPool, SumPool
 from .popcount import PopCount
+from .rom import Rom
 from .threshold import StaticThreshold
 from .window import SlidingWindow
 from .xnor_mvu import XnorMatrixVector
@@ -47,7 +51,9 @@ __all__ = [
     "MomentsThreshold",
     "PopCount",
     "RPReLU",
+    "Repeat",
     "Requantise",
+    "Rom",
     "SlidingWindow",
     "StaticThreshold",
     "SumPool",

@@ -17,6 +17,7 @@ from amaranth.lib.wiring import In, Out
 from ._checks import check_divides, check_int, check_int_array, check_shape
 from .fixed import bounds, hdl_fit, int_array, product_range, shape_for
 from .layouts import channel_word, window_word
+from .rom import Rom, check_init_file
 
 __all__ = ["Argmax", "IntMatrixVector", "argmax", "int_matvec", "int_matvec_bounds"]
 
@@ -92,6 +93,12 @@ class IntMatrixVector(wiring.Component):
     masked : bool
         Take :func:`~.layouts.window_word` input (the mask is ignored: padding words carry zero
         data, which adds zero) instead of :func:`~.layouts.channel_word`.
+    weights_file : str or None
+        ``None``: the weight memory is inline (Amaranth ``Memory`` with ``init``). A path: it is a
+        :class:`~.rom.Rom` loading this ``$readmemh`` file, which must hold
+        ``rom_hex(weight_words(), weight_word_width)`` (see :mod:`.rom` for how paths resolve).
+        Widths come from ``weights``: a weight edited in the file must stay within their range
+        and each row's :func:`int_matvec_bounds`, or sums may wrap.
 
     Members
     -------
@@ -99,7 +106,9 @@ class IntMatrixVector(wiring.Component):
     o : Out(stream.Signature(channel_word(acc_shape, pe)))
     """
 
-    def __init__(self, *, weights, pe: int, simd: int, in_shape, masked: bool = False) -> None:
+    def __init__(
+        self, *, weights, pe: int, simd: int, in_shape, masked: bool = False, weights_file: str | None = None
+    ) -> None:
         self._weights = check_int_array("weights", weights)
         if self._weights.ndim != 2 or self._weights.size == 0:
             raise ValueError(f"weights must be a non-empty 2-D array, not one of shape {self._weights.shape}")
@@ -110,6 +119,7 @@ class IntMatrixVector(wiring.Component):
         if not isinstance(masked, (bool, np.bool_)):
             raise TypeError(f"masked must be a bool, not {masked!r}")
         self._masked = bool(masked)
+        self._weights_file = check_init_file("weights_file", weights_file)
         self._weight_shape = shape_for(int(self._weights.min()), int(self._weights.max()))
         if self._weight_shape.width > MAX_OPERAND_BITS:
             raise ValueError(
@@ -145,6 +155,11 @@ class IntMatrixVector(wiring.Component):
     @property
     def masked(self) -> bool:
         return self._masked
+
+    @property
+    def weights_file(self) -> str | None:
+        """The ``$readmemh`` file of the weight memory, or ``None`` for an inline memory."""
+        return self._weights_file
 
     @property
     def weight_shape(self) -> Shape:
@@ -200,7 +215,15 @@ class IntMatrixVector(wiring.Component):
         buffer_bits = self._weights.shape[1] * self._in_shape.width if self.neuron_fold > 1 else 0
         return weight_bits + buffer_bits
 
-    def _weight_words(self) -> list[int]:
+    @property
+    def weight_word_width(self) -> int:
+        """Bits per weight memory word: ``pe * simd * weight_shape.width``."""
+        return self._pe * self._simd * self._weight_shape.width
+
+    def weight_words(self) -> list[int]:
+        """The weight memory's ``NF * SF`` words in address order: word ``f * SF + s`` holds
+        ``W[f*pe + p, s*simd + k]`` (two's complement, ``weight_shape.width`` bits) at bit
+        ``(p * simd + k) * weight_shape.width``."""
         nf, sf, pe, simd = self.neuron_fold, self.synapse_fold, self._pe, self._simd
         width = self._weight_shape.width
         mask = (1 << width) - 1
@@ -220,8 +243,9 @@ class IntMatrixVector(wiring.Component):
         w_layout = data.ArrayLayout(channel_word(self._weight_shape, simd), pe)
 
         advance = Signal()
-        m.submodules.weights = weights = Memory(shape=unsigned(w_layout.size), depth=nf * sf, init=self._weight_words())
-        w_port = weights.read_port()
+        m.submodules.weights = w_port = Rom(
+            width=w_layout.size, depth=nf * sf, init=self.weight_words(), init_file=self._weights_file
+        )
 
         # issue: step (f, s) of the current vector
         s = Signal(range(sf))

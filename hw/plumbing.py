@@ -1,4 +1,4 @@
-"""Stream plumbing: FIFO, fork, residual join-add and SIMD width conversion.
+"""Stream plumbing: FIFO, fork, residual join-add, SIMD width conversion and channel repeat.
 
 Every block here moves whole payloads and obeys the four transfer rules of
 :mod:`amaranth.lib.stream`: a transfer happens when ``valid & ready``; once ``valid`` is up it
@@ -9,14 +9,15 @@ depend on ``valid``.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Shape, Signal, Value
+from amaranth.hdl import Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, check_payload, check_shape
 from .fixed import bounds, shape_for
 
-__all__ = ["Fifo", "Fork", "JoinAdd", "WidthConverter", "join_add", "regroup"]
+__all__ = ["Fifo", "Fork", "JoinAdd", "Repeat", "WidthConverter", "join_add", "regroup", "repeat_channels"]
 
 
 class Fifo(wiring.Component):
@@ -243,4 +244,114 @@ class WidthConverter(wiring.Component):
                 m.d.sync += gathered.eq(slot + 1)
             with m.Elif(self.o.valid & self.o.ready):
                 m.d.sync += gathered.eq(0)
+        return m
+
+
+def repeat_channels(tensor: np.ndarray, times: int) -> np.ndarray:
+    """Numpy model of :class:`Repeat`: ``C x H x W`` to ``(times*C) x H x W``, the tensor concatenated
+    with itself along the channels ``times`` times (``np.concatenate([tensor] * times)``)."""
+    times = check_int("times", times)
+    tensor = np.asarray(tensor)
+    if tensor.ndim < 1:
+        raise ValueError(f"tensor must have a channel axis, not shape {tensor.shape}")
+    return np.concatenate([tensor] * times, axis=0)
+
+
+class Repeat(wiring.Component):
+    """Repeats each pixel's channel words ``times`` times: the channel concatenation ``concat(x, x)``.
+
+    A pixel is ``words`` consecutive channel words (``C = words * count`` channels). The first
+    copy goes out as its words arrive (through the output register) while they are stored in a
+    ``words``-entry buffer (LUT RAM with an asynchronous read, or a register when ``words = 1``);
+    the buffer then replays them ``times - 1`` times. So output pixel channels are ``c``, then
+    the same ``C`` again, as :func:`repeat_channels` and :func:`~.layouts.tensor_to_words`
+    order them. The next pixel's first word is taken in the cycle after the last replayed word
+    is registered, so a ready consumer gets one word every cycle with no bubble between pixels.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Element shape (at most 64 bits).
+    count : int
+        Elements per word.
+    words : int
+        Words per pixel.
+    times : int
+        Copies of each pixel, >= 1 (2 for ReActNet-A's channel-doubling shortcut).
+
+    Members
+    -------
+    i : In(stream.Signature(data.ArrayLayout(shape, count)))
+    o : Out(stream.Signature(data.ArrayLayout(shape, count)))
+    """
+
+    #: Cycles per OUTPUT word at full rate; the input is taken ``words`` of every ``words * times`` cycles.
+    initiation_interval = 1
+
+    #: Cycles from an input word's transfer to its copy's ``valid`` on the output (registered).
+    latency = 1
+
+    def __init__(self, *, shape, count: int, words: int, times: int) -> None:
+        self._shape = check_payload("shape", shape, max_width=64)
+        self._count = check_int("count", count)
+        self._words = check_int("words", words)
+        self._times = check_int("times", times)
+        layout = data.ArrayLayout(self._shape, self._count)
+        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @property
+    def words(self) -> int:
+        return self._words
+
+    @property
+    def times(self) -> int:
+        return self._times
+
+    @property
+    def cycles_per_pixel(self) -> int:
+        """``words * times``: output words, and cycles at full rate, per pixel."""
+        return self._words * self._times
+
+    @property
+    def buffer_bits(self) -> int:
+        """The replay buffer: ``words`` words (none when ``times = 1``)."""
+        return self._words * Shape.cast(data.ArrayLayout(self._shape, self._count)).width if self._times > 1 else 0
+
+    def elaborate(self, platform):
+        m = Module()
+        i_bits, o_bits = Value.cast(self.i.payload), Value.cast(self.o.payload)
+        words, times = self._words, self._times
+        index = Signal(range(words))  # word of the pixel that goes out next
+        copy = Signal(range(times))  # 0: the arriving copy, 1 ..: replays
+        advance = ~self.o.valid | self.o.ready  # the output register can take a word
+        first = copy == 0
+        step = advance & (~first | self.i.valid)
+        m.d.comb += self.i.ready.eq(advance & first)
+        if times > 1:
+            if words > 1:
+                m.submodules.buffer = buffer = Memory(
+                    shape=unsigned(len(i_bits)), depth=words, init=[], attrs={"ram_style": "distributed"}
+                )
+                write, read = buffer.write_port(), buffer.read_port(domain="comb")
+                m.d.comb += [write.addr.eq(index), write.data.eq(i_bits), write.en.eq(self.i.valid & self.i.ready)]
+                m.d.comb += read.addr.eq(index)
+                replay = read.data
+            else:
+                replay = Signal(len(i_bits))
+                with m.If(self.i.valid & self.i.ready):
+                    m.d.sync += replay.eq(i_bits)
+            word = Mux(first, i_bits, replay)
+        else:
+            word = i_bits
+        with m.If(step):
+            m.d.sync += [o_bits.eq(word), self.o.valid.eq(1)]
+            m.d.sync += index.eq(Mux(index == words - 1, 0, index + 1))
+            with m.If(index == words - 1):
+                m.d.sync += copy.eq(Mux(copy == times - 1, 0, copy + 1))
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
         return m

@@ -25,6 +25,7 @@ from ._checks import check_choice, check_divides, check_int, check_int_array
 from .fixed import shape_for
 from .layouts import channel_word, window_word
 from .popcount import PopCount, popcount_levels
+from .rom import Rom, check_init_file
 
 __all__ = ["XnorMatrixVector", "vectors_from_words", "words_from_vectors", "xnor_matvec"]
 
@@ -184,6 +185,10 @@ class XnorMatrixVector(wiring.Component):
     buffer_style : {"block", "distributed", "logic"}
         Yosys ``ram_style`` of the input buffer when ``SF > 1`` (``"block"``: block RAM, no
         LUTs; ``SF = 1`` always uses a register).
+    weights_file : str or None
+        ``None``: the weight memory is inline (Amaranth ``Memory`` with ``init``). A path: it is a
+        :class:`~.rom.Rom` loading this ``$readmemh`` file, which must hold
+        ``rom_hex(weight_words(), weight_word_width)`` (see :mod:`.rom` for how paths resolve).
 
     Members
     -------
@@ -200,6 +205,7 @@ class XnorMatrixVector(wiring.Component):
         masked: bool = True,
         popcount_stages: int | None = None,
         buffer_style: str = "block",
+        weights_file: str | None = None,
     ) -> None:
         self._weights = _bits_array("weights", weights, ndim=2)
         if self._weights.size == 0:
@@ -211,6 +217,7 @@ class XnorMatrixVector(wiring.Component):
             raise TypeError(f"masked must be a bool, not {masked!r}")
         self._masked = bool(masked)
         self._buffer_style = check_choice("buffer_style", buffer_style, BUFFER_STYLES)
+        self._weights_file = check_init_file("weights_file", weights_file)
         max_stages = 1 + popcount_levels(self._simd)
         if popcount_stages is None:
             self._popcount_stages = max_stages
@@ -252,6 +259,11 @@ class XnorMatrixVector(wiring.Component):
     @property
     def buffer_style(self) -> str:
         return self._buffer_style
+
+    @property
+    def weights_file(self) -> str | None:
+        """The ``$readmemh`` file of the weight memory, or ``None`` for an inline memory."""
+        return self._weights_file
 
     @property
     def acc_shape(self) -> Shape:
@@ -304,7 +316,14 @@ class XnorMatrixVector(wiring.Component):
         """Weight memory (``rows * cols`` bits) plus the input buffer."""
         return self._weights.size + self.buffer_bits
 
-    def _weight_words(self) -> list[int]:
+    @property
+    def weight_word_width(self) -> int:
+        """Bits per weight memory word: ``pe * simd``."""
+        return self._pe * self._simd
+
+    def weight_words(self) -> list[int]:
+        """The weight memory's ``NF * SF`` words in address order: word ``f * SF + s`` holds
+        ``weights[f*pe + p, s*simd + k]`` at bit ``p * simd + k``."""
         nf, sf, pe, simd = self.neuron_fold, self.synapse_fold, self._pe, self._simd
         blocks = self._weights.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
         # bit p*simd + k of a word is element k of PE p: pack little-endian
@@ -335,8 +354,9 @@ class XnorMatrixVector(wiring.Component):
                 m.d.sync += value.eq(value + 1)
             return value, wrap
 
-        m.submodules.weights = weights = Memory(shape=unsigned(pe * simd), depth=nf * sf, init=self._weight_words())
-        w_port = weights.read_port()
+        m.submodules.weights = w_port = Rom(
+            width=self.weight_word_width, depth=nf * sf, init=self.weight_words(), init_file=self._weights_file
+        )
 
         # issue: step (f, s) of the current vector; fold 0 takes the input word
         issue = Signal()

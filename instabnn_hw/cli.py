@@ -118,6 +118,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=None, help="the first N test images only")
     evaluate.add_argument("--json", default=None, help="write one record per image to this file")
     evaluate.add_argument("--no-progress", action="store_true")
+
+    generate = commands.add_parser(
+        "generate", help="compile a model into a verified-by-construction dataflow design (Verilog + report)"
+    )
+    source = generate.add_argument_group("model (one of)")
+    source.add_argument("--model", default=None, help="zoo model with seeded random weights (see `instabnn-hw models`)")
+    source.add_argument("--checkpoint", default=None, help="trained checkpoint (.pt from `instabnn-hw train`)")
+    options = generate.add_argument_group("model options (a checkpoint carries its own)")
+    options.add_argument("--insta", default=None, choices=THRESHOLDS, help="threshold variant (default: th)")
+    options.add_argument("--prelu", default=None, choices=PRELUS, help="activation after the residual add")
+    options.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's)")
+    options.add_argument("--width", type=int, default=None, help="channels of the first stage (default: the model's)")
+    options.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    target = generate.add_argument_group("folding target (at most one; default: balanced to the pixel layer)")
+    target.add_argument("--fps", type=float, default=None, help="frames per second to reach at --clock")
+    target.add_argument("--lut-budget", type=int, default=None, help="the fastest design within N LUT4")
+    target.add_argument("--fold-config", default=None, help='JSON file: {layer: {"PE": p, "SIMD": s}} (FINN shape)')
+    generate.add_argument("--clock", type=float, default=100.0, help="clock in MHz (default: 100)")
+    generate.add_argument("--out", required=True, help="folder to write (replaced when complete)")
+    generate.add_argument("--no-progress", action="store_true", help="no progress lines")
     return parser
 
 
@@ -190,18 +210,50 @@ def _cmd_eval(args) -> None:
     print(f"accuracy: {accuracy:.4f}")
 
 
+def _cmd_generate(args) -> None:
+    from instabnn_hw.codegen.generate import GenerateOptions, generate
+    from instabnn_hw.codegen.report import summary_table
+
+    design = generate(
+        GenerateOptions(
+            out=args.out,
+            model=args.model,
+            checkpoint=args.checkpoint,
+            insta=args.insta,
+            prelu=args.prelu,
+            input_size=args.input_size,
+            width=args.width,
+            fps=args.fps,
+            lut_budget=args.lut_budget,
+            fold_config=args.fold_config,
+            clock_mhz=args.clock,
+            seed=args.seed,
+        ),
+        progress=not args.no_progress,
+    )
+    data, e = design.manifest, design.manifest["estimate"]
+    print(summary_table(data))
+    print(
+        f"{data['model']} (insta {data['insta']}): {e['cycles_per_frame']:,} cycles per frame, "
+        f"{e['fps']:,.1f} frames/s at {data['clock_mhz']:g} MHz, latency {e['latency_cycles']:,} cycles, "
+        f"{e['luts']:,} LUT4, {e['memory_bits']:,} memory bits, {e['multipliers']} multipliers"
+    )
+    print(f"wrote {design.out} in {design.seconds:.1f} s (report: {design.out / 'report.md'})")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("BREVITAS_JIT", "0")
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in the checkpoint
+    from instabnn_hw.codegen.generate import GenerateError
     from instabnn_hw.quant.checkpoint import CheckpointError
     from instabnn_hw.quant.data import DataError
     from instabnn_hw.quant.models import ConfigError
 
-    handlers = {"models": _cmd_models, "train": _cmd_train, "eval": _cmd_eval}
+    handlers = {"models": _cmd_models, "train": _cmd_train, "eval": _cmd_eval, "generate": _cmd_generate}
     try:
         handlers[args.command](args)
-    except (ConfigError, DataError, CheckpointError) as exc:
+    except (ConfigError, DataError, CheckpointError, GenerateError) as exc:
         print(f"instabnn-hw: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return 0

@@ -102,8 +102,13 @@ def run_stream_cases(
     valid_probability: float = 0.6,
     ready_probability: float = 0.6,
     max_cycles: int = 500_000,
+    extra_sources: Sequence[Path] = (),
 ) -> dict:
     """Run ``cases`` in one cocotb simulation; return the testbench's record.
+
+    ``extra_sources`` are further Verilog files the bundle needs (e.g. the module of
+    :func:`~instabnn_hw.hw.rom.rom_verilog`). The simulator runs in ``build_dir / simulator``,
+    so a relative ``$readmemh`` path resolves there.
 
     The record holds, per output stream, the cycle of every transfer. Raises ``AssertionError``
     naming the case, stream, index, expected and received payload of the first mismatches,
@@ -152,6 +157,7 @@ def run_stream_cases(
             build_dir=build_dir / simulator,
             simulator=simulator,
             extra_env=env,
+            extra_sources=extra_sources,
         )
     except AssertionError as error:
         if not record_path.exists():

@@ -58,8 +58,13 @@ def run_cocotb(
     build_dir: Path,
     simulator: str = "verilator",
     extra_env: Mapping[str, str] | None = None,
+    extra_sources: Sequence[Path] = (),
 ) -> None:
     """Build ``verilog`` with ``simulator`` in ``build_dir`` and run the cocotb ``test_module``.
+
+    ``extra_sources`` are further Verilog files (e.g. :func:`~instabnn_hw.hw.rom.rom_verilog`'s
+    module). The simulation runs with ``build_dir`` as its working directory, where
+    ``$readmemh`` resolves a relative path.
 
     Raises
     ------
@@ -79,7 +84,7 @@ def run_cocotb(
         runner = get_runner(simulator)
         try:
             runner.build(
-                sources=[Path(verilog).resolve()],
+                sources=[Path(verilog).resolve(), *(Path(source).resolve() for source in extra_sources)],
                 hdl_toplevel=toplevel,
                 build_dir=build_dir,
                 build_args=build_args,

@@ -9,7 +9,8 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
 
 from instabnn_hw.hw.fixed import bounds
-from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, WidthConverter, join_add, regroup
+from instabnn_hw.hw.layouts import tensor_to_words
+from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, Repeat, WidthConverter, join_add, regroup, repeat_channels
 from instabnn_hw.hw.simulate import simulate_streams
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
@@ -93,6 +94,11 @@ def test_width_converter_narrowing_emits_one_word_per_cycle():
         (lambda: JoinAdd(shape=signed(8), count=2, shifts=(0, 40)), r"shifts\[1\] must be in \[0, 32\], not 40"),
         (lambda: WidthConverter(shape=1, in_count=3, out_count=2), r"in_count \(3\) and out_count \(2\) must divide"),
         (lambda: WidthConverter(shape=0, in_count=3, out_count=3), r"shape must be 1 to 64 bits wide"),
+        (lambda: Repeat(shape=signed(4), count=2, words=0, times=2), r"words must be >= 1, not 0"),
+        (lambda: Repeat(shape=signed(4), count=2, words=2, times=0), r"times must be >= 1, not 0"),
+        (lambda: Repeat(shape=signed(4), count=2.5, words=2, times=2), r"count must be an integer, not 2.5"),
+        (lambda: Repeat(shape=65, count=2, words=2, times=2), r"shape must be 1 to 64 bits wide"),
+        (lambda: repeat_channels(np.zeros((2, 1, 1)), 0), r"times must be >= 1, not 0"),
     ],
 )
 def test_invalid_parameters_are_named(make, message):
@@ -104,3 +110,47 @@ def test_plain_signed_payloads_round_trip():
     values = [-128, -1, 0, 1, 127]
     run = simulate_streams(Fifo(shape=signed(8), depth=2), {"i": values}, {"o": len(values)})
     assert run.outputs["o"] == values
+
+
+def test_repeat_channels_concatenates_along_channels():
+    tensor = np.arange(12).reshape(3, 2, 2)
+    out = repeat_channels(tensor, 2)
+    assert out.shape == (6, 2, 2) and (out[:3] == tensor).all() and (out[3:] == tensor).all()
+    assert (repeat_channels(tensor, 1) == tensor).all()
+
+
+def repeat_run(*, channels, count, times, pixels, valid, ready, seed=0):
+    element = signed(6)
+    low, high = bounds(element)
+    tensor = np.random.default_rng(seed).integers(low, high + 1, size=(channels, 1, pixels))
+    tensor[:, 0, 0] = low  # extremes pass unchanged
+    dut = Repeat(shape=element, count=count, words=channels // count, times=times)
+    expected = tensor_to_words(repeat_channels(tensor, times), count).tolist()
+    run = simulate_streams(
+        dut,
+        {"i": tensor_to_words(tensor, count).tolist()},
+        {"o": len(expected)},
+        valid_probability=valid,
+        ready_probability=ready,
+        seed=seed,
+    )
+    return dut, run, expected
+
+
+@pytest.mark.parametrize("valid, ready", FLOW)
+@pytest.mark.parametrize("channels, count, times", [(6, 2, 2), (4, 4, 2), (3, 1, 3), (5, 5, 1), (8, 2, 4)])
+def test_repeat_matches_numpy_model(channels, count, times, valid, ready):
+    _, run, expected = repeat_run(
+        channels=channels, count=count, times=times, pixels=7, valid=valid, ready=ready, seed=channels * times
+    )
+    assert run.outputs["o"] == expected
+
+
+@pytest.mark.parametrize("channels, count, times", [(6, 2, 2), (4, 4, 2), (3, 1, 3)])
+def test_repeat_emits_one_word_per_cycle(channels, count, times):
+    dut, run, expected = repeat_run(channels=channels, count=count, times=times, pixels=10, valid=1.0, ready=1.0)
+    assert run.outputs["o"] == expected
+    assert run.interval("o") == dut.initiation_interval == 1
+    assert dut.cycles_per_pixel == channels // count * times
+    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency  # first copy straight through the register
+    assert run.total_cycles <= len(expected) + dut.latency + 1

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from amaranth.hdl import signed
 
-from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, WidthConverter, join_add, regroup
+from instabnn_hw.hw.layouts import tensor_to_words
+from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, Repeat, WidthConverter, join_add, regroup, repeat_channels
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
 pytestmark = pytest.mark.cocotb
@@ -16,6 +17,8 @@ def plumbing_cases(seed: int) -> dict[str, StreamCase]:
     a, b = rng.integers(-128, 128, size=(2, 200, 3))
     a[:2], b[:2] = [[-128] * 3, [127] * 3], [[-128] * 3, [127] * 3]  # worst cases first
     elements = rng.integers(-8, 8, size=240)
+    tensor = rng.integers(-8, 8, size=(6, 3, 5))
+    tensor[:, 0, 0] = -8
     return {
         "fifo": StreamCase(Fifo(shape=signed(8), depth=3), {"i": words[:, 0].tolist()}, {"o": words[:, 0].tolist()}),
         "fork": StreamCase(
@@ -38,6 +41,16 @@ def plumbing_cases(seed: int) -> dict[str, StreamCase]:
             {"i": regroup(elements, 1).tolist()},
             {"o": regroup(elements, 8).tolist()},
         ),
+        "repeat": StreamCase(
+            Repeat(shape=signed(4), count=2, words=3, times=2),
+            {"i": tensor_to_words(tensor, 2).tolist()},
+            {"o": tensor_to_words(repeat_channels(tensor, 2), 2).tolist()},
+        ),
+        "repeat1": StreamCase(
+            Repeat(shape=signed(4), count=6, words=1, times=3),
+            {"i": tensor_to_words(tensor, 6).tolist()},
+            {"o": tensor_to_words(repeat_channels(tensor, 3), 6).tolist()},
+        ),
     }
 
 
@@ -47,3 +60,4 @@ def test_plumbing_bit_exact(simulator, tmp_path_factory):
     build_dir = tmp_path_factory.mktemp(f"plumbing-{simulator}")
     record = run_stream_cases(plumbing_cases(seed), build_dir=build_dir, simulator=simulator, seed=seed)
     assert len(record["transfers"]["join_o"]) == 200
+    assert len(record["transfers"]["repeat_o"]) == 15 * 3 * 2

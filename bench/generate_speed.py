@@ -1,0 +1,60 @@
+"""Time and peak memory of `instabnn-hw generate` for the big zoo models (issue #4's target: < 60 s, < 4 GB).
+
+Run: ``python bench/generate_speed.py [--models resnet18,mobilenetv1] [--insta th]``. Each
+generate runs in its own process; its wall time and peak resident memory (from ``wait4``) are
+printed with the time of each step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from instabnn_hw.table import format_table  # noqa: E402
+
+
+def run(model: str, insta: str, out: Path) -> tuple[float, float, list[str], int]:
+    command = [sys.executable, "-m", "instabnn_hw", "generate", "--model", model, "--insta", insta, "--out", str(out)]
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.monotonic() - started
+    steps = [line for line in output.splitlines() if re.match(r"\[\d/\d\]", line)]
+    return seconds, usage.ru_maxrss / 1024**2, steps, os.waitstatus_to_exitcode(status)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet18,mobilenetv1")
+    parser.add_argument("--insta", default="th")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for model in args.models.split(","):
+            seconds, gib, steps, code = run(model, args.insta, Path(folder) / model)
+            print(f"{model}: exit {code}", *steps, sep="\n  ", flush=True)
+            rows.append(
+                (
+                    model,
+                    args.insta,
+                    f"{seconds:.1f}",
+                    f"{gib:.2f}",
+                    "yes" if code == 0 and seconds < 60 and gib < 4 else "no",
+                )
+            )
+    print()
+    print(format_table(("model", "insta", "seconds", "peak GiB", "< 60 s and < 4 GB"), rows, text_columns=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

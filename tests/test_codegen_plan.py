@@ -1,0 +1,578 @@
+# amaranth: UnusedElaboratable=no
+"""The folding planner: FINN's CNV cycles, monotone folding, budgets, demand functions, FIFO depths."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from instabnn_hw.codegen import ir
+from instabnn_hw.codegen.plan import (
+    LUT_MODEL,
+    Fold,
+    PlanError,
+    demand,
+    fifo_depths,
+    fold_config,
+    fold_path,
+    lut_features,
+    plan,
+    read_fold_config,
+    stream_widths,
+)
+from instabnn_hw.hw.fixed import shape_for
+from instabnn_hw.hw.int_mvu import IntMatrixVector
+from instabnn_hw.hw.xnor_mvu import XnorMatrixVector
+
+#: FINN's CNV W1A1 folding (PE, SIMD) of the nine MVU layers, graph order.
+FINN_CNV = [(16, 3), (32, 32), (16, 32), (16, 32), (4, 32), (1, 32), (1, 4), (1, 8), (5, 1)]
+
+
+def _sign(name, x, channels, rng):
+    return ir.Threshold(
+        name=name, inputs=(x,), thresholds=rng.integers(-3, 4, channels), flip=rng.integers(0, 2, channels)
+    )
+
+
+def cnv_graph(seed: int = 0) -> ir.Graph:
+    """FINN's CNV: 3x32x32, six unpadded 3x3 convs 64-64-pool-128-128-pool-256-256, FC 256-512-512-10
+    (XnorConv, kernel 1 on 256x1x1); the first conv an IntConv with +-1 weights."""
+    rng = np.random.default_rng(seed)
+    nodes = [ir.PixelInput(name="input", channels=3, height=32, width=32)]
+    nodes.append(ir.IntConv(name="conv0", inputs=("input",), weights=rng.choice([-1, 1], (64, 27)), kernel=3))
+    nodes.append(_sign("sign0", "conv0", 64, rng))
+    x, c_in = "sign0", 64
+    for k, (c, pool) in enumerate([(64, True), (128, False), (128, True), (256, False), (256, False)], start=1):
+        nodes.append(ir.XnorConv(name=f"conv{k}", inputs=(x,), weights=rng.integers(0, 2, (c, 9 * c_in)), kernel=3))
+        nodes.append(_sign(f"sign{k}", f"conv{k}", c, rng))
+        x, c_in = f"sign{k}", c
+        if pool:
+            nodes.append(ir.MaxPool(name=f"pool{k}", inputs=(x,), kernel=2, stride=2))
+            x = f"pool{k}"
+    for k, c in enumerate([512, 512, 10]):
+        nodes.append(ir.XnorConv(name=f"fc{k}", inputs=(x,), weights=rng.integers(0, 2, (c, c_in)), kernel=1))
+        x, c_in = f"fc{k}", c
+        if k < 2:
+            nodes.append(_sign(f"fsign{k}", x, c, rng))
+            x = f"fsign{k}"
+    nodes.append(ir.Argmax(name="argmax", inputs=(x,)))
+    return ir.Graph(model="cnv", config={}, nodes=nodes)
+
+
+def block_graph(*, insta: bool = False, channels: int = 8, size: int = 8) -> ir.Graph:
+    """PixelInput 1 x size x size -> stem IntConv 3x3 pad 1 -> Requantise ``q0`` -> [Threshold | InstaThreshold]
+    -> XnorConv 3x3 pad 1 -> Requantise -> Add(., q0) -> [RPReLU | InstaPReLU] -> GlobalSumPool -> IntConv 1x1
+    -> Argmax."""
+    rng = np.random.default_rng(1)
+    c = channels
+    nodes = [
+        ir.PixelInput(name="input", channels=1, height=size, width=size),
+        ir.IntConv(name="stem", inputs=("input",), weights=rng.integers(-3, 4, (c, 9)), kernel=3, padding=1),
+        ir.Requantise(
+            name="q0", inputs=("stem",), mult=np.full(c, 3), bias=np.zeros(c, int), shift=6, low=-128, high=127
+        ),
+    ]
+    if insta:
+        nodes.append(
+            ir.InstaThreshold(
+                name="sign",
+                inputs=("q0",),
+                mode="th",
+                stats=("m3",),
+                shifts=(16,),
+                alpha=rng.integers(-4, 4, c),
+                beta=rng.integers(-4, 4, (c, 1)),
+                out_shift=2,
+                emit_stats=True,
+            )
+        )
+    else:
+        nodes.append(_sign("sign", "q0", c, rng))
+    nodes += [
+        ir.XnorConv(name="conv", inputs=("sign",), weights=rng.integers(0, 2, (c, 9 * c)), kernel=3, padding=1),
+        ir.Requantise(
+            name="q1", inputs=("conv",), mult=np.full(c, 5), bias=np.zeros(c, int), shift=3, low=-128, high=127
+        ),
+        ir.Add(name="add", inputs=("q1", "q0"), shifts=(0, 1)),
+    ]
+    act = {"gamma": np.zeros(c, int), "slope": np.full(c, 8), "zeta": np.zeros(c, int), "slope_shift": 4}
+    act.update(out_shift=1, low=-128, high=127)
+    if insta:
+        hidden = 4
+        nodes.append(
+            ir.InstaPReLU(
+                name="act",
+                inputs=("add", "sign"),
+                stats=("m3",),
+                w1=rng.integers(-2, 3, (hidden, c)),
+                b1=np.zeros(hidden, int),
+                hidden_shift=4,
+                hidden_max=15,
+                w2=rng.integers(-2, 3, (c, hidden)),
+                delta_shift=2,
+                **act,
+            )
+        )
+    else:
+        nodes.append(ir.RPReLU(name="act", inputs=("add",), **act))
+    nodes += [
+        ir.GlobalSumPool(name="pool", inputs=("act",)),
+        ir.IntConv(name="fc", inputs=("pool",), weights=rng.integers(-3, 4, (10, c)), kernel=1),
+        ir.Argmax(name="argmax", inputs=("fc",)),
+    ]
+    return ir.Graph(model="block", config={}, nodes=nodes)
+
+
+def _mvus(graph):
+    return [n.name for n in graph.nodes if isinstance(n, (ir.XnorConv, ir.IntConv))]
+
+
+@pytest.fixture(scope="module")
+def cnv():
+    return cnv_graph()
+
+
+# ------------------------------------------------------------------------------- CNV, FINN's figures
+
+
+def test_cnv_finn_folding_gives_finns_cycles(cnv):
+    fold = dict(zip(_mvus(cnv), (Fold(*f) for f in FINN_CNV), strict=True))
+    result = plan(cnv, fold=fold)
+    layers = {layer.name: layer for layer in result.layers}
+    for name, (pe, simd) in zip(_mvus(cnv), FINN_CNV, strict=True):
+        node = cnv.node(name)
+        out = cnv.types[name]
+        mh, mw = node.out_channels, node.cols
+        assert (layers[name].pe, layers[name].simd) == (pe, simd)
+        assert layers[name].cycles == (mh // pe) * (mw // simd) * out.height * out.width, name
+    # FINN's CNV bottleneck: 32,768 cycles in the FC layers (3,052 frames/s estimated at 100 MHz)
+    assert result.estimate.cycles_per_frame == 32768
+    assert result.estimate.bottleneck in ("fc0", "fc1")
+    assert result.estimate.fps == pytest.approx(100e6 / 32768)
+    assert fold_config(result) == {n: {"PE": p, "SIMD": s} for n, (p, s) in zip(_mvus(cnv), FINN_CNV, strict=True)}
+
+
+def test_cnv_plans_are_fast_and_consistent(cnv):
+    start = time.perf_counter()
+    result = plan(cnv, fps=3000)
+    assert time.perf_counter() - start < 5
+    est = result.estimate
+    assert est.cycles_per_frame <= 100e6 / 3000
+    assert est.cycles_per_frame == max(layer.cycles for layer in result.layers)
+    assert est.luts == sum(layer.luts for layer in result.layers)
+    assert est.memory_bits == sum(layer.memory_bits for layer in result.layers)
+    assert est.multipliers == sum(layer.multipliers for layer in result.layers)
+    assert est.latency_cycles >= est.cycles_per_frame  # the FC layers need whole frames
+    assert [layer.name for layer in result.layers] == [n.name for n in cnv.nodes[1:]]
+    # every weight bit of the design is in memory
+    weights = sum(n.weights.size for n in cnv.nodes if isinstance(n, ir.XnorConv))
+    assert est.memory_bits > weights
+
+
+# ------------------------------------------------------------------------------- folding rules
+
+
+def test_fold_path_is_fixed_and_increasing(cnv):
+    for name in _mvus(cnv):
+        path = fold_path(cnv, name)
+        node = cnv.node(name)
+        c_in = cnv.types[node.inputs[0]].channels
+        assert path[0] == Fold(1, 1) and path[-1] == Fold(node.out_channels, c_in)
+        for a, b in zip(path, path[1:], strict=False):
+            assert (b.pe > a.pe and b.simd == a.simd) or (b.simd > a.simd and b.pe == a.pe)
+        assert all(node.out_channels % f.pe == 0 and c_in % f.simd == 0 for f in path)
+
+
+def _parallelism(result, graph):
+    return {n: (result.folding[n].pe, result.folding[n].simd) for n in _mvus(graph)}, dict(result.parallel)
+
+
+@pytest.mark.parametrize("graph_name", ["cnv", "block", "insta"])
+def test_higher_fps_never_lowers_parallelism(graph_name, cnv):
+    graph = {"cnv": cnv, "block": block_graph(), "insta": block_graph(insta=True)}[graph_name]
+    fastest = plan(graph).estimate.fps  # the default: balanced to the bottleneck
+    slowest = plan(graph, fps=1).estimate.fps
+    rates = np.geomspace(max(1.0, slowest / 2), fastest, 14)
+    previous = None
+    for fps in rates:
+        result = plan(graph, fps=float(fps))
+        assert result.estimate.fps >= fps * (1 - 1e-9)
+        folds, parallel = _parallelism(result, graph)
+        for name, (pe, simd) in folds.items():
+            node = graph.node(name)
+            assert node.out_channels % pe == 0 and graph.types[node.inputs[0]].channels % simd == 0
+        if previous is not None:
+            for name in folds:
+                assert folds[name][0] >= previous[0][name][0] and folds[name][1] >= previous[0][name][1], (name, fps)
+            for name in parallel:
+                assert parallel[name] >= previous[1][name]
+        previous = folds, parallel
+
+
+def test_default_is_balanced_to_the_pixel_layer(cnv):
+    result = plan(cnv)
+    conv0 = next(layer for layer in result.layers if layer.name == "conv0")
+    # the pixel layer at full parallelism: one vector (9 words of 3 channels) per output pixel
+    assert (conv0.pe, conv0.simd) == (64, 3)
+    assert result.estimate.cycles_per_frame == 30 * 30 * 9
+    # and nothing is wider than needed: every other MVU layer is at the first point meeting it
+    for name in _mvus(cnv)[1:]:
+        path = fold_path(cnv, name)
+        fold = result.folding[name]
+        k = path.index(fold)
+        if k > 0:
+            assert (
+                plan(cnv, fold={**{n: result.folding[n] for n in _mvus(cnv)}, name: path[k - 1]})
+                .layers[[layer.name for layer in result.layers].index(name)]
+                .cycles
+                > result.estimate.cycles_per_frame
+            )
+
+
+def test_non_mvu_stage_widens_its_producer():
+    # a 3x3 stride-1 max pool after a 1x1 conv reads 9 window words per input word: the pool, not
+    # the conv, sets the conv's PE
+    rng = np.random.default_rng(0)
+    nodes = [
+        ir.PixelInput(name="input", channels=4, height=6, width=6),
+        ir.IntConv(name="c0", inputs=("input",), weights=rng.integers(-2, 3, (16, 4)), kernel=1),
+        ir.MaxPool(name="pool", inputs=("c0",), kernel=3, stride=1, padding=1),
+        ir.Threshold(name="t", inputs=("pool",), thresholds=np.zeros(16, int), flip=np.zeros(16, int)),
+        ir.XnorConv(name="fc", inputs=("t",), weights=rng.integers(0, 2, (4, 16 * 36)), kernel=6),
+        ir.Argmax(name="argmax", inputs=("fc",)),
+    ]
+    graph = ir.Graph(model="pool", config={}, nodes=nodes)
+    target = 36 * 9 * 4  # pool words at PE 4
+    result = plan(graph, fps=100e6 / target)
+    # the conv alone meets the target at PE 1, SIMD 2 (36 pixels x 16 folds x 2 words = 1152 cycles);
+    # its PE is raised to 4 for the pool (36 x 9 x 16 / 4 = 1296 cycles), its SIMD kept
+    assert result.folding["c0"] == Fold(4, 2)
+    pool = next(layer for layer in result.layers if layer.name == "pool")
+    assert pool.cycles == target
+
+
+def test_widths_follow_the_rule(cnv):
+    fold = dict(zip(_mvus(cnv), (Fold(*f) for f in FINN_CNV), strict=True))
+    widths = stream_widths(cnv, fold)
+    assert widths["input"] == 3 and widths["conv0"] == 16 and widths["sign0"] == 16
+    assert widths["pool1"] == 32 and widths["fc2"] == 5 and widths["argmax"] == 1
+    result = plan(cnv, fold=fold)
+    assert result.widths == widths
+    assert result.folding["sign0"] == Fold(16, 16) and result.folding["argmax"] == Fold(5, 5)
+
+
+# ------------------------------------------------------------------------------- budgets and errors
+
+
+def test_lut_budget_gives_the_fastest_design_that_fits(cnv):
+    minimum = plan(cnv, fps=1).estimate.luts  # every PE = SIMD = 1
+    assert plan(cnv, lut_budget=minimum).estimate.luts == minimum
+    fastest = plan(cnv, lut_budget=10**9).estimate
+    with pytest.raises(PlanError, match=r"beyond this model's maximum"):
+        plan(cnv, fps=100e6 / fastest.cycles_per_frame * 1.01)
+    previous = None
+    for budget in (minimum, minimum * 2, minimum * 4, fastest.luts - 1, fastest.luts):
+        result = plan(cnv, lut_budget=budget)
+        assert result.estimate.luts <= budget
+        if previous is not None:
+            assert result.estimate.cycles_per_frame <= previous
+        # one cycle faster than this design does not fit (the search is exact on its monotone path)
+        if result.estimate.cycles_per_frame > fastest.cycles_per_frame:
+            faster = plan(cnv, fps=100e6 / (result.estimate.cycles_per_frame - 1))
+            assert faster.estimate.luts > budget
+        previous = result.estimate.cycles_per_frame
+    assert previous == fastest.cycles_per_frame
+    message = rf"--lut-budget {minimum - 1} is below the minimum design of {minimum} LUTs \(every PE = SIMD = 1\)"
+    with pytest.raises(PlanError, match=message):
+        plan(cnv, lut_budget=minimum - 1)
+
+
+@pytest.mark.parametrize("insta", [False, True])
+def test_lut_budget_counts_forks_and_fifos(insta):
+    graph = block_graph(insta=insta)
+    minimum = plan(graph, fps=1).estimate.luts
+    for budget in range(minimum, 3 * minimum, max(1, minimum // 7)):
+        result = plan(graph, lut_budget=budget)
+        assert result.estimate.luts <= budget
+        assert sum(layer.luts for layer in result.layers) == result.estimate.luts
+
+
+def test_fps_beyond_full_unrolling(cnv):
+    with pytest.raises(PlanError) as info:
+        plan(cnv, fps=1e6)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("--fps 1000000 is beyond this model's maximum of 12,346 frames/s at 100 MHz")
+    assert "frames/s at 100 MHz (layer conv0 at full parallelism); lower --fps or raise --clock" in message
+    # a faster clock allows it
+    assert plan(cnv, fps=1e6, clock_mhz=10_000).estimate.fps >= 1e6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"fps": 0}, r"--fps must be a positive number, not 0"),
+        ({"fps": "fast"}, r"--fps must be a positive number, not 'fast'"),
+        ({"lut_budget": 10.5}, r"--lut-budget must be a positive integer, not 10.5"),
+        ({"clock_mhz": -1}, r"--clock must be a positive number, not -1"),
+        ({"fps": 10, "lut_budget": 1000}, r"give at most one of --fps, --lut-budget and --fold-config"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    with pytest.raises(PlanError, match=match):
+        plan(block_graph(), **kwargs)
+
+
+def test_fold_config_round_trip(tmp_path, cnv):
+    result = plan(cnv, fps=2000)
+    path = tmp_path / "fold.json"
+    path.write_text(json.dumps({"Defaults": {}, **fold_config(result)}))
+    fold = read_fold_config(path, cnv)
+    assert fold == {n: result.folding[n] for n in _mvus(cnv)}
+    again = plan(cnv, fold=fold)
+    assert again.folding == result.folding
+    assert [layer.cycles for layer in again.layers] == [layer.cycles for layer in result.layers]
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{not json", r"is not valid JSON"),
+        ("[1, 2]", r"must be a JSON object of layer names, not list"),
+        ('{"conv0": 3}', r"layer conv0 must be \{\"PE\": int, \"SIMD\": int\}, not 3"),
+        ('{"conv0": {"PE": 16}}', r"layer conv0 must be"),
+        ("MISSING", r"fold config misses the matrix-vector layers: conv1, conv2"),
+        ("UNKNOWN", r"fold config names unknown layers: nosuch"),
+        ("NOTMVU", r"not matrix-vector layers: sign0"),
+        ("BADPE", r"layer conv1: PE 3 does not divide its 64 output channels"),
+        ("BADSIMD", r"layer fc0: SIMD 5 does not divide its 256 input channels"),
+        ("FLOAT", r"layer conv1: PE must be a positive integer, not 2.5"),
+        ("ZERO", r"layer conv1: SIMD must be a positive integer, not 0"),
+    ],
+)
+def test_malformed_fold_configs(tmp_path, cnv, content, match):
+    good = {n: {"PE": p, "SIMD": s} for n, (p, s) in zip(_mvus(cnv), FINN_CNV, strict=True)}
+    edits = {
+        "MISSING": {k: v for k, v in good.items() if k not in ("conv1", "conv2")},
+        "UNKNOWN": {**good, "nosuch": {"PE": 1, "SIMD": 1}},
+        "NOTMVU": {**good, "sign0": {"PE": 1, "SIMD": 1}},
+        "BADPE": {**good, "conv1": {"PE": 3, "SIMD": 32}},
+        "BADSIMD": {**good, "fc0": {"PE": 1, "SIMD": 5}},
+        "FLOAT": {**good, "conv1": {"PE": 2.5, "SIMD": 32}},
+        "ZERO": {**good, "conv1": {"PE": 2, "SIMD": 0}},
+    }
+    path = tmp_path / "fold.json"
+    path.write_text(json.dumps(edits[content]) if content in edits else content)
+    with pytest.raises(PlanError, match=match) as info:
+        read_fold_config(path, cnv)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_missing_fold_config_file(tmp_path, cnv):
+    with pytest.raises(PlanError, match=r"cannot read the fold config .*nope.json"):
+        read_fold_config(tmp_path / "nope.json", cnv)
+
+
+# ------------------------------------------------------------------------------- demand functions
+
+
+def _brute_window_need(x: ir.TensorType, out: ir.TensorType, kernel, stride, padding, e: int) -> int:
+    """Input elements a windowed stage needs for output element ``e``: every row of its window complete."""
+    pixel = e // out.channels
+    oy, ox = divmod(pixel, out.width)
+    rows = [oy * stride - padding + ky for ky in range(kernel)]
+    rows = [r for r in rows if 0 <= r < x.height]
+    return (max(rows) + 1) * x.width * x.channels
+
+
+@pytest.mark.parametrize(
+    ("kernel", "stride", "padding", "size"), [(3, 1, 1, 6), (3, 1, 0, 6), (3, 2, 1, 7), (2, 2, 0, 6), (1, 2, 0, 5)]
+)
+def test_window_demand_matches_brute_force(kernel, stride, padding, size):
+    rng = np.random.default_rng(0)
+    c_in, c_out = 4, 6
+    nodes = [
+        ir.PixelInput(name="input", channels=c_in, height=size, width=size),
+        ir.IntConv(
+            name="conv",
+            inputs=("input",),
+            weights=rng.integers(-2, 3, (c_out, kernel * kernel * c_in)),
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+        ),
+        ir.MaxPool(name="pool", inputs=("conv",), kernel=kernel, stride=stride, padding=min(padding, kernel - 1)),
+        ir.GlobalSumPool(name="gp", inputs=("pool",)),
+        ir.Argmax(name="argmax", inputs=("gp",)),
+    ]
+    graph = ir.Graph(model="w", config={}, nodes=nodes)
+    for name in ("conv", "pool"):
+        node = graph.node(name)
+        x, out = graph.types[node.inputs[0]], graph.types[name]
+        m = np.arange(out.elements + 1)
+        got = demand(graph, name, 0, m)
+        expected = [0] + [
+            max(_brute_window_need(x, out, node.kernel, node.stride, node.padding, e) for e in range(k))
+            for k in range(1, out.elements + 1)
+        ]
+        assert got.tolist() == expected, name
+    # the global pool needs its whole frame for its first output
+    assert demand(graph, "gp", 0, np.array([0, 1, 6])).tolist() == [0] + [graph.types["pool"].elements] * 2
+
+
+def test_elementwise_repeat_fc_and_stats_demand():
+    graph = block_graph(insta=True)
+    m = np.arange(0, 20)
+    assert demand(graph, "q1", 0, m).tolist() == m.tolist()
+    assert demand(graph, "add", 1, m).tolist() == m.tolist()
+    assert demand(graph, "sign", 0, m).tolist() == [0] + [8 * 8 * 8] * 19  # whole frame
+    assert demand(graph, "act", 1, m).tolist() == [0] + [8] * 19  # the statistics words
+    assert demand(graph, "fc", 0, np.array([0, 1, 10])).tolist() == [0, 8, 8]  # 1x1 on 8x1x1
+    # Repeat: the first copy passes through, the replay needs the whole pixel
+    rng = np.random.default_rng(0)
+    nodes = [
+        ir.PixelInput(name="input", channels=3, height=2, width=2),
+        ir.Repeat(name="rep", inputs=("input",), times=2),
+        ir.GlobalSumPool(name="gp", inputs=("rep",)),
+        ir.IntConv(name="fc", inputs=("gp",), weights=rng.integers(-1, 2, (2, 6)), kernel=1),
+        ir.Argmax(name="argmax", inputs=("fc",)),
+    ]
+    graph = ir.Graph(model="r", config={}, nodes=nodes)
+    got = demand(graph, "rep", 0, np.arange(0, 13)).tolist()
+    assert got == [0, 1, 2, 3, 3, 3, 3, 4, 5, 6, 6, 6, 6]
+
+
+def test_identity_residual_fifo_depth():
+    graph = block_graph()
+    folding = {"stem": Fold(8, 1), "conv": Fold(8, 8), "fc": Fold(1, 8)}
+    widths = stream_widths(graph, folding)
+    depths = fifo_depths(graph, widths)
+    # fork q0 (8 ch, 8x8, 8 per word): the conv branch needs 2 complete rows (2 * 8 * 8 elements)
+    # before the Add's first word, the identity branch one word: (128 - 8) / 8 = 15 words, margin 2
+    assert depths == {("q0", "add"): 15 + 2}
+    # with a narrower stream the depth counts words at that width
+    folding = {"stem": Fold(2, 1), "conv": Fold(4, 2), "fc": Fold(1, 8)}
+    widths = stream_widths(graph, folding)
+    # the Add takes 4-wide words; identity input converted from 2: first word needs 4 elements
+    assert fifo_depths(graph, widths) == {("q0", "add"): (128 - 4) // 2 + 2}
+
+
+def test_insta_residual_fifo_holds_a_frame_and_stats_their_channels():
+    graph = block_graph(insta=True)
+    folding = {"stem": Fold(8, 1), "conv": Fold(8, 8), "fc": Fold(1, 8)}
+    widths = stream_widths(graph, folding)
+    depths = fifo_depths(graph, widths)
+    # the InstaThreshold needs the whole frame (512 elements) before the block's first word
+    assert depths[("q0", "add")] == (512 - 8) // 8 + 2
+    assert depths[("sign", "act")] == 8
+    # the margin grows with the long branch's pipeline latency at the fork's rate
+    lagged = fifo_depths(graph, widths, {"sign": 100, "conv": 10, "q1": 4}, cycles_per_frame=128)
+    assert lagged[("q0", "add")] == (512 - 8) // 8 + 2 + int(np.ceil(64 / 128 * 114))
+
+
+def test_plan_fifos_cover_every_join():
+    for graph in (block_graph(), block_graph(insta=True)):
+        result = plan(graph)
+        assert ("q0", "add") in result.fifo_depths
+        assert all(d >= 1 for d in result.fifo_depths.values())
+        # the FIFO's memory is attributed to the layer it feeds
+        add = next(layer for layer in result.layers if layer.name == "add")
+        assert add.memory_bits >= result.fifo_depths[("q0", "add")] * result.widths["q0"] * 8
+
+
+# ------------------------------------------------------------------------------- the cost model
+
+
+@pytest.mark.parametrize(("pe", "simd"), [(1, 1), (2, 4), (8, 8), (4, 2)])
+def test_mvu_figures_match_the_components(pe, simd):
+    from instabnn_hw.codegen.plan import _Model
+
+    graph = block_graph()
+    model = _Model(graph)
+    folding = {"stem": Fold(pe, 1), "conv": Fold(pe, simd), "fc": Fold(1, 8)}
+    widths = stream_widths(graph, folding)
+    for name in ("stem", "conv", "fc"):
+        node = graph.node(name)
+        x = graph.types[node.inputs[0]]
+        fold = folding[name]
+        parts, extra = model.parts(name, folding, widths, {})
+        mvu = parts[-1]
+        masked = name != "fc"
+        if isinstance(node, ir.XnorConv):
+            c = XnorMatrixVector(weights=node.weights, pe=fold.pe, simd=fold.simd, masked=masked)
+        else:
+            in_shape = shape_for(x.low, x.high)
+            c = IntMatrixVector(weights=node.weights, pe=fold.pe, simd=fold.simd, in_shape=in_shape, masked=masked)
+        assert mvu.memory_bits == c.memory_bits, name
+        assert mvu.multipliers == getattr(c, "multipliers", 0), name
+        assert mvu.latency == c.synapse_fold - 1 + c.latency, name
+        assert extra == (c.neuron_fold - 1) * c.synapse_fold
+        kind, features = lut_features(c)
+        assert mvu.luts == max(0, round(sum(a * b for a, b in zip(LUT_MODEL[kind], features, strict=True)))), name
+
+
+def test_estimates_equal_the_emitter_stages():
+    stages = pytest.importorskip("instabnn_hw.codegen.stages")
+    graphs = pytest.importorskip("graphs")
+    from instabnn_hw.codegen.plan import _Model
+
+    cases = [
+        graphs.tiny_resnet(0),
+        graphs.tiny_resnet(1, insta="th", prelu="insta"),
+        graphs.tiny_resnet(2, insta="th+", prelu="insta"),
+        graphs.tiny_cnv(0),
+        graphs.tiny_mobilenet(0),
+    ]
+    # a fully connected layer may take SIMD wider than its input channels from a fold config
+    wide_fc = {"conv0": (2, 3), "conv1": (4, 8), "fc0": (2, 16), "fc1": (5, 2)}
+    for graph in cases:
+        model = _Model(graph)
+        for kwargs in ({}, {"fps": 1}, {"fold": wide_fc} if graph.model == "tiny_cnv" else {"fps": 2}):
+            result = plan(graph, **kwargs)
+            folding = {n: result.folding[n] for n in _mvus(graph)}
+            assert stages.stage_widths(graph, folding) == result.widths
+            for layer in result.layers:
+                stage = stages.build_stage(
+                    graph,
+                    layer.name,
+                    folding=folding,
+                    widths=result.widths,
+                    parallel=result.parallel.get(layer.name, 1),
+                )
+                assert layer.cycles == stage.cycles, (graph.model, layer.name)
+                assert layer.latency == stage.latency, (graph.model, layer.name)
+                assert layer.multipliers == stage.multipliers, (graph.model, layer.name)
+                assert layer.memory_bits >= stage.memory_bits, (graph.model, layer.name)
+                # the planner's own fast figures agree with the stage's
+                cost = model.cost(layer.name, result.folding, result.widths, result.parallel)
+                assert cost.cycles == stage.cycles, (graph.model, layer.name)
+                assert cost.multipliers == stage.multipliers, (graph.model, layer.name)
+                assert cost.memory_bits == stage.memory_bits, (graph.model, layer.name)
+
+
+@pytest.mark.parametrize("design", ["resnet_th_insta", "mobilenet_fps"])
+def test_planned_design_runs_at_the_planned_rate(design):
+    """The emitter's design with this plan's folding and FIFO depths, in Amaranth's simulator: the
+    reference's results, and frames leave at the planned period (no FIFO starves a branch)."""
+    emit = pytest.importorskip("instabnn_hw.codegen.emit")
+    graphs = pytest.importorskip("graphs")
+    from instabnn_hw.hw.simulate import simulate_streams
+
+    if design == "resnet_th_insta":
+        graph = graphs.tiny_resnet(2, insta="th", prelu="insta")
+        result = plan(graph)
+    else:
+        graph = graphs.tiny_mobilenet(5)
+        result = plan(graph, fps=100e6 / (3 * plan(graph).estimate.cycles_per_frame))
+    top, _ = emit.build_top(graph, result, rom_dir=None)
+    pixels = np.random.default_rng(7).integers(0, 256, size=(3, *graph.input_shape))
+    words, classes, logits = graphs.stream_payloads(graph, top.widths, pixels)
+    run = simulate_streams(top, {"i": words}, {"o": len(classes), "logits": len(logits)}, seed=3, max_cycles=100_000)
+    assert run.outputs["o"] == classes and run.outputs["logits"] == logits
+    periods = np.diff(run.cycles["o"])
+    assert periods.tolist() == [result.estimate.cycles_per_frame] * (len(classes) - 1)
+    # the latency estimate is an upper bound within a factor of two of the first frame's
+    assert run.cycles["o"][0] <= result.estimate.latency_cycles < 2 * run.cycles["o"][0]
