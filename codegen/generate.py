@@ -65,7 +65,7 @@ def _positive(name: str, value, kind=float):
 
 
 def _check_options(options: GenerateOptions) -> None:
-    if (options.model is None) == (options.checkpoint is None) and options.checkpoint is None:
+    if options.model is None and options.checkpoint is None:
         raise GenerateError("give --model NAME (seeded random weights) or --checkpoint FILE")
     _positive("--fps", options.fps)
     _positive("--lut-budget", options.lut_budget, int)

@@ -235,12 +235,12 @@ def _mlp(mlp: nn.Module, features: _Features, used: tuple[str, ...], channels: i
 
 
 def _insta_threshold(
-    name: str, inputs: tuple[str, ...], sign: SignThreshold, x: ir.TensorType, frac: int, stats, *, emit_stats: bool
+    name: str, inputs: tuple[str, ...], sign: SignThreshold, x: ir.TensorType, frac: int, features, *, emit_stats: bool
 ) -> ir.InstaThreshold:
     """An InstaThreshold reproducing ``sign`` (mode th, th+, or a static one with features for INSTA-PReLU)."""
     threshold = sign.threshold
     channels = x.channels
-    features = _Features(stats, x, frac)
+    stats = features.stats
     common = dict(name=name, inputs=inputs, stats=stats, shifts=features.shifts, emit_stats=emit_stats)
     if threshold.mode == "th":
         # th * 2**f * 2**os = alpha_int + sum_j beta_int[c, j] * F_j
@@ -403,8 +403,8 @@ def _block(g: _Builder, block: BinaryBlock, name: str, source: str, frac: int) -
     insta_prelu = isinstance(act, InstaPReLU)
     thr_stats = sign.threshold.stats if sign.threshold.instance_aware else ()
     if sign.threshold.instance_aware or insta_prelu:
-        stats = _ordered_stats(thr_stats, act.stats if insta_prelu else ())
-        bits = g.add(_insta_threshold(f"{name}.sign", (source,), sign, x, frac, stats, emit_stats=insta_prelu))
+        features = _Features(_ordered_stats(thr_stats, act.stats if insta_prelu else ()), x, frac)
+        bits = g.add(_insta_threshold(f"{name}.sign", (source,), sign, x, frac, features, emit_stats=insta_prelu))
     else:
         bits = g.add(_threshold(f"{name}.sign", (source,), sign, x, frac))
     conv = block.conv
@@ -445,7 +445,7 @@ def _block(g: _Builder, block: BinaryBlock, name: str, source: str, frac: int) -
         short, shift = source, grid - frac
     total = g.add(ir.Add(name=f"{name}.add", inputs=(main, short), shifts=(0, shift)))
     if insta_prelu:
-        extra = {"features": _Features(stats, x, frac), "channels": x.channels}
+        extra = {"features": features, "channels": x.channels}
         out = g.add(_rprelu(f"{name}.act", (total, bits), act, grid, out_frac, block.out_quant.bits, extra))
     else:
         out = g.add(_rprelu(f"{name}.act", (total,), act, grid, out_frac, block.out_quant.bits, None))
@@ -520,7 +520,15 @@ def _lower_cnv(model: CNV) -> ir.Graph:
                 _requantise(f"{name}.bn", dot, dot_type, a, b, out_frac=y_frac, low=-(1 << 15), high=(1 << 15) - 1)
             )
             bits = g.add(
-                _insta_threshold(f"{name}.sign", (y,), sign, g.types[y], y_frac, sign.threshold.stats, emit_stats=False)
+                _insta_threshold(
+                    f"{name}.sign",
+                    (y,),
+                    sign,
+                    g.types[y],
+                    y_frac,
+                    _Features(sign.threshold.stats, g.types[y], y_frac),
+                    emit_stats=False,
+                )
             )
         else:
             with torch.no_grad():

@@ -91,14 +91,17 @@ def _channels_first(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(x, -1, 1))
 
 
+def _image_windows(x: np.ndarray, node):
+    """Each image's window stream at one word per pixel position: ``(words, mask)`` per image."""
+    for image in x:
+        yield sliding_windows(image, kernel=node.kernel, stride=node.stride, padding=node.padding, simd=x.shape[1])
+
+
 def _windows(x: np.ndarray, node, *, with_mask: bool):
     """All images' windows as ``(N * pixels, K*K*C)`` vectors (and position masks)."""
-    n, channels = x.shape[:2]
+    channels = x.shape[1]
     vectors, masks = [], []
-    for image in x:
-        words, mask = sliding_windows(
-            image, kernel=node.kernel, stride=node.stride, padding=node.padding, simd=channels
-        )
+    for words, mask in _image_windows(x, node):
         vectors.append(words.reshape(-1, node.kernel * node.kernel * channels))
         if with_mask:
             masks.append(np.repeat(mask, channels).reshape(vectors[-1].shape))
@@ -110,14 +113,10 @@ def _conv_output(flat: np.ndarray, n: int, out_type: ir.TensorType) -> np.ndarra
 
 
 def _pool_windows(x: np.ndarray, node, model: Callable) -> np.ndarray:
-    n, channels = x.shape[:2]
-    results = []
-    for image in x:
-        words, mask = sliding_windows(
-            image, kernel=node.kernel, stride=node.stride, padding=node.padding, simd=channels
-        )
-        results.append(model(words, mask, kernel=node.kernel, channels=channels, simd=channels))
-    return np.stack(results)
+    channels = x.shape[1]
+    return np.stack(
+        [model(w, m, kernel=node.kernel, channels=channels, simd=channels) for w, m in _image_windows(x, node)]
+    )
 
 
 def run(graph: ir.Graph, pixels, *, keep: bool = False) -> Trace:
