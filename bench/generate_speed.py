@@ -2,7 +2,7 @@
 
 Run: ``python bench/generate_speed.py [--models resnet18,mobilenetv1] [--insta th]``. Each
 generate runs in its own process; its wall time and peak resident memory (from ``wait4``) are
-printed with the time of each step.
+printed with the time of each step and the size of the Verilog it wrote (``rtl/*.v``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from instabnn_hw.table import format_table  # noqa: E402
+
+
+def verilog_sizes(out: Path) -> dict[str, int]:
+    """Bytes of each ``rtl/*.v`` that generate wrote (empty when it failed)."""
+    return {path.name: path.stat().st_size for path in sorted((out / "rtl").glob("*.v"))}
 
 
 def run(model: str, insta: str, out: Path) -> tuple[float, float, list[str], int]:
@@ -41,18 +46,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as folder:
         for model in args.models.split(","):
             seconds, gib, steps, code = run(model, args.insta, Path(folder) / model)
-            print(f"{model}: exit {code}", *steps, sep="\n  ", flush=True)
+            sizes = verilog_sizes(Path(folder) / model)
+            files = [f"{name}: {size / 1e6:.2f} MB" for name, size in sizes.items()]
+            print(f"{model}: exit {code}", *steps, *files, sep="\n  ", flush=True)
             rows.append(
                 (
                     model,
                     args.insta,
                     f"{seconds:.1f}",
                     f"{gib:.2f}",
+                    f"{sum(sizes.values()) / 1e6:.1f}",
                     "yes" if code == 0 and seconds < 60 and gib < 4 else "no",
                 )
             )
     print()
-    print(format_table(("model", "insta", "seconds", "peak GiB", "< 60 s and < 4 GB"), rows, text_columns=2))
+    header = ("model", "insta", "seconds", "peak GiB", "Verilog MB", "< 60 s and < 4 GB")
+    print(format_table(header, rows, text_columns=2))
     return 0
 
 

@@ -6,8 +6,8 @@
 (one more branch each), every edge the plan gives a depth gets a
 :class:`~instabnn_hw.hw.plumbing.Fifo` right after the fork, and every link whose element shapes
 differ (an accumulator into the IR range, a narrow branch into a wider join) goes element by
-element (:func:`_link`). :func:`emit` writes the Verilog, the ROM module and the weight memory
-files.
+element (:func:`_link`). :func:`emit` writes the Verilog, the ROM, RAM and popcount modules and
+the weight memory files.
 
 Ports of the top (:mod:`instabnn_hw.hw.layouts` conventions):
 
@@ -32,7 +32,9 @@ from amaranth.lib.wiring import In, Out
 
 from instabnn_hw.hw.layouts import channel_word
 from instabnn_hw.hw.plumbing import Fifo, Fork
-from instabnn_hw.hw.rom import rom_hex, rom_verilog
+from instabnn_hw.hw.popcount import POPCOUNT_MODULE, popcount_verilog
+from instabnn_hw.hw.ram import RAM_MODULE, ram_verilog
+from instabnn_hw.hw.rom import ROM_MODULE, rom_hex, rom_verilog
 
 from . import ir
 from .stages import MVU_TYPES, Stage, build_stage, data_consumers, stage_widths
@@ -44,6 +46,9 @@ TOP_NAME = "instabnn_top"
 
 #: The top's name for the logits output, as an edge consumer in ``plan.fifo_depths``.
 LOGITS = "logits"
+
+#: First line of ``instabnn_popcount.v`` (which holds no module when the design has no XNOR layer).
+POPCOUNT_HEADER = "// The XNOR MVUs' popcounts: one module per (width, stages) (instabnn_hw.hw.popcount).\n"
 
 
 def memory_file_name(name: str, taken: set[str] | None = None) -> str:
@@ -102,6 +107,12 @@ class Top(wiring.Component):
     rom_dir : str or None
         Directory that the MVUs' ``$readmemh`` paths name (``"<rom_dir>/<node>.hex"``); ``None``
         keeps every weight memory inline (for Amaranth's simulator).
+    external_modules : bool or None
+        For Verilog output: the read/write memories (line and frame buffers, FIFOs, parameter
+        banks) are instances of :data:`~instabnn_hw.hw.ram.RAM_MODULE` and the XNOR MVUs'
+        popcounts instances of the shared modules of :attr:`popcount_sizes`
+        (:func:`~instabnn_hw.hw.popcount.popcount_verilog`); ``False``: all inline, for
+        Amaranth's simulator. ``None``: when ``rom_dir`` is given.
 
     Members
     -------
@@ -117,8 +128,15 @@ class Top(wiring.Component):
         into an InstaPReLU) without a depth.
     """
 
-    def __init__(self, graph: ir.Graph, plan, *, rom_dir: str | None = None) -> None:
+    def __init__(
+        self, graph: ir.Graph, plan, *, rom_dir: str | None = None, external_modules: bool | None = None
+    ) -> None:
         self._graph = graph
+        if external_modules is None:
+            external_modules = rom_dir is not None
+        if not isinstance(external_modules, bool):
+            raise TypeError(f"external_modules must be a bool or None, not {external_modules!r}")
+        self._external = external_modules
         folding = _folding(plan)
         widths = stage_widths(graph, folding)
         for name, width in getattr(plan, "widths", {}).items():
@@ -143,6 +161,7 @@ class Top(wiring.Component):
                 widths=widths,
                 parallel=parallel.get(node.name, 1),
                 weights_file=weights_file,
+                external_modules=external_modules,
             )
             if weights_file is not None:
                 mvu = stage.component("mvu")
@@ -171,6 +190,20 @@ class Top(wiring.Component):
     @property
     def widths(self) -> dict[str, int]:
         return dict(self._widths)
+
+    @property
+    def external_modules(self) -> bool:
+        """Whether the RAMs and popcounts are instances of Verilog modules (see the parameter)."""
+        return self._external
+
+    @property
+    def popcount_sizes(self) -> set[tuple[int, int]]:
+        """``{(width, stages)}`` of the XNOR MVUs' popcounts: the shared modules the design needs."""
+        sizes = set()
+        for stage in self._stages.values():
+            for _, component in stage.components:
+                sizes |= getattr(component, "popcount_sizes", set())
+        return sizes
 
     @property
     def memory_files(self) -> dict[str, str]:
@@ -272,7 +305,7 @@ class Top(wiring.Component):
             for branch, (consumer, index) in zip(branches, readers, strict=True):
                 depth = self._depth(producer, consumer)
                 if depth is not None:
-                    fifo = Fifo(shape=branch.payload.shape(), depth=depth)
+                    fifo = Fifo(shape=branch.payload.shape(), depth=depth, external_memories=self._external)
                     m.submodules[f"{_identifier(producer)}__{tag}fifo_{_identifier(consumer)}_{index}"] = fifo
                     _link(m, branch, fifo.i)
                     branch = fifo.o
@@ -285,27 +318,36 @@ class Top(wiring.Component):
         return m
 
 
-def build_top(graph: ir.Graph, plan, *, rom_dir: str | None = "mem") -> tuple[Top, dict[str, str]]:
+def build_top(
+    graph: ir.Graph, plan, *, rom_dir: str | None = "mem", external_modules: bool | None = None
+) -> tuple[Top, dict[str, str]]:
     """The top component and the memory files it reads: ``{"mem/<node>.hex": text}``.
 
     ``rom_dir`` is the directory the ``$readmemh`` paths name (relative to the simulator's or
     synthesis tool's working directory, or absolute); ``None`` keeps the weights inline (for
-    Amaranth's simulator) and returns no files.
+    Amaranth's simulator) and returns no files. ``external_modules`` (default: ``rom_dir`` is
+    given) makes the RAMs and popcounts instances of Verilog modules (see :class:`Top`), so
+    ``build_top(graph, plan, rom_dir=None)`` is all inline.
     """
-    top = Top(graph, plan, rom_dir=rom_dir)
+    top = Top(graph, plan, rom_dir=rom_dir, external_modules=external_modules)
     return top, top.memory_files
 
 
 def emit(graph: ir.Graph, plan, rtl_dir) -> list[Path]:
-    """Writes ``rtl_dir/instabnn_top.v``, ``rtl_dir/instabnn_rom.v`` and ``rtl_dir/mem/*.hex``.
+    """Writes ``rtl_dir/``: ``instabnn_top.v``, ``instabnn_rom.v``, ``instabnn_ram.v``, ``instabnn_popcount.v``
+    and ``mem/*.hex``.
 
+    The design's sources are every ``*.v`` in ``rtl_dir``: the top instantiates
+    :data:`~instabnn_hw.hw.rom.ROM_MODULE` (weights), :data:`~instabnn_hw.hw.ram.RAM_MODULE`
+    (line and frame buffers, FIFOs, parameter banks; their zero start is simulation-only, outside
+    ``SYNTHESIS``) and one popcount module per size (:func:`~instabnn_hw.hw.popcount.popcount_verilog`).
     The ``$readmemh`` paths are ``mem/<node>.hex``, relative: run simulators and synthesis from
     ``rtl_dir`` (or copy ``mem/`` beside them). Deterministic: the same graph and plan give
     byte-identical memory files and Verilog identical apart from source-location attributes.
     Returns the files written, sorted.
     """
     rtl_dir = Path(rtl_dir)
-    top, files = build_top(graph, plan, rom_dir="mem")
+    top, files = build_top(graph, plan, rom_dir="mem", external_modules=True)
     (rtl_dir / "mem").mkdir(parents=True, exist_ok=True)
     written = []
     for relative, text in sorted(files.items()):
@@ -314,7 +356,14 @@ def emit(graph: ir.Graph, plan, rtl_dir) -> list[Path]:
         written.append(path)
     top_path = rtl_dir / f"{TOP_NAME}.v"
     top_path.write_text(verilog.convert(top, name=TOP_NAME))
-    rom_path = rtl_dir / "instabnn_rom.v"
-    rom_path.write_text(rom_verilog())
-    written += [top_path, rom_path]
+    sources = {
+        ROM_MODULE: rom_verilog(),
+        RAM_MODULE: ram_verilog(),
+        POPCOUNT_MODULE: POPCOUNT_HEADER + popcount_verilog(top.popcount_sizes),
+    }
+    for module, source in sources.items():
+        path = rtl_dir / f"{module}.v"
+        path.write_text(source)
+        written.append(path)
+    written.append(top_path)
     return sorted(written)

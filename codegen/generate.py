@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GenerateError", "GenerateOptions", "Design", "generate", "load_model"]
+__all__ = ["GenerateError", "GenerateOptions", "Design", "generate", "load_model", "write_design"]
 
 
 class GenerateError(ValueError):
@@ -182,18 +182,58 @@ def _umask() -> int:
     return mask
 
 
+def write_design(out: Path, graph, design_plan, *, source: dict, preprocessing: dict, step=None) -> dict:
+    """Writes the design folder ``out`` (atomically) for ``graph`` folded by ``design_plan``; returns the manifest.
+
+    ``out`` gets rtl/ (Verilog, memory files), manifest.json, graph.npz (the IR,
+    :func:`~.ir.save_graph`), plan.json (:func:`~.report.plan_json`), folding.json, report.md and
+    cycles.png. ``step(text)`` is called before the two slow steps (progress lines).
+    """
+    from .emit import emit
+    from .ir import save_graph
+    from .plan import fold_config
+    from .report import GRAPH_FILE, PLAN_FILE, cycles_chart, manifest, manifest_json, plan_json, report_markdown
+
+    step = step or (lambda text: None)
+    results: dict = {}
+
+    def write(folder: Path) -> None:
+        step("emitting Verilog and memory files")
+        files = emit(graph, design_plan, folder / "rtl")
+        relative = sorted(str(f.relative_to(folder)) for f in files)
+        memories = [f for f in relative if f.endswith(".hex")]
+        verilog = [f for f in relative if f.endswith(".v")]
+        data = manifest(
+            graph,
+            design_plan,
+            source=source,
+            memory_files=memories,
+            preprocessing=preprocessing,
+            verilog_files=verilog,
+        )
+        step("writing manifest, graph, plan, report and chart")
+        (folder / "manifest.json").write_text(manifest_json(data))
+        save_graph(graph, folder / GRAPH_FILE)
+        (folder / PLAN_FILE).write_text(plan_json(design_plan))
+        (folder / "folding.json").write_text(json.dumps(fold_config(design_plan), indent=2) + "\n")
+        (folder / "report.md").write_text(report_markdown(data))
+        cycles_chart(data).save(folder / "cycles.png", format="PNG", optimize=False)
+        results["manifest"] = data
+
+    _write_atomically(Path(out), write)
+    return results["manifest"]
+
+
 def generate(options: GenerateOptions, *, progress: bool = True) -> Design:
-    """Compiles a model into ``options.out``: rtl/, manifest.json, report.md, cycles.png, folding.json.
+    """Compiles a model into ``options.out`` (:func:`write_design`: rtl/, manifest.json, graph.npz, plan.json, ...).
 
     Raises
     ------
     GenerateError
         For any bad input (one line); nothing is written then.
     """
-    from .emit import emit
     from .lower import LoweringError, lower
-    from .plan import PlanError, fold_config, plan, read_fold_config
-    from .report import cycles_chart, manifest, manifest_json, report_markdown
+    from .plan import PlanError, plan, read_fold_config
 
     started = time.monotonic()
     _check_options(options)
@@ -219,24 +259,10 @@ def generate(options: GenerateOptions, *, progress: bool = True) -> Design:
         "input_size": config.input_size,
         "pixels": "raw 8-bit pixels 0..255 (the hardware uses p - 128); smaller images zero-padded, centred",
     }
-    results: dict = {}
-
-    def write(folder: Path) -> None:
-        step("emitting Verilog and memory files")
-        files = emit(graph, design_plan, folder / "rtl")
-        memories = sorted(str(f.relative_to(folder)) for f in files if f.suffix == ".hex")
-        data = manifest(graph, design_plan, source=source, memory_files=memories, preprocessing=preprocessing)
-        step("writing manifest, report and chart")
-        (folder / "manifest.json").write_text(manifest_json(data))
-        (folder / "folding.json").write_text(json.dumps(fold_config(design_plan), indent=2) + "\n")
-        (folder / "report.md").write_text(report_markdown(data))
-        cycles_chart(data).save(folder / "cycles.png", format="PNG", optimize=False)
-        results["manifest"] = data
-
-    _write_atomically(Path(options.out), write)
+    data = write_design(Path(options.out), graph, design_plan, source=source, preprocessing=preprocessing, step=step)
     return Design(
         out=Path(options.out),
-        manifest=results["manifest"],
+        manifest=data,
         graph=graph,
         plan=design_plan,
         seconds=time.monotonic() - started,

@@ -32,7 +32,11 @@ Argmax            logits (C x 1 x 1) -> class index (first maximum)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import io
+import json
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +64,9 @@ __all__ = [
     "Repeat",
     "Argmax",
     "Graph",
+    "GRAPH_FORMAT",
+    "save_graph",
+    "load_graph",
 ]
 
 
@@ -655,3 +662,134 @@ class Graph:
 
     def in_types(self, node: Node) -> list[TensorType]:
         return [self.types[i] for i in node.inputs]
+
+
+# ---------------------------------------------------------------------------------------------
+# persistence: graph.npz
+
+#: ``format`` and ``version`` of the header of a saved graph.
+GRAPH_FORMAT = ("instabnn-ir", 1)
+_HEADER = "graph.json"
+#: Every member of the archive gets this date, so the same graph gives the same bytes.
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def _node_classes() -> dict[str, type]:
+    return {
+        cls.__name__: cls
+        for cls in globals().values()
+        if isinstance(cls, type) and issubclass(cls, Node) and cls is not Node and not cls.__name__.startswith("_")
+    }
+
+
+def _encode(value, key: str, arrays: dict[str, np.ndarray]):
+    """JSON for ``value``; arrays go to ``arrays`` under ``key`` (tuples and dicts are tagged)."""
+    if isinstance(value, np.ndarray):
+        arrays[key] = value
+        return {"$array": key}
+    if isinstance(value, tuple):
+        return {"$tuple": [_encode(v, f"{key}.{j}", arrays) for j, v in enumerate(value)]}
+    if isinstance(value, list):
+        return [_encode(v, f"{key}.{j}", arrays) for j, v in enumerate(value)]
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise IRError(f"{key}: only dicts with string keys can be saved, not {sorted(map(repr, value))}")
+        return {"$dict": {k: _encode(v, f"{key}.{k}", arrays) for k, v in value.items()}}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise IRError(f"{key}: cannot save a value of type {type(value).__name__}")
+
+
+def _decode(value, arrays: Mapping):
+    if isinstance(value, list):
+        return [_decode(v, arrays) for v in value]
+    if isinstance(value, dict):
+        (tag, inner), *rest = value.items()
+        if rest or tag not in ("$array", "$tuple", "$dict"):
+            raise IRError(f"unknown entry {value!r} in the saved graph")
+        if tag == "$array":
+            return arrays[inner]
+        if tag == "$tuple":
+            return tuple(_decode(v, arrays) for v in inner)
+        return {k: _decode(v, arrays) for k, v in inner.items()}
+    return value
+
+
+def _zip_member(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
+    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3
+    info.external_attr = 0o644 << 16
+    archive.writestr(info, data)
+
+
+def save_graph(graph: Graph, path) -> None:
+    """Writes ``graph`` to ``path`` as a ``.npz`` archive: ``graph.json`` (the nodes and their scalar
+    fields) and one ``.npy`` member per array; loadable with :func:`load_graph` (and ``numpy.load``).
+
+    Deterministic: the same graph gives the same bytes (fixed member dates and order).
+    """
+    if not isinstance(graph, Graph):
+        raise TypeError(f"graph must be an ir.Graph, not {type(graph).__name__}")
+    arrays: dict[str, np.ndarray] = {}
+    nodes = []
+    for j, node in enumerate(graph.nodes):
+        fields = {
+            f.name: _encode(getattr(node, f.name), f"n{j}.{f.name}", arrays)
+            for f in dataclasses.fields(node)
+            if f.name not in ("name", "inputs")
+        }
+        nodes.append({"class": type(node).__name__, "name": node.name, "inputs": list(node.inputs), "fields": fields})
+    header = {
+        "format": GRAPH_FORMAT[0],
+        "version": GRAPH_FORMAT[1],
+        "model": graph.model,
+        "config": _encode(dict(graph.config), "config", arrays),
+        "nodes": nodes,
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        _zip_member(archive, _HEADER, json.dumps(header, indent=1).encode())
+        for key, array in arrays.items():
+            data = io.BytesIO()
+            np.lib.format.write_array(data, np.ascontiguousarray(array), allow_pickle=False)
+            _zip_member(archive, f"{key}.npy", data.getvalue())
+    with open(os.fspath(path), "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def load_graph(path) -> Graph:
+    """The graph :func:`save_graph` wrote to ``path`` (node for node, arrays int64 read-only).
+
+    Raises
+    ------
+    IRError
+        When ``path`` is not a saved graph of this format (the message names the file).
+    """
+    path = os.fspath(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            header = json.loads(archive.read(_HEADER))
+            if (header.get("format"), header.get("version")) != GRAPH_FORMAT:
+                raise IRError(
+                    f"{path} holds {header.get('format')!r} version {header.get('version')!r}, not "
+                    f"{GRAPH_FORMAT[0]!r} version {GRAPH_FORMAT[1]}"
+                )
+            arrays = {
+                name[: -len(".npy")]: np.lib.format.read_array(io.BytesIO(archive.read(name)), allow_pickle=False)
+                for name in archive.namelist()
+                if name.endswith(".npy")
+            }
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        if isinstance(exc, IRError):
+            raise
+        raise IRError(f"{path} is not a saved IR graph ({exc})") from None
+    classes = _node_classes()
+    nodes = []
+    for entry in header["nodes"]:
+        cls = classes.get(entry["class"])
+        if cls is None:
+            raise IRError(f"{path}: unknown node type {entry['class']!r}")
+        fields = {k: _decode(v, arrays) for k, v in entry["fields"].items()}
+        nodes.append(cls(name=entry["name"], inputs=tuple(entry["inputs"]), **fields))
+    return Graph(model=header["model"], config=_decode(header["config"], arrays), nodes=tuple(nodes))

@@ -7,6 +7,8 @@ give the same bytes (no dates, no absolute paths).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -14,9 +16,27 @@ from instabnn_hw.table import format_table
 
 from . import ir
 
-__all__ = ["MANIFEST_VERSION", "manifest", "manifest_json", "report_markdown", "cycles_chart"]
+__all__ = [
+    "GRAPH_FILE",
+    "MANIFEST_VERSION",
+    "PLAN_FILE",
+    "PLAN_VERSION",
+    "SavedPlan",
+    "manifest",
+    "manifest_json",
+    "plan_json",
+    "read_plan",
+    "report_markdown",
+    "cycles_chart",
+]
 
 MANIFEST_VERSION = 1
+#: Version of plan.json.
+PLAN_VERSION = 1
+
+#: What :func:`~.generate.write_design` writes beside the RTL (relative paths).
+GRAPH_FILE = "graph.npz"
+PLAN_FILE = "plan.json"
 
 
 def _layer_record(layer) -> dict:
@@ -35,7 +55,15 @@ def _layer_record(layer) -> dict:
     }
 
 
-def manifest(graph: ir.Graph, plan, *, source: dict, memory_files: list[str], preprocessing: dict) -> dict:
+def manifest(
+    graph: ir.Graph,
+    plan,
+    *,
+    source: dict,
+    memory_files: list[str],
+    preprocessing: dict,
+    verilog_files: list[str] | None = None,
+) -> dict:
     """The design's description: model, shapes, layers with folding and estimates, totals, files."""
     config = graph.config
     estimate = plan.estimate
@@ -68,12 +96,73 @@ def manifest(graph: ir.Graph, plan, *, source: dict, memory_files: list[str], pr
             "multipliers": estimate.multipliers,
             "bottleneck": estimate.bottleneck,
         },
-        "files": {"verilog": ["rtl/instabnn_top.v", "rtl/instabnn_rom.v"], "memories": memory_files},
+        "files": {
+            "verilog": verilog_files or ["rtl/instabnn_top.v", "rtl/instabnn_rom.v"],
+            "memories": memory_files,
+            "graph": GRAPH_FILE,
+            "plan": PLAN_FILE,
+        },
     }
 
 
 def manifest_json(data: dict) -> str:
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    """The parts of a :class:`~.plan.Plan` that :func:`~.emit.build_top` reads, as plan.json keeps them.
+
+    Attributes
+    ----------
+    folding : dict of str to Fold
+        Every node's PE / SIMD.
+    widths : dict of str to int
+    parallel : dict of str to int
+    fifo_depths : dict of (str, str) to int
+    """
+
+    folding: dict
+    widths: dict
+    parallel: dict
+    fifo_depths: dict
+
+
+def plan_json(plan) -> str:
+    """plan.json: the folding, widths, MLP parallelism and FIFO depths of ``plan`` (deterministic)."""
+    data = {
+        "version": PLAN_VERSION,
+        "folding": {name: [fold.pe, fold.simd] for name, fold in plan.folding.items()},
+        "widths": dict(plan.widths),
+        "parallel": dict(plan.parallel),
+        "fifo_depths": [[a, b, depth] for (a, b), depth in sorted(plan.fifo_depths.items())],
+    }
+    return json.dumps(data, indent=1) + "\n"
+
+
+def read_plan(path) -> SavedPlan:
+    """The :class:`SavedPlan` in ``path`` (a plan.json).
+
+    Raises
+    ------
+    ValueError
+        Naming the file when it is unreadable or not a plan.json of this version.
+    """
+    from .plan import Fold
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        if data.get("version") != PLAN_VERSION:
+            raise ValueError(f"version {data.get('version')!r}, not {PLAN_VERSION}")
+        return SavedPlan(
+            folding={name: Fold(int(pe), int(simd)) for name, (pe, simd) in data["folding"].items()},
+            widths={name: int(w) for name, w in data["widths"].items()},
+            parallel={name: int(p) for name, p in data["parallel"].items()},
+            fifo_depths={(a, b): int(depth) for a, b, depth in data["fifo_depths"]},
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path} is not a plan.json of version {PLAN_VERSION} ({exc})") from None
 
 
 def report_markdown(data: dict, *, chart: str = "cycles.png") -> str:

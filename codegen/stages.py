@@ -280,7 +280,16 @@ class _Builder:
         )
 
 
-def build_stage(graph: ir.Graph, name: str, *, folding, widths, parallel: int = 1, weights_file=None) -> Stage:
+def build_stage(
+    graph: ir.Graph,
+    name: str,
+    *,
+    folding,
+    widths,
+    parallel: int = 1,
+    weights_file=None,
+    external_modules: bool = False,
+) -> Stage:
     """The hardware of node ``name`` (see the module notes for the rules).
 
     Parameters
@@ -296,6 +305,12 @@ def build_stage(graph: ir.Graph, name: str, *, folding, widths, parallel: int = 
         Multiply-accumulates per cycle of an InstaThreshold's (``"th+"``) or InstaPReLU's MLP.
     weights_file : str or None
         For an MVU: the ``$readmemh`` file of its weight memory (``None``: inline weights).
+    external_modules : bool
+        For Verilog output: the components' read/write memories (line and frame buffers,
+        parameter banks, input buffers) are instances of :data:`~instabnn_hw.hw.ram.RAM_MODULE`
+        and the XNOR MVUs' popcounts instances of the shared modules of
+        :func:`~instabnn_hw.hw.popcount.popcount_verilog` (``False``: all inline, for Amaranth's
+        simulator). The logic and the figures do not change.
 
     Raises
     ------
@@ -312,7 +327,18 @@ def build_stage(graph: ir.Graph, name: str, *, folding, widths, parallel: int = 
     common = {"in_shapes": in_shapes, "out_shape": element_shape(out_type)}
     try:
         return _build(
-            node, graph, b, in_types, in_shapes, in_widths, out_width, common, folding, parallel, weights_file
+            node,
+            graph,
+            b,
+            in_types,
+            in_shapes,
+            in_widths,
+            out_width,
+            common,
+            folding,
+            parallel,
+            weights_file,
+            external_modules,
         )
     except (TypeError, ValueError) as exc:
         message = str(exc)
@@ -321,7 +347,9 @@ def build_stage(graph: ir.Graph, name: str, *, folding, widths, parallel: int = 
         raise ValueError(f"{name}: {message}") from None
 
 
-def _build(node, graph, b, in_types, in_shapes, in_widths, out_width, common, folding, parallel, weights_file):
+def _build(
+    node, graph, b, in_types, in_shapes, in_widths, out_width, common, folding, parallel, weights_file, external
+):
     name = node.name
     out_type = graph.types[name]
     if isinstance(node, ir.PixelInput):
@@ -357,6 +385,7 @@ def _build(node, graph, b, in_types, in_shapes, in_widths, out_width, common, fo
                 kernel=node.kernel,
                 stride=node.stride,
                 padding=node.padding,
+                external_memories=external,
             )
             rows = min(x.height, node.kernel - node.padding)
             b.add(
@@ -372,11 +401,22 @@ def _build(node, graph, b, in_types, in_shapes, in_widths, out_width, common, fo
             last = "window.o"
         if isinstance(node, ir.XnorConv):
             mvu = XnorMatrixVector(
-                weights=node.weights, pe=pe, simd=simd, masked=not trivial, weights_file=weights_file
+                weights=node.weights,
+                pe=pe,
+                simd=simd,
+                masked=not trivial,
+                weights_file=weights_file,
+                shared_popcounts=external,
             )
         else:
             mvu = IntMatrixVector(
-                weights=node.weights, pe=pe, simd=simd, in_shape=shape, masked=not trivial, weights_file=weights_file
+                weights=node.weights,
+                pe=pe,
+                simd=simd,
+                in_shape=shape,
+                masked=not trivial,
+                weights_file=weights_file,
+                external_memories=external,
             )
         b.add(
             "mvu",
@@ -411,7 +451,7 @@ def _build(node, graph, b, in_types, in_shapes, in_widths, out_width, common, fo
         b.add("unit", unit, cycles=words, latency=unit.latency, memory_bits=unit.memory_bits)
         return b.stage(**simple)
     if isinstance(node, ir.InstaThreshold):
-        unit = _moments_threshold(node, x, shape, w, parallel)
+        unit = _moments_threshold(node, x, shape, w, parallel, external)
         b.add("unit", unit, cycles=unit.cycles_per_frame, latency=unit.latency, memory_bits=unit.memory_bits)
         return b.stage(**simple, stats="unit.stats" if node.emit_stats else None)
     if isinstance(node, ir.InstaPReLU):
@@ -442,6 +482,7 @@ def _build(node, graph, b, in_types, in_shapes, in_widths, out_width, common, fo
             high=node.high,
             instance_slope=node.instance_slope,
             parallel=parallel,
+            external_memories=external,
         )
         b.add("unit", unit, cycles=unit.cycles_per_frame, latency=unit.latency, memory_bits=unit.memory_bits)
         simple["inputs"] = ("unit.i", "unit.stats")
@@ -482,6 +523,7 @@ def _build(node, graph, b, in_types, in_shapes, in_widths, out_width, common, fo
             kernel=node.kernel,
             stride=node.stride,
             padding=node.padding,
+            external_memories=external,
         )
         rows = min(x.height, node.kernel - node.padding)
         b.add(
@@ -511,7 +553,7 @@ def _build(node, graph, b, in_types, in_shapes, in_widths, out_width, common, fo
     raise TypeError(f"{name}: no hardware for {type(node).__name__}")
 
 
-def _moments_threshold(node: ir.InstaThreshold, x: ir.TensorType, shape, simd: int, parallel: int):
+def _moments_threshold(node: ir.InstaThreshold, x: ir.TensorType, shape, simd: int, parallel: int, external: bool):
     kwargs = {}
     if node.mode == "th":
         kwargs["beta"] = node.beta
@@ -536,5 +578,6 @@ def _moments_threshold(node: ir.InstaThreshold, x: ir.TensorType, shape, simd: i
         alpha=node.alpha,
         out_shift=node.out_shift,
         emit_stats=node.emit_stats,
+        external_memories=external,
         **kwargs,
     )

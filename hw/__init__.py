@@ -12,11 +12,13 @@ module                        components (numpy models)
                               repeat_channels)
 :mod:`.window`                SlidingWindow (sliding_windows)
 :mod:`.pool`                  MaxPool, SumPool, GlobalSumPool (max_pool, sum_pool, global_sum_pool)
-:mod:`.popcount`              PopCount (popcount)
+:mod:`.popcount`              PopCount (popcount); shared Verilog modules (popcount_verilog)
 :mod:`.xnor_mvu`              XnorMatrixVector (xnor_matvec)
 :mod:`.int_mvu`               IntMatrixVector, Argmax (int_matvec, argmax)
 :mod:`.rom`                   Rom: weight memories, inline or from ``$readmemh`` files (rom_hex,
                               rom_verilog)
+:mod:`.ram`                   Ram: read/write memories, inline or an instance of a Verilog module
+                              (ram_verilog; RamModel)
 :mod:`.threshold`             StaticThreshold (threshold)
 :mod:`.affine`                Requantise, RPReLU (requantise, rprelu)
 :mod:`.insta`                 MomentsThreshold, InstaPReLU (moment_sums, statistic_features,
@@ -34,6 +36,7 @@ from .int_mvu import Argmax, IntMatrixVector
 from .plumbing import Fifo, Fork, JoinAdd, Repeat, WidthConverter
 from .pool import GlobalSumPool, MaxPool, SumPool
 from .popcount import PopCount
+from .ram import Ram
 from .rom import Rom
 from .threshold import StaticThreshold
 from .window import SlidingWindow
@@ -51,6 +54,7 @@ __all__ = [
     "MomentsThreshold",
     "PopCount",
     "RPReLU",
+    "Ram",
     "Repeat",
     "Requantise",
     "Rom",

@@ -40,6 +40,7 @@ from .fixed import (
     shape_for,
 )
 from .layouts import channel_word
+from .ram import Ram
 
 __all__ = [
     "MODES",
@@ -381,6 +382,25 @@ def _memory_bits(depth: int, shape) -> int:
     return depth * Shape.cast(shape).width
 
 
+def _ram(m: Module, name: str, shape, depth: int, *, external: bool, read_ports=("sync",), granular: bool = False):
+    """A :class:`~.ram.Ram` of ``depth`` words of ``shape`` (a layout), as submodule ``name``: its ports.
+
+    ``granular``: one write-enable lane per element of the ``ArrayLayout`` ``shape`` (the
+    ``Memory`` granularity 1). ``external``: the component's ``external_memories``.
+    """
+    width = Shape.cast(shape).width
+    granularity = Shape.cast(shape.elem_shape).width if granular else None
+    ram = Ram(
+        width=width,
+        depth=depth,
+        read_ports=read_ports,
+        granularity=granularity,
+        external=external,
+    )
+    m.submodules[name] = ram
+    return ram.ports(shape)
+
+
 def _check_flag(name: str, value) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, not {value!r}")
@@ -448,8 +468,9 @@ class _SeMlp(Elaboratable):
     ``cycles`` cycles after the ``start`` cycle.
     """
 
-    def __init__(self, plan: _MlpPlan):
+    def __init__(self, plan: _MlpPlan, *, external_memories: bool = False):
         self.plan = plan
+        self.external_memories = external_memories
         self.start = Signal()
         self.feat_w_addr = _counter(plan.stats_channels)
         self.feat_w_data = Signal(data.ArrayLayout(plan.feature_shape, plan.n_stats))
@@ -470,9 +491,7 @@ class _SeMlp(Elaboratable):
             plan.parallel,
             plan.outputs,
         )
-        m.submodules.features = feats = Memory(shape=data.ArrayLayout(plan.feature_shape, ns), depth=cs, init=[])
-        fw = feats.write_port()
-        fr = feats.read_port()
+        fw, (fr,) = _ram(m, "features", data.ArrayLayout(plan.feature_shape, ns), cs, external=self.external_memories)
         m.d.comb += [fw.addr.eq(self.feat_w_addr), fw.data.eq(self.feat_w_data), fw.en.eq(self.feat_w_en)]
         # w1 in FC1 order: chunk q, then feature i = j*C + c; lane p is hidden unit q*P + p
         w1_words = [[int(plan.w1[q * par + p, i]) for p in range(par)] for q in range(nc) for i in range(nf)]
@@ -641,6 +660,10 @@ class MomentsThreshold(wiring.Component):
     emit_stats : bool
         Add the ``stats`` output: per frame, C words (channel ascending) holding that
         channel's features ``F[:, c]`` (for an :class:`InstaPReLU` downstream).
+    external_memories : bool
+        Make every read/write memory (frame buffer, sums, thresholds, the MLP's features) a
+        :class:`~.ram.Ram` instance of the Verilog module, for Verilog output; ``False``
+        (default): inline, for Amaranth's simulator. The constant ROMs stay inline.
 
     Members
     -------
@@ -675,6 +698,7 @@ class MomentsThreshold(wiring.Component):
         w2=None,
         parallel: int = 1,
         emit_stats: bool = False,
+        external_memories: bool = False,
     ) -> None:
         self._in_shape = check_shape("in_shape", in_shape, max_width=32)
         self._channels = check_int("channels", channels)
@@ -685,6 +709,7 @@ class MomentsThreshold(wiring.Component):
         self._shifts = _check_shifts("shifts", shifts, len(self._stats))
         self._mode = check_choice("mode", mode, MODES)
         self._emit_stats = _check_flag("emit_stats", emit_stats)
+        self._external = _check_flag("external_memories", external_memories)
         self._parallel = check_int("parallel", parallel)
         self._out_shift = check_int("out_shift", out_shift, low=0, high=_MAX_SHIFT)
         C, ns = self._channels, len(self._stats)
@@ -852,6 +877,10 @@ class MomentsThreshold(wiring.Component):
         return self._parallel
 
     @property
+    def external_memories(self) -> bool:
+        return self._external
+
+    @property
     def feature_shape(self) -> Shape:
         """Element shape of the features (covers every statistic's :func:`feature_bounds`)."""
         return self._feature_shape
@@ -959,18 +988,19 @@ class MomentsThreshold(wiring.Component):
         C, S, G, F = self._channels, self._simd, self._groups, self._frame_words
         pixels = self._height * self._width
         ns = len(self._stats)
-        mlp = _SeMlp(self._mlp) if self._mode == "th+" else None
+        external = self._external
+        mlp = _SeMlp(self._mlp, external_memories=external) if self._mode == "th+" else None
 
         # ---- memories
-        m.submodules.frame = frame = Memory(shape=channel_word(self._in_shape, S), depth=2 * F, init=[])
-        fw, fr = frame.write_port(), frame.read_port()
+        fw, (fr,) = _ram(m, "frame", channel_word(self._in_shape, S), 2 * F, external=external)
         lane_layout = data.StructLayout({f"s{k}": self._sum_shapes[k] for k in self._sums})
-        m.submodules.sums = sums = Memory(shape=data.ArrayLayout(lane_layout, S), depth=2 * G, init=[])
-        sw = sums.write_port()
-        sa = sums.read_port(transparent_for=(sw,))  # accumulation: read-modify-write
-        se = sums.read_port()  # evaluator
-        m.submodules.thresholds = tmem = Memory(shape=channel_word(self._threshold_shape, S), depth=2 * G, init=[])
-        tw, tr = tmem.write_port(granularity=1), tmem.read_port()
+        # read ports: the accumulation's read-modify-write (transparent), the evaluator's
+        sw, (sa, se) = _ram(
+            m, "sums", data.ArrayLayout(lane_layout, S), 2 * G, external=external, read_ports=("transparent", "sync")
+        )
+        tw, (tr,) = _ram(
+            m, "thresholds", channel_word(self._threshold_shape, S), 2 * G, external=external, granular=True
+        )
         alpha_shape = _shape_of(_array_bounds(self._alpha))
         m.submodules.alpha = alpha_rom = _rom(C, alpha_shape, [int(a) for a in self._alpha])
         ar = alpha_rom.read_port()
@@ -1247,6 +1277,10 @@ class InstaPReLU(wiring.Component):
         The MLP also corrects the slope.
     parallel : int
         Multiply-accumulates per cycle of the MLP, 1 to ``hidden``.
+    external_memories : bool
+        Make every read/write memory (the gamma / slope banks, the MLP's features) a
+        :class:`~.ram.Ram` instance of the Verilog module, for Verilog output; ``False``
+        (default): inline, for Amaranth's simulator. The constant ROMs stay inline.
 
     Members
     -------
@@ -1281,6 +1315,7 @@ class InstaPReLU(wiring.Component):
         high: int,
         instance_slope: bool = False,
         parallel: int = 1,
+        external_memories: bool = False,
     ) -> None:
         self._in_shape = check_shape("in_shape", in_shape, max_width=32)
         self._channels = check_int("channels", channels)
@@ -1291,6 +1326,7 @@ class InstaPReLU(wiring.Component):
         self._stats = _check_stats(stats)
         self._feature_shape = check_shape("feature_shape", feature_shape, max_width=256)
         self._instance_slope = _check_flag("instance_slope", instance_slope)
+        self._external = _check_flag("external_memories", external_memories)
         C, ns = self._channels, len(self._stats)
         outputs = C * (2 if self._instance_slope else 1)
         self._w1, self._b1, self._hidden_shift, self._hidden_max, self._w2 = _check_mlp(
@@ -1383,6 +1419,10 @@ class InstaPReLU(wiring.Component):
         return self._parallel
 
     @property
+    def external_memories(self) -> bool:
+        return self._external
+
+    @property
     def frame_words(self) -> int:
         """Words per frame: ``H * W * C / simd``."""
         return self._frame_words
@@ -1448,17 +1488,16 @@ class InstaPReLU(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         S, G, F, cs = self._simd, self._groups, self._frame_words, self._stats_channels
-        m.submodules.mlp = mlp = _SeMlp(self._mlp)
+        external = self._external
+        m.submodules.mlp = mlp = _SeMlp(self._mlp, external_memories=external)
         gamma_shape = _shape_of(self._gamma_bounds)
         slope_shape = _shape_of(self._slope_bounds)
-        m.submodules.gamma = gmem = Memory(shape=channel_word(gamma_shape, S), depth=2 * G, init=[])
-        gw, gr = gmem.write_port(granularity=1), gmem.read_port()
+        gw, (gr,) = _ram(m, "gamma", channel_word(gamma_shape, S), 2 * G, external=external, granular=True)
         zeta_words = [[int(z) for z in self._zeta[g * S : (g + 1) * S]] for g in range(G)]
         m.submodules.zeta = zrom = _rom(G, channel_word(_shape_of(_array_bounds(self._zeta)), S), zeta_words)
         zr = zrom.read_port()
         if self._instance_slope:
-            m.submodules.slope = smem = Memory(shape=channel_word(slope_shape, S), depth=2 * G, init=[])
-            sw, sr = smem.write_port(granularity=1), smem.read_port()
+            sw, (sr,) = _ram(m, "slope", channel_word(slope_shape, S), 2 * G, external=external, granular=True)
         else:
             slope_words = [[int(s) for s in self._slope[g * S : (g + 1) * S]] for g in range(G)]
             m.submodules.slope = srom = _rom(G, channel_word(slope_shape, S), slope_words)

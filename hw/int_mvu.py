@@ -9,14 +9,14 @@ class of a stream of logits.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Const, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, Value
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
 from .fixed import bounds, hdl_fit, int_array, product_range, shape_for
 from .layouts import channel_word, window_word
+from .ram import Ram, check_flag
 from .rom import Rom, check_init_file
 
 __all__ = ["Argmax", "IntMatrixVector", "argmax", "int_matvec", "int_matvec_bounds"]
@@ -99,6 +99,9 @@ class IntMatrixVector(wiring.Component):
         ``rom_hex(weight_words(), weight_word_width)`` (see :mod:`.rom` for how paths resolve).
         Widths come from ``weights``: a weight edited in the file must stay within their range
         and each row's :func:`int_matvec_bounds`, or sums may wrap.
+    external_memories : bool
+        Make the input buffer a :class:`~.ram.Ram` instance of the Verilog module, for Verilog
+        output; ``False`` (default): inline, for Amaranth's simulator.
 
     Members
     -------
@@ -107,7 +110,15 @@ class IntMatrixVector(wiring.Component):
     """
 
     def __init__(
-        self, *, weights, pe: int, simd: int, in_shape, masked: bool = False, weights_file: str | None = None
+        self,
+        *,
+        weights,
+        pe: int,
+        simd: int,
+        in_shape,
+        masked: bool = False,
+        weights_file: str | None = None,
+        external_memories: bool = False,
     ) -> None:
         self._weights = check_int_array("weights", weights)
         if self._weights.ndim != 2 or self._weights.size == 0:
@@ -120,6 +131,7 @@ class IntMatrixVector(wiring.Component):
             raise TypeError(f"masked must be a bool, not {masked!r}")
         self._masked = bool(masked)
         self._weights_file = check_init_file("weights_file", weights_file)
+        self._external = check_flag("external_memories", external_memories)
         self._weight_shape = shape_for(int(self._weights.min()), int(self._weights.max()))
         if self._weight_shape.width > MAX_OPERAND_BITS:
             raise ValueError(
@@ -160,6 +172,10 @@ class IntMatrixVector(wiring.Component):
     def weights_file(self) -> str | None:
         """The ``$readmemh`` file of the weight memory, or ``None`` for an inline memory."""
         return self._weights_file
+
+    @property
+    def external_memories(self) -> bool:
+        return self._external
 
     @property
     def weight_shape(self) -> Shape:
@@ -268,16 +284,16 @@ class IntMatrixVector(wiring.Component):
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += x1.eq(in_bits)
         if nf > 1:
-            m.submodules.buffer = buffer = Memory(shape=unsigned(len(in_bits)), depth=sf, init=[])
-            b_write, b_read = buffer.write_port(), buffer.read_port()
+            width = len(in_bits)
+            m.submodules.buffer = buffer = Ram(width=width, depth=sf, external=self._external)
             m.d.comb += [
-                b_write.addr.eq(s),
-                b_write.data.eq(in_bits),
-                b_write.en.eq(self.i.valid & self.i.ready),
-                b_read.addr.eq(s),
-                b_read.en.eq(advance),
+                buffer.w_addr.eq(s),
+                buffer.w_data.eq(in_bits),
+                buffer.w_en.eq(self.i.valid & self.i.ready),
+                buffer.r_addr[0].eq(s),
+                buffer.r_en[0].eq(advance),
             ]
-            x = x_layout(Mux(fold0_1, x1, b_read.data))
+            x = x_layout(Mux(fold0_1, x1, buffer.r_data[0]))
         else:
             x = x_layout(x1)
         w = w_layout(w_port.data)

@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth.hdl import Module, Mux, Shape, Signal, Value, unsigned
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, check_payload, check_shape
 from .fixed import bounds, shape_for
+from .ram import Ram, check_flag
 
 __all__ = ["Fifo", "Fork", "JoinAdd", "Repeat", "WidthConverter", "join_add", "regroup", "repeat_channels"]
 
 
 class Fifo(wiring.Component):
     """First-in first-out queue of ``depth`` payloads (memory-backed, registered output).
+
+    The behaviour of :class:`amaranth.lib.fifo.SyncFIFOBuffered`, cycle for cycle (same
+    ``depth``, latency and level): ``depth - 1`` payloads in a :class:`~.ram.Ram` with a
+    synchronous read port, plus the output register; a payload taken by an empty queue is valid
+    on ``o`` two cycles after its transfer. A full queue accepts and emits one payload per cycle;
+    ``depth = 1`` is the output register alone (a payload every other cycle).
 
     Parameters
     ----------
@@ -30,6 +37,9 @@ class Fifo(wiring.Component):
     depth : int
         Number of payloads it holds, >= 1. The residual bypass FIFOs take theirs from the
         compiler's cycle model.
+    external_memories : bool
+        Make the memory a :class:`~.ram.Ram` instance of the Verilog module, for Verilog
+        output; ``False`` (default): inline, for Amaranth's simulator.
 
     Members
     -------
@@ -37,14 +47,19 @@ class Fifo(wiring.Component):
     o : Out(stream.Signature(shape))
     """
 
-    def __init__(self, *, shape, depth: int) -> None:
+    def __init__(self, *, shape, depth: int, external_memories: bool = False) -> None:
         self._shape = check_payload("shape", shape)
         self._depth = check_int("depth", depth)
+        self._external = check_flag("external_memories", external_memories)
         super().__init__({"i": In(stream.Signature(self._shape)), "o": Out(stream.Signature(self._shape))})
 
     @property
     def depth(self) -> int:
         return self._depth
+
+    @property
+    def external_memories(self) -> bool:
+        return self._external
 
     #: A full FIFO accepts and emits one payload per cycle.
     initiation_interval = 1
@@ -52,16 +67,45 @@ class Fifo(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         width = Shape.cast(self._shape).width
-        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=width, depth=self._depth)
+        w_data, r_data = Value.cast(self.i.payload), Value.cast(self.o.payload)
+        do_write = self.i.valid & self.i.ready
+        if self._depth == 1:  # the output register alone
+            m.d.comb += self.i.ready.eq(~self.o.valid)
+            with m.If(do_write):
+                m.d.sync += [r_data.eq(w_data), self.o.valid.eq(1)]
+            with m.If(self.o.valid & self.o.ready):
+                m.d.sync += self.o.valid.eq(0)
+            return m
+        inner = self._depth - 1
+        level = Signal(range(inner + 1))  # payloads in the memory
+        produce, consume = Signal(range(inner)), Signal(range(inner))
+        m.submodules.storage = ram = Ram(width=width, depth=inner, external=self._external)
+        do_read = (level != 0) & (~self.o.valid | self.o.ready)  # memory -> output register
         m.d.comb += [
-            queue.w_data.eq(Value.cast(self.i.payload)),
-            queue.w_en.eq(self.i.valid),
-            self.i.ready.eq(queue.w_rdy),
-            Value.cast(self.o.payload).eq(queue.r_data),
-            self.o.valid.eq(queue.r_rdy),
-            queue.r_en.eq(self.o.ready),
+            self.i.ready.eq(level != inner),
+            ram.w_addr.eq(produce),
+            ram.w_data.eq(w_data),
+            ram.w_en.eq(do_write),
+            ram.r_addr[0].eq(consume),
+            ram.r_en[0].eq(do_read),
+            r_data.eq(ram.r_data[0]),
         ]
+        with m.If(do_write):
+            m.d.sync += produce.eq(_increment(produce, inner))
+        with m.If(do_read):
+            m.d.sync += [consume.eq(_increment(consume, inner)), self.o.valid.eq(1)]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(do_write & ~do_read):
+            m.d.sync += level.eq(level + 1)
+        with m.If(do_read & ~do_write):
+            m.d.sync += level.eq(level - 1)
         return m
+
+
+def _increment(counter: Signal, modulus: int):
+    """``(counter + 1) % modulus`` for ``0 <= counter < modulus``."""
+    return counter + 1 if modulus == 1 << len(counter) else Mux(counter == modulus - 1, 0, counter + 1)
 
 
 class Fork(wiring.Component):

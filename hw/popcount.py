@@ -36,18 +36,42 @@ tree level are registered by default (``stages``), so a level is one chain or on
 deep.
 
 :func:`popcount` is the numpy model.
+
+Shared modules: a network has hundreds of popcounts of a handful of sizes (one per PE of every
+XNOR layer), and Amaranth converts each copy anew. For Verilog output the compiler writes one
+module per ``(width, stages)`` (:func:`popcount_verilog`, named :func:`popcount_module_name`)
+and the matrix-vector units instantiate it (:func:`popcount_instance`); the logic is the same.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Signal, Value
+from amaranth.back import verilog
+from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int
 
-__all__ = ["PopCount", "count_ones", "popcount", "popcount_levels"]
+__all__ = [
+    "POPCOUNT_MODULE",
+    "PopCount",
+    "count_ones",
+    "popcount",
+    "popcount_instance",
+    "popcount_levels",
+    "popcount_module_name",
+    "popcount_verilog",
+]
+
+#: Name prefix of the shared popcount modules (:func:`popcount_module_name`).
+POPCOUNT_MODULE = "instabnn_popcount"
+
+#: The ports of a shared popcount module.
+_MODULE_PORTS = {"clk", "rst", "en", "i", "o"}
 
 
 def popcount(bits) -> np.ndarray:
@@ -265,3 +289,34 @@ def _add_chain(m: Module, chain: list, *, name: str) -> Signal:
     total = Signal(len(a_bits), name=name)
     m.d.comb += total.eq(Cat(*a_bits) + Cat(*b_bits) + carry_in)
     return total
+
+
+def popcount_module_name(width: int, stages: int) -> str:
+    """Name of the shared Verilog module of ``PopCount(width=width, stages=stages)``."""
+    return f"{POPCOUNT_MODULE}_{width}_{stages}"
+
+
+def popcount_verilog(sizes: Iterable[tuple[int, int]]) -> str:
+    """Verilog of one module per ``(width, stages)`` in ``sizes``: :class:`PopCount` as Amaranth writes
+    it, named :func:`popcount_module_name`, with ports ``clk``, ``rst``, ``en``, ``i`` and ``o``."""
+    texts = []
+    for width, stages in sorted(set(sizes)):
+        name = popcount_module_name(width, stages)
+        text = verilog.convert(PopCount(width=width, stages=stages), name=name)
+        header = re.search(rf"^module {name}\(([^)]*)\);", text, re.M)
+        if header is None or {p.strip() for p in header.group(1).split(",")} != _MODULE_PORTS:
+            raise RuntimeError(f"unexpected ports of {name}: {header.group(0) if header else text[:200]!r}")
+        texts.append(text)
+    return "".join(texts)
+
+
+def popcount_instance(width: int, stages: int, *, i: Value, en: Value, o: Value) -> Instance:
+    """An instance of the shared module of ``PopCount(width=width, stages=stages)`` (:func:`popcount_verilog`)."""
+    return Instance(
+        popcount_module_name(width, stages),
+        i_clk=ClockSignal(),
+        i_rst=ResetSignal(),
+        i_en=en,
+        i_i=i,
+        o_o=o,
+    )

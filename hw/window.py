@@ -10,13 +10,13 @@ model of the operation.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.hdl import Module, Mux, Shape, Signal, Value
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
 from .layouts import channel_word, window_word
+from .ram import Ram, check_flag
 
 __all__ = ["SlidingWindow", "check_window_geometry", "output_size", "sliding_windows"]
 
@@ -96,9 +96,9 @@ class SlidingWindow(wiring.Component):
     """Line-buffered ``K x K`` sliding-window generator with stride and zero padding.
 
     The input rows go, in sequence, into a circular buffer of :attr:`rows` row slots (one
-    :class:`~amaranth.lib.memory.Memory` of ``rows * W * C/simd`` words, one write and one
-    synchronous read port); slots rotate across frame boundaries, so the next frame streams in
-    while the last windows of the current one are read. Rows are tracked by absolute (modular)
+    :class:`~.ram.Ram` of ``rows * W * C/simd`` words, one write and one synchronous read
+    port); slots rotate across frame boundaries, so the next frame streams in while the last
+    windows of the current one are read. Rows are tracked by absolute (modular)
     counts: the writer may write row ``n`` while ``n - released < rows``, and the reader emits
     output row ``oy`` once every input row it needs (up to ``min(H, oy*s - p + K) - 1``) is
     complete. The reader releases each row the moment it has issued its last read of it (rows
@@ -132,6 +132,9 @@ class SlidingWindow(wiring.Component):
         Window step s.
     padding : int
         Zero padding p on every side, 0 to K - 1.
+    external_memories : bool
+        Make the line buffer a :class:`~.ram.Ram` instance of the Verilog module, for Verilog
+        output; ``False`` (default): inline, for Amaranth's simulator.
 
     Members
     -------
@@ -155,8 +158,10 @@ class SlidingWindow(wiring.Component):
         kernel: int,
         stride: int = 1,
         padding: int = 0,
+        external_memories: bool = False,
     ) -> None:
         self._shape = check_shape("shape", shape, max_width=32)
+        self._external = check_flag("external_memories", external_memories)
         self._channels = check_int("channels", channels)
         self._simd = check_int("simd", simd)
         check_divides("simd", self._simd, "channels", self._channels)
@@ -220,6 +225,10 @@ class SlidingWindow(wiring.Component):
         return self._padding
 
     @property
+    def external_memories(self) -> bool:
+        return self._external
+
+    @property
     def out_height(self):
         """Output rows, ``(H + 2p - K) // s + 1``."""
         return self._out_height
@@ -273,9 +282,7 @@ class SlidingWindow(wiring.Component):
             return (a - b)[:bits].as_signed()
 
         word_bits = Shape.cast(channel_word(self._shape, self._simd)).width
-        m.submodules.buffer = buffer = Memory(shape=unsigned(word_bits), depth=depth, init=[])
-        write = buffer.write_port()
-        read = buffer.read_port(domain="sync")
+        m.submodules.buffer = buffer = Ram(width=word_bits, depth=depth, external=self._external)
 
         # Writer: input words go to consecutive addresses; row n lives in slot n mod R.
         written = Signal(bits)  # input rows completed
@@ -284,9 +291,9 @@ class SlidingWindow(wiring.Component):
         w_col = Signal(range(row_words))
         m.d.comb += [
             self.i.ready.eq(ahead(written, released) < R),
-            write.addr.eq(w_addr),
-            write.data.eq(Value.cast(self.i.payload)),
-            write.en.eq(self.i.valid & self.i.ready),
+            buffer.w_addr.eq(w_addr),
+            buffer.w_data.eq(Value.cast(self.i.payload)),
+            buffer.w_en.eq(self.i.valid & self.i.ready),
         ]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += w_addr.eq(Mux(w_addr == depth - 1, 0, w_addr + 1))
@@ -320,9 +327,9 @@ class SlidingWindow(wiring.Component):
         # The output stage: the read port's data register, with the mask beside it.
         o_mask = Signal()
         m.d.comb += [
-            read.en.eq(advance),
-            read.addr.eq(Mux(inside, row_base + col, 0)),
-            self.o.payload.data.eq(Mux(o_mask, read.data, 0)),
+            buffer.r_en[0].eq(advance),
+            buffer.r_addr[0].eq(Mux(inside, row_base + col, 0)),
+            self.o.payload.data.eq(Mux(o_mask, buffer.r_data[0], 0)),
             self.o.payload.mask.eq(o_mask),
         ]
         with m.If(advance):

@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 from ._checks import check_choice, check_divides, check_int, check_int_array
 from .fixed import shape_for
 from .layouts import channel_word, window_word
-from .popcount import PopCount, popcount_levels
+from .popcount import PopCount, popcount_instance, popcount_levels
 from .rom import Rom, check_init_file
 
 __all__ = ["XnorMatrixVector", "vectors_from_words", "words_from_vectors", "xnor_matvec"]
@@ -189,6 +189,11 @@ class XnorMatrixVector(wiring.Component):
         ``None``: the weight memory is inline (Amaranth ``Memory`` with ``init``). A path: it is a
         :class:`~.rom.Rom` loading this ``$readmemh`` file, which must hold
         ``rom_hex(weight_words(), weight_word_width)`` (see :mod:`.rom` for how paths resolve).
+    shared_popcounts : bool
+        Each PE's popcount is an instance of the shared Verilog module of its size
+        (:func:`~.popcount.popcount_instance`; the compiler writes :func:`~.popcount.popcount_verilog`
+        of :attr:`popcount_sizes` beside the design), for Verilog output; ``False`` (default):
+        inline :class:`~.popcount.PopCount` logic, for Amaranth's simulator. The logic is the same.
 
     Members
     -------
@@ -206,6 +211,7 @@ class XnorMatrixVector(wiring.Component):
         popcount_stages: int | None = None,
         buffer_style: str = "block",
         weights_file: str | None = None,
+        shared_popcounts: bool = False,
     ) -> None:
         self._weights = _bits_array("weights", weights, ndim=2)
         if self._weights.size == 0:
@@ -218,6 +224,9 @@ class XnorMatrixVector(wiring.Component):
         self._masked = bool(masked)
         self._buffer_style = check_choice("buffer_style", buffer_style, BUFFER_STYLES)
         self._weights_file = check_init_file("weights_file", weights_file)
+        if not isinstance(shared_popcounts, (bool, np.bool_)):
+            raise TypeError(f"shared_popcounts must be a bool, not {shared_popcounts!r}")
+        self._shared_popcounts = bool(shared_popcounts)
         max_stages = 1 + popcount_levels(self._simd)
         if popcount_stages is None:
             self._popcount_stages = max_stages
@@ -264,6 +273,15 @@ class XnorMatrixVector(wiring.Component):
     def weights_file(self) -> str | None:
         """The ``$readmemh`` file of the weight memory, or ``None`` for an inline memory."""
         return self._weights_file
+
+    @property
+    def shared_popcounts(self) -> bool:
+        return self._shared_popcounts
+
+    @property
+    def popcount_sizes(self) -> set[tuple[int, int]]:
+        """``{(simd, popcount_stages)}``: the size of the PEs' popcounts (their shared module's)."""
+        return {(self._simd, self._popcount_stages)}
 
     @property
     def acc_shape(self) -> Shape:
@@ -416,8 +434,16 @@ class XnorMatrixVector(wiring.Component):
         # XNOR and popcount per PE
         counts = []
         for p in range(pe):
+            agree = ~(activations ^ w_words[p])
+            if self._shared_popcounts:
+                count = Signal(range(simd + 1), name=f"popcount{p}_o")
+                m.submodules[f"popcount{p}"] = popcount_instance(
+                    simd, self._popcount_stages, i=agree, en=advance, o=count
+                )
+                counts.append(count)
+                continue
             m.submodules[f"popcount{p}"] = popcount = PopCount(width=simd, stages=self._popcount_stages)
-            m.d.comb += [popcount.i.eq(~(activations ^ w_words[p])), popcount.en.eq(advance)]
+            m.d.comb += [popcount.i.eq(agree), popcount.en.eq(advance)]
             counts.append(popcount.o)
         valid_c, last_c, mask_c = valid_r, last_r, mask_r
         for stage in range(self._popcount_stages):

@@ -12,12 +12,18 @@ import json
 import os
 import shlex
 import sys
+import time
+from pathlib import Path
 
 from instabnn_hw.quant.options import PRELUS, THRESHOLDS
+from instabnn_hw.sim.toolchain import SIMULATORS
 
 __all__ = ["main", "build_parser"]
 
 EXIT_USAGE = 2
+EXIT_MISMATCH = 1
+#: Images `instabnn-hw simulate` streams by default.
+SIMULATE_IMAGES = 20
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,7 +144,53 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--clock", type=float, default=100.0, help="clock in MHz (default: 100)")
     generate.add_argument("--out", required=True, help="folder to write (replaced when complete)")
     generate.add_argument("--no-progress", action="store_true", help="no progress lines")
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="simulate a generated design under cocotb and compare every output with the reference",
+        description="Builds the design (Verilator with ccache, or Icarus; kept in DIR/sim/ and reused while the "
+        "Verilog is unchanged), resets it in the middle of a frame, streams the images (the first half at full "
+        "rate, the rest with random valid gaps and back-pressure), compares every output word with the integer "
+        "reference, prints measured cycles per frame and latency next to the estimates and, for a failing image, "
+        "the first layer, channel and pixel where hardware and reference differ. The last line is "
+        "`N passed, M failed`; the exit status is 0 only when M is 0.",
+    )
+    simulate.add_argument("design", metavar="DIR", help="design folder written by `instabnn-hw generate`")
+    simulate.add_argument(
+        "--images", type=_positive_int, default=SIMULATE_IMAGES, help=f"images to stream (default: {SIMULATE_IMAGES})"
+    )
+    images = simulate.add_mutually_exclusive_group()
+    images.add_argument(
+        "--dataset",
+        default=None,
+        help="test images of this dataset: digits, fashion-mnist, cifar10 or imagenet (default: the manifest's "
+        "preprocessing dataset; random pixels when it names none)",
+    )
+    images.add_argument("--random", action="store_true", help="uniformly random pixels instead of a dataset")
+    simulate.add_argument("--data", default=None, help="dataset folder (default: the dataset's standard place)")
+    simulate.add_argument(
+        "--seed", type=int, default=None, help="seed of random pixels and flow control (default: $INSTABNN_SEED or 1)"
+    )
+    simulate.add_argument("--simulator", default="verilator", choices=SIMULATORS, help="simulator (default: verilator)")
+    simulate.add_argument(
+        "--json", default=None, metavar="FILE", help="write one record per image: index, label, classes, equal, cycles"
+    )
+    simulate.add_argument("--waves", action="store_true", help="record an FST waveform (its path is printed)")
+    simulate.add_argument(
+        "--build-dir", default=None, help="simulator build folder (default: DIR/sim/SIMULATOR, reused while unchanged)"
+    )
+    simulate.add_argument("--no-progress", action="store_true", help="no progress lines")
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
 
 
 def _cmd_models(args) -> None:
@@ -241,10 +293,66 @@ def _cmd_generate(args) -> None:
     print(f"wrote {design.out} in {design.seconds:.1f} s (report: {design.out / 'report.md'})")
 
 
+def _cmd_simulate(args) -> int:
+    from instabnn_hw.sim.design import (
+        SimulationError,
+        design_images,
+        load_design,
+        result_summary,
+        simulate_design,
+    )
+    from instabnn_hw.sim.toolchain import SimulatorMissing, check_simulator
+
+    started = time.monotonic()
+
+    def progress(text: str) -> None:
+        if not args.no_progress:
+            print(f"[{time.monotonic() - started:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+    try:
+        check_simulator(args.simulator)
+        design = load_design(args.design)
+        pixels, labels, source = design_images(
+            design,
+            args.images,
+            dataset=args.dataset,
+            random_pixels=args.random,
+            data_dir=args.data,
+            seed=args.seed,
+        )
+        progress(f"{design.path}: {design.manifest.get('model')} ({source})")
+        result = simulate_design(
+            design.path,
+            pixels,
+            labels,
+            simulator=args.simulator,
+            seed=args.seed,
+            waves=args.waves,
+            build_dir=args.build_dir,
+            progress=progress,
+            design=design,
+        )
+    except (SimulationError, SimulatorMissing) as exc:
+        print(f"instabnn-hw: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        path = Path(args.json)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps([r.record() for r in result.images], indent=1) + "\n")
+        os.replace(tmp, path)
+    print(result_summary(result, source=source))
+    if args.json:
+        print(f"records: {args.json}")
+    print(f"{result.passed} passed, {result.failed} failed")
+    return 0 if result.ok else EXIT_MISMATCH
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("BREVITAS_JIT", "0")
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in the checkpoint
+    if args.command == "simulate":  # torch-free unless a dataset is read
+        return _cmd_simulate(args)
     from instabnn_hw.codegen.generate import GenerateError
     from instabnn_hw.quant.checkpoint import CheckpointError
     from instabnn_hw.quant.data import DataError

@@ -1,3 +1,11 @@
-"""cocotb + Verilator bit-exact verification of generated designs (issue #5)."""
+"""cocotb + Verilator bit-exact verification of generated designs (issue #5).
+
+* :mod:`.design`: `instabnn-hw simulate` as an API (:func:`~.design.simulate_design`): build a
+  generated design folder, stream images with a mid-frame reset, random valid gaps and
+  back-pressure, compare with the reference, measure cycles, localise the first mismatch;
+* :mod:`.design_tb`: its cocotb testbench;
+* :mod:`.streams` / :mod:`.stream_tb`: the generic stream testbench of hardware components;
+* :mod:`.toolchain`: simulator set-up, builds (reused while unchanged) and runs.
+"""
 
 __all__: list[str] = []

@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from verilator_builds import quick_verilator_builds
 
 # Brevitas reads this on import; its JIT was erratic on these CPUs (../shared/TOOLCHAIN.md).
 os.environ.setdefault("BREVITAS_JIT", "0")
@@ -16,3 +17,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def quick_build():
+    """Verilator's C++ at -O0 for one test (:func:`verilator_builds.quick_verilator_builds`)."""
+    with quick_verilator_builds():
+        yield

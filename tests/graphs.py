@@ -366,12 +366,8 @@ def standin_plan(graph: ir.Graph, folding: dict[str, tuple[int, int]] | None = N
 
 def stream_payloads(graph: ir.Graph, widths: dict[str, int], pixels) -> tuple[list, list, list]:
     """The top's stimulus and expected outputs for ``pixels`` (N x C x H x W, 0..255):
-    ``(i words, o payloads, logits words)``, the outputs from :func:`reference.run`."""
-    from instabnn_hw.hw.layouts import tensor_to_words
+    ``(i words, o payloads, logits words)``, the outputs from :func:`reference.run`
+    (:func:`instabnn_hw.sim.design.stream_payloads`)."""
+    from instabnn_hw.sim.design import stream_payloads as payloads
 
-    pixels = np.asarray(pixels)
-    trace = reference.run(graph, pixels)
-    words = [w for image in pixels for w in tensor_to_words(image, graph.input.channels).tolist()]
-    results = [{"index": int(c), "value": int(row[c])} for c, row in zip(trace.classes, trace.logits, strict=True)]
-    logits = trace.logits.reshape(-1, widths[graph.logits]).tolist()
-    return words, results, logits
+    return payloads(graph, widths, pixels)

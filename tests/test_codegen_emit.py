@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+from amaranth.back import verilog
 from amaranth.hdl import Fragment, Shape, unsigned
 from amaranth.lib import data
 from graphs import GraphBuilder, standin_plan, stream_payloads, tiny_cnv, tiny_mobilenet, tiny_resnet
@@ -12,8 +13,11 @@ from graphs import GraphBuilder, standin_plan, stream_payloads, tiny_cnv, tiny_m
 from instabnn_hw.codegen import ir
 from instabnn_hw.codegen.emit import Top, build_top, emit, memory_file_name
 from instabnn_hw.hw.fixed import shape_for
+from instabnn_hw.hw.popcount import POPCOUNT_MODULE, popcount_levels, popcount_module_name
+from instabnn_hw.hw.ram import RAM_MODULE, Ram, ram_verilog
 from instabnn_hw.hw.rom import rom_hex, rom_verilog
 from instabnn_hw.hw.simulate import simulate_streams
+from instabnn_hw.hw.xnor_mvu import XnorMatrixVector
 
 #: Foldings that exercise the width converters: 3 -> 1 -> 2 and 6 -> 2 -> 4 (through gcd), FC SIMD > C_in.
 MOBILENET_FOLD = {"stem.conv": (3, 3), "b1.conv": (6, 2), "b2.conv": (4, 3), "fc": (2, 4)}
@@ -167,6 +171,8 @@ def test_emit_is_deterministic(tmp_path):
         names[0]
         == names[1]
         == [
+            "instabnn_popcount.v",
+            "instabnn_ram.v",
             "instabnn_rom.v",
             "instabnn_top.v",
             "mem/conv0.hex",
@@ -184,3 +190,50 @@ def test_emit_is_deterministic(tmp_path):
     top = (tmp_path / "a" / "instabnn_top.v").read_text()
     assert "module instabnn_top(" in top and '.INIT_FILE("mem/conv1.hex")' in top
     assert (tmp_path / "a" / "instabnn_rom.v").read_text() == rom_verilog()
+    assert (tmp_path / "a" / "instabnn_ram.v").read_text() == ram_verilog()
+    assert f"{RAM_MODULE} #(" in top  # the line buffers
+    popcounts = (tmp_path / "a" / "instabnn_popcount.v").read_text()
+    # conv1 (PE 4, SIMD 8), fc0 (PE 2, SIMD 16), fc1 (PE 5, SIMD 2): one module each, the PEs instantiate it
+    sizes = {(simd, 1 + popcount_levels(simd)) for simd in (8, 16, 2)}
+    assert build_top(graph, standin_plan(graph, CNV_FOLD))[0].popcount_sizes == sizes
+    assert sorted(re.findall(r"^module (\S+)\(", popcounts, re.M)) == sorted(popcount_module_name(*s) for s in sizes)
+    assert top.count(f"{popcount_module_name(8, 1 + popcount_levels(8))} ") == 4
+
+
+def _rams(top) -> list[Ram]:
+    """Every :class:`Ram` in the elaborated hierarchy of ``top``."""
+
+    def walk(fragment):
+        yield fragment
+        for sub, _, _ in fragment.subfragments:
+            yield from walk(sub)
+
+    return [o for f in walk(Fragment.get(top, None)) for o in (f.origins or ()) if isinstance(o, Ram)]
+
+
+def test_read_write_memories_are_external_only_for_verilog():
+    """emit()'s design: every Ram an instance of the RAM module; build_top(rom_dir=None): all inline."""
+    graph = tiny_resnet(2, insta="th", prelu="insta")
+    plan = standin_plan(graph)
+    inline, _ = build_top(graph, plan, rom_dir=None)
+    assert not inline.external_modules and not any(ram.external for ram in _rams(inline))
+    top, _ = build_top(graph, plan)
+    rams = _rams(top)
+    assert top.external_modules and rams and all(ram.external for ram in rams)
+    # every kind the design uses: frame and line buffers, FIFOs, the sums (transparent), the banks (lanes)
+    assert {ram.read_ports for ram in rams} == {("sync",), ("transparent", "sync")}
+    assert max(ram.lanes for ram in rams) > 1
+    text = verilog.convert(top, name="instabnn_top")
+    assert text.count(f"{RAM_MODULE} #(") == len(rams)
+    # each became an instance instead of an inline memory (reg [w:0] name [d:0])
+    memories = re.compile(r"reg \[\d+:0\] \S+ \[\d+:0\];")
+    inline_text = verilog.convert(Top(graph, plan, rom_dir="mem", external_modules=False), name="instabnn_top")
+    assert RAM_MODULE not in inline_text and POPCOUNT_MODULE not in inline_text
+    assert len(memories.findall(inline_text)) - len(memories.findall(text)) == len(rams)
+    # the popcounts: instances of the shared modules instead of inline logic
+    assert top.popcount_sizes == inline.popcount_sizes and top.popcount_sizes
+    xnor = [c for s in top.stages.values() for _, c in s.components if isinstance(c, XnorMatrixVector)]
+    assert all(mvu.shared_popcounts for mvu in xnor)
+    assert sum(text.count(f"{popcount_module_name(*size)} ") for size in top.popcount_sizes) == sum(m.pe for m in xnor)
+    with pytest.raises(TypeError, match="external_modules must be a bool or None, not 1"):
+        Top(graph, plan, external_modules=1)

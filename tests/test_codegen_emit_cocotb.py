@@ -4,12 +4,13 @@
 
 Each design's ``instabnn_top.v`` is used as written, with its modules renamed ``<case>_top...`` and
 its ``$readmemh`` paths moved from ``mem/`` to ``<case>_mem/`` so that several designs share one
-simulator build; a small wrapper exposes every design's streams as ``<case>_<port>`` to the generic
-testbench :mod:`instabnn_hw.sim.stream_tb`.
+simulator build (with the other ``*.v`` that emit() writes: the ROM and RAM modules, which hold
+the weights and every line buffer, frame buffer and FIFO, and the design's popcount modules,
+renamed ``<case>_popcount_...``); a small wrapper exposes every design's streams as
+``<case>_<port>`` to the generic testbench :mod:`instabnn_hw.sim.stream_tb`.
 """
 
 import json
-import os
 import shutil
 
 import numpy as np
@@ -19,6 +20,9 @@ from graphs import standin_plan, stream_payloads, tiny_cnv, tiny_mobilenet, tiny
 
 from instabnn_hw.codegen.emit import TOP_NAME, build_top, emit
 from instabnn_hw.hw.payload import pack, unpack
+from instabnn_hw.hw.popcount import POPCOUNT_MODULE
+from instabnn_hw.hw.ram import RAM_MODULE
+from instabnn_hw.hw.rom import ROM_MODULE
 from instabnn_hw.sim.streams import stimulus_seed
 from instabnn_hw.sim.toolchain import run_cocotb
 
@@ -69,10 +73,12 @@ def run_designs(cases: list[str], build_dir, simulator: str, *, images: int = 3)
         plan = standin_plan(graph, folding, parallel=parallel)
         rtl = build_dir / case
         written = emit(graph, plan, rtl)
-        assert rtl / f"{TOP_NAME}.v" in written and rtl / "instabnn_rom.v" in written
+        assert {rtl / f"{name}.v" for name in (TOP_NAME, ROM_MODULE, RAM_MODULE, POPCOUNT_MODULE)} <= set(written)
         text = (rtl / f"{TOP_NAME}.v").read_text()
         text = text.replace(TOP_NAME, f"{case}_top").replace('.INIT_FILE("mem/', f'.INIT_FILE("{case}_mem/')
-        (build_dir / f"{case}.v").write_text(text)
+        # each design's popcount modules, renamed too (designs may share a size)
+        popcounts = (rtl / f"{POPCOUNT_MODULE}.v").read_text().replace(POPCOUNT_MODULE, f"{case}_popcount")
+        (build_dir / f"{case}.v").write_text(text.replace(POPCOUNT_MODULE, f"{case}_popcount") + popcounts)
         sources.append(build_dir / f"{case}.v")
         shutil.copytree(rtl / "mem", run_dir / f"{case}_mem")
         top, _ = build_top(graph, plan)  # the same design: its port shapes
@@ -91,6 +97,10 @@ def run_designs(cases: list[str], build_dir, simulator: str, *, images: int = 3)
                 }
             )
     (build_dir / "bundle.v").write_text(wrapper(tops))
+    # the other modules the tops instantiate (the ROM and RAM modules), the same for every design
+    modules = sorted(
+        p for p in (build_dir / cases[0]).glob("*.v") if p.name not in (f"{TOP_NAME}.v", f"{POPCOUNT_MODULE}.v")
+    )
     spec = {
         "seed": seed,
         "valid_probability": 0.7,
@@ -113,7 +123,7 @@ def run_designs(cases: list[str], build_dir, simulator: str, *, images: int = 3)
             build_dir=run_dir,
             simulator=simulator,
             extra_env=env,
-            extra_sources=[*sources, build_dir / cases[0] / "instabnn_rom.v"],
+            extra_sources=[*sources, *modules],
         )
     except AssertionError as error:
         if not record_path.exists():
@@ -129,13 +139,6 @@ def run_designs(cases: list[str], build_dir, simulator: str, *, images: int = 3)
     if failure is not None:
         raise failure
     return record
-
-
-@pytest.fixture
-def quick_build(monkeypatch):
-    """Verilator's C++ at -O0: a whole design compiles about twice as fast, and these runs are short."""
-    flags = "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0"
-    monkeypatch.setenv("MAKEFLAGS", " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""), flags])))
 
 
 def test_emitted_designs_verilator(tmp_path, quick_build):

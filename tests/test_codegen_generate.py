@@ -1,11 +1,18 @@
 """`instabnn-hw generate`: the files, determinism, fold configs, FINN's CNV cycles, and bad input."""
 
+import dataclasses
 import json
 import re
 
+import numpy as np
 import pytest
+from graphs import tiny_cnv, tiny_mobilenet, tiny_resnet
 
 from instabnn_hw.cli import main
+from instabnn_hw.codegen import ir
+from instabnn_hw.codegen.emit import build_top
+from instabnn_hw.codegen.plan import plan, read_fold_config
+from instabnn_hw.codegen.report import read_plan
 
 SMALL = ["--model", "resnet-tiny", "--input-size", "8", "--width", "4", "--no-progress"]
 FINN_CNV_FOLDING = [(16, 3), (32, 32), (16, 32), (16, 32), (4, 32), (1, 32), (1, 4), (1, 8), (5, 1)]
@@ -34,13 +41,82 @@ def test_generate_writes_the_design_and_is_deterministic(tmp_path):
     for key in ("cycles_per_frame", "latency_cycles", "fps", "luts", "memory_bits", "multipliers"):
         assert manifest["estimate"][key] > 0
     assert manifest["files"]["memories"], "the weights live in memory files"
-    for relative in ["manifest.json", "folding.json", "report.md", "cycles.png", *manifest["files"]["memories"]]:
+    assert manifest["files"]["graph"] == "graph.npz" and manifest["files"]["plan"] == "plan.json"
+    verilog_files = manifest["files"]["verilog"]
+    assert {"rtl/instabnn_top.v", "rtl/instabnn_rom.v"} <= set(verilog_files)
+    assert verilog_files == sorted(str(p.relative_to(first)) for p in (first / "rtl").glob("*.v"))
+    files = ["manifest.json", "folding.json", "report.md", "cycles.png", "graph.npz", "plan.json"]
+    for relative in [*files, *manifest["files"]["memories"]]:
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
     verilog = [_verilog_without_sources(d / "rtl" / "instabnn_top.v") for d in (first, second)]
     assert verilog[0] == verilog[1]
     assert "module instabnn_top" in verilog[0]
     report = (first / "report.md").read_text()
     assert "cycles.png" in report and manifest["layers"][0]["name"] in report
+
+
+def assert_same_graph(a: ir.Graph, b: ir.Graph) -> None:
+    assert (a.model, a.config) == (b.model, b.config)
+    assert [type(v) for v in a.config.values()] == [type(v) for v in b.config.values()]
+    assert len(a.nodes) == len(b.nodes)
+    for x, y in zip(a.nodes, b.nodes, strict=True):
+        assert type(x) is type(y) and (x.name, x.inputs) == (y.name, y.inputs)
+        for f in dataclasses.fields(x):
+            u, v = getattr(x, f.name), getattr(y, f.name)
+            if isinstance(u, np.ndarray):
+                assert v.dtype == u.dtype == np.int64 and np.array_equal(u, v) and not v.flags.writeable, f.name
+            else:
+                assert type(u) is type(v) and u == v, f.name
+    assert a.types == b.types
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: tiny_resnet(41),
+        lambda: tiny_resnet(42, insta="th+", prelu="insta"),
+        lambda: tiny_resnet(43, insta="th", prelu="insta", downsample=False),
+        lambda: tiny_cnv(44),
+        lambda: tiny_mobilenet(45),
+    ],
+)
+def test_a_saved_graph_loads_back_exactly_and_saves_to_the_same_bytes(tmp_path, factory):
+    graph = dataclasses.replace(factory(), config={"name": "x", "stats": ("m1", "var"), "width": None, "k": [1, 2]})
+    ir.save_graph(graph, tmp_path / "a.npz")
+    loaded = ir.load_graph(tmp_path / "a.npz")
+    assert_same_graph(graph, loaded)
+    ir.save_graph(loaded, tmp_path / "b.npz")
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    assert set(np.load(tmp_path / "a.npz").keys()) >= {"graph.json", "n1.weights"}  # a plain .npz
+
+
+def test_loading_something_else_is_one_clear_error(tmp_path):
+    (tmp_path / "x.npz").write_text("not a zip")
+    with pytest.raises(ir.IRError, match="is not a saved IR graph"):
+        ir.load_graph(tmp_path / "x.npz")
+    np.savez(tmp_path / "y.npz", a=np.zeros(3))
+    with pytest.raises(ir.IRError, match="is not a saved IR graph"):
+        ir.load_graph(tmp_path / "y.npz")
+
+
+def test_the_saved_graph_and_plan_rebuild_the_design(tmp_path):
+    out = _generate(tmp_path, "a", *SMALL, "--insta", "th+", "--prelu", "insta", "--fps", "20000")
+    graph = ir.load_graph(out / "graph.npz")
+    saved = read_plan(out / "plan.json")
+    # the folding file alone also reproduces the plan
+    again = plan(graph, fold=read_fold_config(out / "folding.json", graph))
+    assert (saved.folding, saved.widths, saved.parallel, saved.fifo_depths) == (
+        again.folding,
+        again.widths,
+        again.parallel,
+        again.fifo_depths,
+    )
+    top, files = build_top(graph, saved)
+    for relative, text in files.items():
+        assert (out / "rtl" / relative).read_text() == text, relative
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [layer["name"] for layer in manifest["layers"]] == [node.name for node in graph.nodes[1:]]
+    assert top.widths == saved.widths | {graph.output.name: top.widths[graph.output.name]}
 
 
 def test_a_generated_folding_file_reproduces_the_design(tmp_path):

@@ -194,6 +194,32 @@ def test_weights_file_and_consumers():
     assert element_shape(ir.TensorType(4, 2, 2, -129, 5)) == signed(9)
 
 
+def test_external_modules_reach_the_components_and_keep_the_figures():
+    """For Verilog output: RAM module instances and shared popcounts, the same figures as inline."""
+    graph = tiny_resnet(0, insta="th+", prelu="insta")
+    widths = stage_widths(graph, RESNET_FOLD)
+    flags = {
+        "window": "external_memories",
+        "mvu": ("external_memories", "shared_popcounts"),
+        "unit": "external_memories",
+    }
+    for node in graph.nodes[1:]:
+        inline = build_stage(graph, node.name, folding=RESNET_FOLD, widths=widths)
+        verilog = build_stage(graph, node.name, folding=RESNET_FOLD, widths=widths, external_modules=True)
+        figures = ("cycles", "latency", "memory_bits", "multipliers", "in_widths", "out_width", "inputs", "output")
+        assert [getattr(inline, f) for f in figures] == [getattr(verilog, f) for f in figures]
+        for (key, a), (_, b) in zip(inline.components, verilog.components, strict=True):
+            names = flags.get(key, ())
+            for flag in (names,) if isinstance(names, str) else names:
+                if hasattr(b, flag):
+                    assert getattr(b, flag) and not getattr(a, flag), (node.name, key, flag)
+    mvu = stage(graph, "layer1.conv", RESNET_FOLD, external_modules=True).component("mvu")
+    assert isinstance(mvu, XnorMatrixVector) and mvu.shared_popcounts
+    assert stage(graph, "layer1.conv", RESNET_FOLD, external_modules=True).component("window").external_memories
+    assert stage(graph, "layer1.sign", RESNET_FOLD, external_modules=True).component("unit").external_memories
+    assert stage(graph, "stem.conv", RESNET_FOLD, external_modules=True).component("mvu").external_memories
+
+
 @pytest.mark.parametrize(
     "factory",
     [

@@ -1,5 +1,9 @@
 # amaranth: UnusedElaboratable=no
-"""hw.insta bit-exact under cocotb + Verilator / Icarus: INSTA-Th, INSTA-Th+, INSTA-PReLU, random flow control."""
+"""hw.insta bit-exact under cocotb + Verilator / Icarus: INSTA-Th, INSTA-Th+, INSTA-PReLU, random flow control.
+
+Some units keep their read/write memories in the RAM module (``external_memories``, as the
+compiler's Verilog does), the others inline.
+"""
 
 import numpy as np
 import pytest
@@ -8,6 +12,7 @@ from amaranth.hdl import signed
 from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.insta import InstaPReLU, MomentsThreshold
 from instabnn_hw.hw.layouts import tensor_to_words
+from instabnn_hw.hw.ram import ram_verilog
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
 pytestmark = pytest.mark.cocotb
@@ -62,6 +67,7 @@ def insta_cases(seed: int) -> dict[str, StreamCase]:
         beta=rng.integers(-8, 9, size=(6, 1)),
         out_shift=4,
         emit_stats=True,
+        external_memories=True,  # the RAM module, as in the compiler's Verilog
     )
     th_skew = MomentsThreshold(
         **geometry,
@@ -84,6 +90,7 @@ def insta_cases(seed: int) -> dict[str, StreamCase]:
         alpha=rng.integers(-100, 100, size=6),
         parallel=3,
         emit_stats=True,
+        external_memories=True,
         **mlp,
     )
     thplus_m1_m2 = MomentsThreshold(
@@ -112,6 +119,7 @@ def insta_cases(seed: int) -> dict[str, StreamCase]:
         alpha=rng.integers(-400, 400, size=3),
         beta=rng.integers(-8, 9, size=(3, 2)),
         out_shift=4,
+        external_memories=True,
     )
     th_zero = MomentsThreshold(  # constant thresholds of 0: no signal ever changes in the evaluator
         in_shape=signed(4),
@@ -149,6 +157,7 @@ def insta_cases(seed: int) -> dict[str, StreamCase]:
         slope=rng.integers(0, 64, size=6),
         zeta=rng.integers(-300, 300, size=6),
         parallel=2,
+        external_memories=True,
         **prelu,
     )
     insta_prelu_slope = InstaPReLU(
@@ -164,6 +173,7 @@ def insta_cases(seed: int) -> dict[str, StreamCase]:
         slope=rng.integers(0, 64, size=3),
         zeta=rng.integers(-300, 300, size=3),
         instance_slope=True,
+        external_memories=True,
         **prelu,
     )
     return {
@@ -183,7 +193,10 @@ def test_insta_bit_exact(simulator, tmp_path_factory):
     seed = stimulus_seed()
     cases = insta_cases(seed)
     build_dir = tmp_path_factory.mktemp(f"insta-{simulator}")
-    record = run_stream_cases(cases, build_dir=build_dir, simulator=simulator, seed=seed)
+    (build_dir / "ram.v").write_text(ram_verilog())
+    record = run_stream_cases(
+        cases, build_dir=build_dir, simulator=simulator, seed=seed, extra_sources=[build_dir / "ram.v"]
+    )
     for name, case in cases.items():
         for path, expected in case.outputs.items():
             assert len(record["transfers"][f"{name}_{path}"]) == len(expected)

@@ -187,6 +187,7 @@ def test_argmax_numpy_model():
         ({"weights": np.zeros(27, dtype=int)}, r"weights must be a non-empty 2-D array, not one of shape \(27,\)"),
         ({"weights": np.zeros((6, 27)) + 0.5}, r"weights must be an integer array"),
         ({"masked": "yes"}, r"masked must be a bool, not 'yes'"),
+        ({"external_memories": None}, r"external_memories must be a bool, not None"),
     ],
 )
 def test_int_mvu_invalid_parameters_are_named(kwargs, message):

@@ -6,15 +6,20 @@ from amaranth.hdl import signed, unsigned
 
 from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.int_mvu import Argmax, IntMatrixVector, argmax, int_matvec
+from instabnn_hw.hw.ram import ram_verilog
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
 pytestmark = pytest.mark.cocotb
 
 
-def mvu_case(rng, *, rows, cols, pe, simd, in_shape, weight_range, masked=False, vectors=20, weights=None):
+def mvu_case(
+    rng, *, rows, cols, pe, simd, in_shape, weight_range, masked=False, vectors=20, weights=None, external=False
+):
     if weights is None:
         weights = rng.integers(weight_range[0], weight_range[1] + 1, size=(rows, cols))
-    dut = IntMatrixVector(weights=weights, pe=pe, simd=simd, in_shape=in_shape, masked=masked)
+    dut = IntMatrixVector(
+        weights=weights, pe=pe, simd=simd, in_shape=in_shape, masked=masked, external_memories=external
+    )
     low, high = bounds(in_shape)
     x = rng.integers(low, high + 1, size=(vectors, cols))
     x[0], x[1] = low, high
@@ -50,6 +55,9 @@ def int_mvu_cases(seed: int) -> dict[str, StreamCase]:
         "mvu_masked": mvu_case(
             rng, rows=4, cols=12, pe=1, simd=12, in_shape=signed(9), weight_range=(-100, 100), masked=True
         ),
+        "mvu_ram": mvu_case(  # the input buffer in the RAM module (the compiler's Verilog)
+            rng, rows=6, cols=27, pe=2, simd=3, in_shape=signed(9), weight_range=(-128, 127), external=True
+        ),
         "mvu_simd1": mvu_case(rng, rows=5, cols=7, pe=5, simd=1, in_shape=unsigned(8), weight_range=(-7, 7)),
         "mvu_worst": mvu_case(
             rng, rows=4, cols=8, pe=2, simd=4, in_shape=signed(18), weight_range=None, weights=worst, vectors=12
@@ -67,6 +75,9 @@ def int_mvu_cases(seed: int) -> dict[str, StreamCase]:
 def test_int_mvu_bit_exact(simulator, tmp_path_factory):
     seed = stimulus_seed()
     build_dir = tmp_path_factory.mktemp(f"int-mvu-{simulator}")
-    record = run_stream_cases(int_mvu_cases(seed), build_dir=build_dir, simulator=simulator, seed=seed)
+    (build_dir / "ram.v").write_text(ram_verilog())
+    record = run_stream_cases(
+        int_mvu_cases(seed), build_dir=build_dir, simulator=simulator, seed=seed, extra_sources=[build_dir / "ram.v"]
+    )
     assert len(record["transfers"]["mvu_odd_o"]) == 20 * 2
     assert len(record["transfers"]["argmax_3_9_o"]) == 40

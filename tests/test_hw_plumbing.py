@@ -5,8 +5,11 @@ import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import signed, unsigned
+from amaranth.back import verilog
+from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import data
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.sim import Simulator
 
 from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.layouts import tensor_to_words
@@ -30,6 +33,44 @@ def test_fifo_passes_everything_in_order(depth, valid, ready):
         ready_probability=ready,
     )
     assert run.outputs["o"] == words
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 6])
+def test_fifo_behaves_as_amaranth_sync_fifo_buffered(depth):
+    """Cycle by cycle, for random (even rule-breaking) valid, payload and ready: the same ready, valid and
+    payload as amaranth.lib.fifo.SyncFIFOBuffered of the same depth (latency, level and depth semantics)."""
+    fifo = Fifo(shape=8, depth=depth)
+    reference = SyncFIFOBuffered(width=8, depth=depth)
+    rng = random.Random(depth)
+
+    async def testbench(ctx):
+        for _ in range(400):
+            valid, word, ready = rng.random() < 0.6, rng.randrange(256), rng.random() < 0.5
+            ctx.set(fifo.i.valid, valid)
+            ctx.set(fifo.i.payload, word)
+            ctx.set(fifo.o.ready, ready)
+            ctx.set(reference.w_en, valid)
+            ctx.set(reference.w_data, word)
+            ctx.set(reference.r_en, ready)
+            assert ctx.get(fifo.i.ready) == ctx.get(reference.w_rdy)
+            assert ctx.get(fifo.o.valid) == ctx.get(reference.r_rdy)
+            if ctx.get(fifo.o.valid):
+                assert ctx.get(fifo.o.payload) == ctx.get(reference.r_data)
+            await ctx.tick()
+
+    m = Module()
+    m.submodules.fifo, m.submodules.reference = fifo, reference
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_fifo_with_external_memories_instantiates_the_ram_module():
+    fifo = Fifo(shape=signed(8), depth=5, external_memories=True)
+    assert fifo.external_memories and ".DEPTH(32'd4)" in verilog.convert(fifo, name="top")
+    assert "instabnn_ram" not in verilog.convert(Fifo(shape=signed(8), depth=5), name="top")
+    assert "instabnn_ram" not in verilog.convert(Fifo(shape=signed(8), depth=1, external_memories=True), name="top")
 
 
 def test_fifo_runs_at_one_word_per_cycle():
@@ -90,6 +131,7 @@ def test_width_converter_narrowing_emits_one_word_per_cycle():
         (lambda: Fifo(shape=8, depth=0), r"depth must be >= 1, not 0"),
         (lambda: Fifo(shape="x", depth=2), r"shape must be an Amaranth shape"),
         (lambda: Fifo(shape=8, depth=2.0), r"depth must be an integer, not 2.0"),
+        (lambda: Fifo(shape=8, depth=2, external_memories=None), r"external_memories must be a bool, not None"),
         (lambda: JoinAdd(shape=signed(8), count=0), r"count must be >= 1, not 0"),
         (lambda: JoinAdd(shape=signed(8), count=2, shifts=(0, 40)), r"shifts\[1\] must be in \[0, 32\], not 40"),
         (lambda: WidthConverter(shape=1, in_count=3, out_count=2), r"in_count \(3\) and out_count \(2\) must divide"),

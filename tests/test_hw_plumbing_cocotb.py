@@ -6,6 +6,7 @@ from amaranth.hdl import signed
 
 from instabnn_hw.hw.layouts import tensor_to_words
 from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, Repeat, WidthConverter, join_add, regroup, repeat_channels
+from instabnn_hw.hw.ram import ram_verilog
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
 pytestmark = pytest.mark.cocotb
@@ -21,6 +22,17 @@ def plumbing_cases(seed: int) -> dict[str, StreamCase]:
     tensor[:, 0, 0] = -8
     return {
         "fifo": StreamCase(Fifo(shape=signed(8), depth=3), {"i": words[:, 0].tolist()}, {"o": words[:, 0].tolist()}),
+        # the memory as an instance of the RAM module (the compiler's Verilog)
+        "fifo_ram": StreamCase(
+            Fifo(shape=signed(8), depth=6, external_memories=True),
+            {"i": words[:, 2].tolist()},
+            {"o": words[:, 2].tolist()},
+        ),
+        "fifo_ram2": StreamCase(
+            Fifo(shape=signed(8), depth=2, external_memories=True),
+            {"i": words[:, 3].tolist()},
+            {"o": words[:, 3].tolist()},
+        ),
         "fork": StreamCase(
             Fork(shape=signed(8)),
             {"i": words[:, 1].tolist()},
@@ -58,6 +70,9 @@ def plumbing_cases(seed: int) -> dict[str, StreamCase]:
 def test_plumbing_bit_exact(simulator, tmp_path_factory):
     seed = stimulus_seed()
     build_dir = tmp_path_factory.mktemp(f"plumbing-{simulator}")
-    record = run_stream_cases(plumbing_cases(seed), build_dir=build_dir, simulator=simulator, seed=seed)
+    (build_dir / "ram.v").write_text(ram_verilog())
+    record = run_stream_cases(
+        plumbing_cases(seed), build_dir=build_dir, simulator=simulator, seed=seed, extra_sources=[build_dir / "ram.v"]
+    )
     assert len(record["transfers"]["join_o"]) == 200
     assert len(record["transfers"]["repeat_o"]) == 15 * 3 * 2

@@ -167,6 +167,7 @@ def test_estimates():
         ({"height": 0}, ValueError, r"height must be >= 1, not 0"),
         ({"shape": signed(33)}, ValueError, r"shape must be 1 to 32 bits wide"),
         ({"shape": "int8"}, TypeError, r"shape must be an Amaranth shape"),
+        ({"external_memories": 1}, TypeError, r"external_memories must be a bool, not 1"),
     ],
 )
 def test_invalid_parameters_are_named(changes, error, message):

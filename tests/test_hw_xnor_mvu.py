@@ -1,12 +1,16 @@
 # amaranth: UnusedElaboratable=no
 """hw.xnor_mvu in Amaranth's simulator: XnorMatrixVector bit-exact against the numpy model."""
 
+import re
+
 import numpy as np
 import pytest
+from amaranth.back import verilog
 from amaranth.hdl import unsigned
 
 from instabnn_hw.hw.fixed import bounds, shape_for
 from instabnn_hw.hw.layouts import channel_word, window_word
+from instabnn_hw.hw.popcount import popcount_module_name, popcount_verilog
 from instabnn_hw.hw.simulate import simulate_streams
 from instabnn_hw.hw.xnor_mvu import XnorMatrixVector, vectors_from_words, words_from_vectors, xnor_matvec
 
@@ -221,6 +225,11 @@ def test_payload_layouts_and_design_figures():
             ValueError,
             r"popcount_stages must be in \[1, 4\], not 9",
         ),
+        (
+            {"weights": np.zeros((2, 4), int), "pe": 1, "simd": 4, "shared_popcounts": "no"},
+            TypeError,
+            r"shared_popcounts must be a bool, not 'no'",
+        ),
     ],
 )
 def test_invalid_parameters_are_refused(kwargs, error, match):
@@ -239,3 +248,16 @@ def test_padding_words_contribute_zero_whatever_their_data():
     payloads = [{"data": w, "mask": int(k)} for w, k in zip(words.tolist(), word_mask, strict=True)]
     run = simulate_streams(dut, {"i": payloads}, {"o": expected.size // 2}, valid_probability=0.7)
     assert run.outputs["o"] == expected.reshape(-1, 2).tolist()
+
+
+def test_shared_popcounts_instantiate_one_module_per_size():
+    """With ``shared_popcounts`` each PE's popcount is an instance of ``popcount_verilog``'s module of its size."""
+    dut = XnorMatrixVector(weights=np.zeros((6, 27), int), pe=3, simd=9, popcount_stages=2, shared_popcounts=True)
+    assert dut.shared_popcounts and dut.popcount_sizes == {(9, 2)}
+    name = popcount_module_name(9, 2)
+    text = verilog.convert(dut, name="top")
+    assert text.count(f"{name} ") == 3 and "module top(" in text
+    headers = re.findall(r"^module (\S+)\((.*)\);", popcount_verilog([(9, 2), (4, 1), (9, 2)]), re.M)
+    assert [module for module, _ in headers] == [popcount_module_name(4, 1), name]  # sorted, each once
+    assert all(set(ports.split(", ")) == {"clk", "rst", "en", "i", "o"} for _, ports in headers)
+    assert name not in verilog.convert(XnorMatrixVector(weights=np.zeros((6, 27), int), pe=3, simd=9), name="top")

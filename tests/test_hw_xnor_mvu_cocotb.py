@@ -1,8 +1,13 @@
-"""hw.xnor_mvu bit-exact under cocotb + Verilator / Icarus, with random gaps and back-pressure."""
+"""hw.xnor_mvu bit-exact under cocotb + Verilator / Icarus, with random gaps and back-pressure.
+
+Every other case instantiates the shared popcount modules (``shared_popcounts``, as the
+compiler's Verilog does), the others hold the popcount logic inline.
+"""
 
 import numpy as np
 import pytest
 
+from instabnn_hw.hw.popcount import popcount_verilog
 from instabnn_hw.hw.xnor_mvu import XnorMatrixVector, vectors_from_words, words_from_vectors, xnor_matvec
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
@@ -22,10 +27,10 @@ CASES = {
 def xnor_cases(seed: int) -> tuple[dict[str, StreamCase], dict[str, int]]:
     rng = np.random.default_rng(seed)
     cases, counts = {}, {}
-    for name, (rows, cols, pe, simd, masked, count) in CASES.items():
+    for index, (name, (rows, cols, pe, simd, masked, count)) in enumerate(CASES.items()):
         weights = rng.integers(0, 2, size=(rows, cols))
         weights[0] = 1  # row 0 meets the all-ones / all-zeros vectors below: dot = +cols / -cols
-        dut = XnorMatrixVector(weights=weights, pe=pe, simd=simd, masked=masked)
+        dut = XnorMatrixVector(weights=weights, pe=pe, simd=simd, masked=masked, shared_popcounts=index % 2 == 0)
         vectors = rng.integers(0, 2, size=(count, cols))
         vectors[0], vectors[1] = 1, 0
         words = words_from_vectors(vectors, simd=simd)
@@ -49,7 +54,11 @@ def check(simulator, tmp_path_factory):
     seed = stimulus_seed()
     cases, counts = xnor_cases(seed)
     build_dir = tmp_path_factory.mktemp(f"xnor-mvu-{simulator}")
-    record = run_stream_cases(cases, build_dir=build_dir, simulator=simulator, seed=seed)
+    sizes = set().union(*(c.component.popcount_sizes for c in cases.values() if c.component.shared_popcounts))
+    (build_dir / "popcount.v").write_text(popcount_verilog(sizes))
+    record = run_stream_cases(
+        cases, build_dir=build_dir, simulator=simulator, seed=seed, extra_sources=[build_dir / "popcount.v"]
+    )
     for stream, count in counts.items():
         assert len(record["transfers"][stream]) == count
 

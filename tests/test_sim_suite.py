@@ -1,0 +1,53 @@
+"""The cocotb simulation suite (issue #5): every design of :data:`instabnn_hw.sim.suite.SUITE`,
+generated as a user would, bit-exact against the reference under Verilator and Icarus, with
+the measured cycles per frame within 5 % of the planner's estimate.
+
+`make test-cocotb` runs the suite alone; the designs marked slow run under `make test-slow`.
+"""
+
+import pytest
+
+from instabnn_hw.sim.design import design_images, load_design, simulate_design
+from instabnn_hw.sim.streams import stimulus_seed
+from instabnn_hw.sim.suite import SUITE, generate_suite_design
+
+pytestmark = pytest.mark.cocotb
+
+
+@pytest.fixture(scope="module")
+def designs(tmp_path_factory):
+    """Generates each design once for both simulators."""
+    root = tmp_path_factory.mktemp("suite")
+    made = {}
+
+    def get(name):
+        if name not in made:
+            made[name] = generate_suite_design(name, root)
+        return made[name]
+
+    return get
+
+
+def cases():
+    for name, entry in SUITE.items():
+        for simulator in ("verilator", "icarus"):
+            # the default suite holds the shipped checkpoints under Verilator; all else is slow
+            slow = entry.slow or simulator == "icarus"
+            yield pytest.param(name, simulator, id=f"{name}-{simulator}", marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize(("name", "simulator"), list(cases()))
+def test_suite_design_is_bit_exact(name, simulator, designs, quick_build):
+    folder = designs(name)
+    design = load_design(folder)
+    images = SUITE[name].images if simulator == "verilator" else 2
+    pixels, labels, _ = design_images(design, images, seed=stimulus_seed())
+    result = simulate_design(folder, pixels, labels, simulator=simulator, design=design)
+    assert result.failed == 0 and not result.problems, (
+        f"{name} under {simulator} (seed {result.seed}): {result.failed} of {len(result.images)} images differ; "
+        f"{result.difference.describe() if result.difference else ''} {result.problems}"
+    )
+    assert len(result.images) == images
+    if result.cycles_per_frame is not None:
+        estimate = result.estimate["cycles_per_frame"]
+        assert abs(result.cycles_per_frame / estimate - 1) <= 0.05, (result.cycles_per_frame, estimate)
