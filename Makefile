@@ -5,7 +5,7 @@ STAMP := $(VENV)/.instabnn-setup
 export BREVITAS_JIT := 0
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: setup demo test test-slow test-cocotb lint bench bench-hw bench-generate clean
+.PHONY: setup demo test test-slow test-long test-cocotb lint bench bench-hw bench-generate bench-sim clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,11 @@ test: setup
 	$(PY) -m pytest -q
 
 test-slow: setup
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -m "slow and not long"
+
+# the longest simulations (hours on 2 cores): Icarus over the whole design suite, full-width ResNet-18
+test-long: setup
+	$(PY) -m pytest -q -m long
 
 # the cocotb simulation suite alone (Verilator and Icarus, slow ones included)
 test-cocotb: setup
@@ -38,6 +42,9 @@ bench-hw: setup
 
 bench-generate: setup
 	$(PY) bench/generate_speed.py
+
+bench-sim: setup
+	$(PY) bench/sim_rate.py
 
 clean:
 	rm -rf build .pytest_cache

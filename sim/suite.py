@@ -31,11 +31,14 @@ class SuiteDesign:
         Images per simulation (half of them at full rate, for the cycle measurement).
     slow : bool
         Too long for the default test suite (``make test-slow`` runs it).
+    long : bool
+        Too long for CI as well (``make test-long`` runs it).
     """
 
     options: dict = field(default_factory=dict)
     images: int = 4
     slow: bool = False
+    long: bool = False
 
 
 SUITE: dict[str, SuiteDesign] = {
@@ -48,7 +51,7 @@ SUITE: dict[str, SuiteDesign] = {
     "cnv": SuiteDesign({"model": "cnv", "insta": "rsign", "width": 16}, slow=True),
     "resnet18-reduced": SuiteDesign({"model": "resnet18", "width": 8, "input_size": 32}, slow=True),
     "mobilenetv1-reduced": SuiteDesign({"model": "mobilenetv1", "width": 4, "input_size": 32}, slow=True),
-    "resnet18-layers": SuiteDesign({"model": "resnet18", "input_size": 32}, images=2, slow=True),
+    "resnet18-layers": SuiteDesign({"model": "resnet18", "input_size": 32}, images=2, slow=True, long=True),
 }
 
 
