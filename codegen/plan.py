@@ -52,7 +52,11 @@ and window fills) plus each MVU's last-fold lag ``(NF - 1) * SF``, and ``r = min
 per frame / cycles per frame)`` the rate at which ``F`` streams. (An upper bound: the demand
 term alone is deadlock-free; the margin keeps the long branch from stalling, which Amaranth
 simulations of the test designs confirm: full-rate frame periods with these depths.) The statistics edge of an
-:class:`~.ir.InstaPReLU` gets a FIFO of its ``stats_channels`` words.
+:class:`~.ir.InstaPReLU` gets a FIFO of its ``stats_channels`` words. A windowless MVU with
+several neuron folds (fully connected, or 1x1) reads each input vector during its first fold,
+as FINN's MVAU does: its input edge gets a FIFO of one whole vector, so that a producer that
+spreads the vector over its frame does not stretch that fold and hold back every later fold
+(measured on CNV: 9,626 cycles per frame instead of 8,100 without these FIFOs).
 
 Estimates: per layer, the stage's cycles per frame at full rate, latency (first input word to
 first output word of an idle stage), memory bits and multipliers, computed as
@@ -916,6 +920,14 @@ def fifo_depths(
     for node in graph.nodes:
         if isinstance(node, ir.InstaPReLU):
             depths[(node.inputs[1], node.name)] = node.stats_channels
+        if _is_mvu(node) and node.out_channels > widths[node.name]:
+            x, source = graph.types[node.inputs[0]], node.inputs[0]
+            if _trivial_window(node, x) and not isinstance(graph.node(source), ir.PixelInput):
+                # fold 0 reads the input vector as it arrives: hold one whole vector so that a
+                # producer spreading it over its frame does not stretch fold 0 by the other folds
+                words = x.channels * (1 if node.kernel == 1 else x.height * x.width) // widths[source]
+                if words > 1:
+                    depths[(source, node.name)] = max(depths.get((source, node.name), 0), words)
         if not isinstance(node, ir.Add):
             continue
         a, b = node.inputs

