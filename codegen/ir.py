@@ -488,6 +488,13 @@ class InstaPReLU(RPReLU):
     def stats_channels(self) -> int:
         return self.w1.shape[1] // len(self.stats)
 
+    def constants(self) -> dict:
+        """The keyword arguments of :func:`~instabnn_hw.hw.insta.insta_prelu` and
+        :class:`~instabnn_hw.hw.insta.InstaPReLU` that this node fixes (its SE branch and activation)."""
+        names = ("w1", "b1", "hidden_shift", "hidden_max", "w2", "delta_shift", "gamma", "slope", "zeta")
+        names += ("slope_shift", "out_shift", "low", "high", "instance_slope")
+        return {name: getattr(self, name) for name in names}
+
     def infer(self, inputs):
         x, source = inputs
         out = super().infer([x])

@@ -166,7 +166,8 @@ def _execute(node: ir.Node, inputs: list[np.ndarray], pixels: np.ndarray, graph:
         return join_add(x, inputs[1], shifts=node.shifts)
     if isinstance(node, ir.InstaPReLU):
         features = trace.features[node.inputs[1]]
-        return np.stack([_insta_prelu(node, image, f) for image, f in zip(x, features, strict=True)])
+        constants = node.constants()
+        return np.stack([insta_prelu(image, f, **constants) for image, f in zip(x, features, strict=True)])
     if isinstance(node, ir.RPReLU):
         y = rprelu(
             _channels_last(x),
@@ -221,24 +222,3 @@ def _insta_threshold(node: ir.InstaThreshold, x: np.ndarray, in_type: ir.TensorT
     trace.features[node.name] = np.stack(all_features)
     trace.thresholds[node.name] = np.stack(all_thresholds)
     return np.stack(bits)
-
-
-def _insta_prelu(node: ir.InstaPReLU, image: np.ndarray, features: np.ndarray) -> np.ndarray:
-    return insta_prelu(
-        image,
-        features,
-        w1=node.w1,
-        b1=node.b1,
-        hidden_shift=node.hidden_shift,
-        hidden_max=node.hidden_max,
-        w2=node.w2,
-        delta_shift=node.delta_shift,
-        gamma=node.gamma,
-        slope=node.slope,
-        zeta=node.zeta,
-        slope_shift=node.slope_shift,
-        out_shift=node.out_shift,
-        low=node.low,
-        high=node.high,
-        instance_slope=node.instance_slope,
-    )
