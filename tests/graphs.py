@@ -284,6 +284,26 @@ def tiny_cnv(seed: int = 0) -> ir.Graph:
     return b.graph()
 
 
+def pool_shortcut_block(seed: int = 0, *, channels: int = 16) -> ir.Graph:
+    """One reduction block fed by a 1x1 stem: PixelInput 3x8x8 -> IntConv 1x1 (``channels``) ->
+    Requantise -> Threshold -> XnorConv 3x3 stride 2 pad 1; shortcut SumPool 2x2 stride 2; Add
+    (2, 0) -> RPReLU -> GlobalSumPool -> IntConv 1x1 (4 classes) -> Argmax. With the block's
+    conv at PE 1 it is the slowest stage and the pool's shortcut words arrive in bursts."""
+    b = GraphBuilder("pool_shortcut_block", seed, (3, 8, 8))
+    x = b.int_conv(b.input, "stem.conv", channels, kernel=1, wmax=2)
+    x = b.requantise(x, "stem.bn")
+    s = b.threshold(x, "b1.sign")
+    y = b.xnor_conv(s, "b1.conv", channels, kernel=3, stride=2, padding=1)
+    y = b.requantise(y, "b1.bn")
+    p = b.add(ir.SumPool(name="b1.pool", inputs=(x,), kernel=2, stride=2))
+    y = b.add(ir.Add(name="b1.add", inputs=(y, p), shifts=(2, 0)))
+    x = b.rprelu(y, "b1.act")
+    x = b.add(ir.GlobalSumPool(name="pool", inputs=(x,)))
+    x = b.int_conv(x, "fc", 4, kernel=1)
+    b.add(ir.Argmax(name="argmax", inputs=(x,)))
+    return b.graph()
+
+
 def tiny_mobilenet(seed: int = 0) -> ir.Graph:
     """ReActNet-A in miniature: PixelInput 3x8x8 -> IntConv 3x3 pad 1 (6 ch) -> Requantise ->
     MaxPool 3x3 pad 1 on int8 -> a reduction block (Threshold -> XnorConv 3x3 stride 2; shortcut
