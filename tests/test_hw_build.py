@@ -1,0 +1,188 @@
+# amaranth: UnusedElaboratable=no
+"""`instabnn-hw build`: the fit check, bad input, a small design on the iCEBreaker (UltraPlus 5K)
+built twice to the same bitstream, and (slow) resnet-tiny and CNV on the LFE5U-85F with the
+estimate checked against synthesis."""
+
+import json
+import shutil
+import time
+
+import pytest
+from graphs import tiny_cnv
+
+from instabnn_hw.cli import main
+from instabnn_hw.codegen import ir
+from instabnn_hw.codegen.generate import write_design
+from instabnn_hw.codegen.plan import plan
+from instabnn_hw.hw.build import DEVICES, REPORT_SECTION, FitError, check_fit, device_named, port_bits
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """tests/graphs.py's tiny CNV at PE = SIMD = 1 (about 1,500 LUT4), written as `generate` writes a design."""
+    graph = tiny_cnv(3)
+    fold = {n.name: (1, 1) for n in graph.nodes if isinstance(n, (ir.XnorConv, ir.IntConv))}
+    out = tmp_path_factory.mktemp("build") / "design"
+    write_design(
+        out,
+        graph,
+        plan(graph, fold=fold),
+        source={"kind": "test", "name": graph.model},
+        preprocessing={"dataset": None, "input_size": 12},
+    )
+    return out
+
+
+def _fails(capsys, argv, message):
+    try:
+        status = main(argv)
+    except SystemExit as exit_:  # a usage error, from argparse
+        status = exit_.code
+    assert status == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("instabnn-hw") and "error: " in lines[0] and message in lines[0], lines[0]
+    assert captured.out == ""
+
+
+def _manifest(luts=1000, memory_bits=10_000, multipliers=4, fps=5000.0):
+    return {"estimate": {"luts": luts, "memory_bits": memory_bits, "multipliers": multipliers, "fps": fps}}
+
+
+@pytest.mark.parametrize(
+    ("manifest", "device", "io_bits", "message"),
+    [
+        (_manifest(luts=90_000), "LFE5U-85F", None, "needs 90,000 LUT4 but LFE5U-85F has 83,640"),
+        (
+            _manifest(memory_bits=4_000_000),
+            "LFE5U-85F",
+            None,
+            "needs 4,000,000 memory bits but LFE5U-85F has 3,833,856",
+        ),
+        (_manifest(multipliers=29), "LFE5U-25F", None, "needs 29 multipliers but LFE5U-25F has 28"),
+        (_manifest(multipliers=9), "up5k", None, "needs 9 multipliers but up5k has 8"),
+        (_manifest(), "up5k", 48, "needs 48 I/O pins but up5k has 39: build it in a board top with --board"),
+    ],
+)
+def test_fit_check_names_the_resource_the_need_and_the_capacity(manifest, device, io_bits, message):
+    with pytest.raises(FitError, match=message) as error:
+        check_fit(manifest, DEVICES[device], io_bits=io_bits, name="net")
+    assert "\n" not in str(error.value) and str(error.value).startswith("net needs")
+    if "I/O" not in message:
+        # the suggestion: a smaller fold (a lower --fps) or a bigger part of the family
+        assert "--fps" in str(error.value)
+
+
+def test_fit_check_passes_at_capacity_and_skips_multipliers_without_dsps():
+    d = DEVICES["LFE5U-85F"]
+    check_fit(_manifest(luts=d.luts, memory_bits=d.memory_bits, multipliers=d.dsp), d, io_bits=d.io)
+    check_fit(_manifest(multipliers=500), DEVICES["hx8k"])  # multipliers are built from logic there
+
+
+def test_devices_by_name():
+    assert device_named("lfe5u-85f") is DEVICES["LFE5U-85F"] and device_named("UP5K").name == "up5k"
+    with pytest.raises(Exception, match="unknown device 'xc7a35t'; choose one of LFE5U-25F"):
+        device_named("xc7a35t")
+
+
+def test_port_bits_counts_every_pin_of_the_top(small):
+    from amaranth.hdl import Value
+
+    from instabnn_hw.sim.design import load_design
+
+    top = load_design(small).top
+    pins = sum(len(Value.cast(value)) for _path, _member, value in top.signature.flatten(top))
+    assert port_bits((small / "rtl" / "instabnn_top.v").read_text()) == pins + 2  # and clk, rst
+    with pytest.raises(Exception, match="no module instabnn_top"):
+        port_bits("module other(a);\n  input a;\nendmodule\n")
+
+
+def test_small_design_builds_for_the_icebreaker_to_the_same_bitstream(small, capsys):
+    assert main(["build", str(small), "--device", "up5k", "--board", "icebreaker", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "logic cells (LUT4)" in out and "fmax" in out and out.strip().splitlines()[-2].endswith("instabnn_top.bin")
+    build = small / "build"
+    first = (build / "instabnn_top.bin").read_bytes()
+    data = json.loads((build / "utilization.json").read_text())
+    assert data["device"] == "up5k" and data["board"] == "icebreaker" and data["seed"] == 3
+    assert data["clock_mhz"] == 12 and data["fmax_mhz"] > 12
+    for name in ("logic cells (LUT4)", "flip-flops", "block RAM (4 kbit)", "multipliers (SB_MAC16)", "I/O"):
+        entry = data["resources"][name]
+        assert 0 <= entry["used"] <= entry["available"], name
+    assert data["resources"]["logic cells (LUT4)"]["used"] > 500 and data["resources"]["I/O"]["used"] <= 10
+    synth = data["synthesis"]
+    assert synth["memory_bits"] > 0 and synth["lut4_equivalent"] > 0
+    # the same design, options and seed again: the same bytes; the report section replaced, not repeated
+    assert main(["build", str(small), "--device", "up5k", "--board", "icebreaker", "--seed", "3", "--no-progress"]) == 0
+    assert (build / "instabnn_top.bin").read_bytes() == first
+    report = (small / "report.md").read_text()
+    assert report.count(REPORT_SECTION) == 1 and "| memory bits |" in report
+    assert not [p for p in small.iterdir() if p.name.startswith(".build")]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--device", "xc7a35t"], "unknown device 'xc7a35t'"),
+        (["--device", "LFE5U-85F", "--board", "de10"], "unknown board 'de10'"),
+        (["--device", "LFE5U-85F", "--board", "icebreaker"], "board icebreaker carries a up5k part, not LFE5U-85F"),
+        (["--device", "up5k", "--board", "icebreaker", "--clock", "48"], "from the board's 12 MHz oscillator"),
+        (["--device", "LFE5U-85F", "--clock", "0"], "clock must be > 0 MHz"),
+        (["--device", "LFE5U-85F", "--seed", "-1"], "seed must be a whole number >= 0"),
+        (["--device", "up5k"], "needs 48 I/O pins but up5k has 39"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(small, tmp_path, capsys, argv, message):
+    folder = tmp_path / "design"
+    shutil.copytree(small, folder, ignore=shutil.ignore_patterns("build"))
+    _fails(capsys, ["build", str(folder), *argv], message)
+    assert not (folder / "build").exists() and not [p for p in folder.iterdir() if p.name.startswith(".build")]
+
+
+def test_a_folder_that_is_not_a_design(tmp_path, capsys):
+    _fails(capsys, ["build", str(tmp_path), "--device", "LFE5U-85F"], "has no manifest.json")
+    (tmp_path / "manifest.json").write_text("{}")
+    _fails(capsys, ["build", str(tmp_path), "--device", "LFE5U-85F"], "is not a manifest of `instabnn-hw generate`")
+
+
+def test_resnet18_at_224_stops_at_the_fit_check(tmp_path, capsys):
+    from instabnn_hw.codegen.generate import GenerateOptions, generate
+
+    out = tmp_path / "resnet18"
+    generate(GenerateOptions(out=str(out), model="resnet18"), progress=False)
+    started = time.monotonic()
+    _fails(capsys, ["build", str(out), "--device", "LFE5U-85F"], "but LFE5U-85F has 83,640: generate with a smaller")
+    assert time.monotonic() - started < 10  # no synthesis, no place and route
+    assert not (out / "build").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("resnet-tiny-th", {"checkpoint": "resnet-tiny-th-fashion-mnist.pt", "fps": 3500.0}),
+        ("cnv", {"model": "cnv", "insta": "rsign", "fps": 3000.0}),
+    ],
+)
+def test_ecp5_85f_bitstreams_and_the_estimate_against_synthesis(tmp_path, capsys, name, options):
+    """The two designs of issue #6 on the LFE5U-85F, folded to fit its 156 DSP blocks: a bitstream,
+    and the LUT estimate within 15 % of synthesis, the memory bits within 10 %."""
+    from instabnn_hw.codegen.generate import GenerateOptions, generate
+    from instabnn_hw.quant.checkpoint import SHIPPED_DIR
+
+    if "checkpoint" in options:
+        options = dict(options, checkpoint=str(SHIPPED_DIR / options["checkpoint"]))
+    out = tmp_path / name
+    generate(GenerateOptions(out=str(out), **options), progress=False)
+    assert main(["build", str(out), "--device", "LFE5U-85F", "--no-progress"]) == 0
+    print(capsys.readouterr().out)
+    bitstream = out / "build" / "instabnn_top.bit"
+    assert bitstream.stat().st_size > 100_000
+    data = json.loads((out / "build" / "utilization.json").read_text())
+    for resource, entry in data["resources"].items():
+        assert 0 < entry["used"] <= entry["available"], resource
+    est, syn = data["estimate"], data["synthesis"]
+    print(name, {"estimate": est, "synthesis": syn, "fmax": data["fmax_mhz"]})
+    assert abs(est["luts"] / syn["lut4_equivalent"] - 1) <= 0.15
+    assert abs(est["memory_bits"] / syn["memory_bits"] - 1) <= 0.10
