@@ -345,6 +345,21 @@ def _read_manifest(folder: Path) -> dict:
     return manifest
 
 
+def _remove_stale_builds(folder: Path) -> None:
+    """Removes the temporary folders of builds whose process is gone (killed, not failed: a failed
+    build removes its own)."""
+    for path in folder.glob(".build-*.tmp"):
+        match = re.fullmatch(r"\.build-(?:old-)?(\d+)\.tmp", path.name)
+        if match is None:
+            continue
+        try:
+            os.kill(int(match[1]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+
+
 def build_design(
     folder,
     *,
@@ -421,8 +436,8 @@ def build_design(
     report(f"fit check against {dev.name}: the estimate fits")
 
     target = folder / "build"
+    _remove_stale_builds(folder)
     work = folder / f".build-{os.getpid()}.tmp"
-    shutil.rmtree(work, ignore_errors=True)
     try:
         work.mkdir(parents=True)
         for path in sources:
