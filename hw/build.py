@@ -127,18 +127,31 @@ def device_named(name: str) -> Device:
     raise BuildError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
 
 
-def _fit_message(design: str, resource: str, need: int, device: Device, capacity: int, hint: str) -> str:
-    return f"{design} needs {need:,} {resource} but {device.name} has {capacity:,}: {hint}"
+def _fit_message(
+    design: str, resource: str, need: int, device: Device, capacity: int, hint: str, also: str = ""
+) -> str:
+    return f"{design} needs {need:,} {resource} but {device.name} has {capacity:,}{also}: {hint}"
+
+
+def _bigger_devices(device: Device) -> list[str]:
+    return [d.name for d in DEVICES.values() if d.family == device.family and d.luts > device.luts]
 
 
 def _smaller_fold_hint(manifest: dict, need: int, capacity: int, device: Device) -> str:
     fps = manifest.get("estimate", {}).get("fps")
-    bigger = [d.name for d in DEVICES.values() if d.family == device.family and d.luts > device.luts]
+    bigger = _bigger_devices(device)
     tail = f", or build for a bigger device ({', '.join(bigger)})" if bigger else ""
     if fps:
         target = fps * capacity / need * 0.9
         return f"generate with a smaller fold (e.g. --fps {target:,.0f} or --lut-budget){tail}"
     return f"generate with a smaller fold (--fps or --lut-budget){tail}"
+
+
+def _smaller_model_hint(device: Device) -> str:
+    bigger = _bigger_devices(device)
+    tail = f" or build for a bigger device ({', '.join(bigger)})" if bigger else ""
+    # weights and frame buffers are the same at any folding
+    return f"folding does not shrink memory: generate a smaller model (--width, --input-size){tail}"
 
 
 def port_bits(verilog_text: str, top: str = TOP_NAME) -> int:
@@ -163,10 +176,20 @@ def check_fit(manifest: dict, device: Device, *, io_bits: int | None = None, nam
     checks = [("LUT4", int(e["luts"]), device.luts), ("memory bits", int(e["memory_bits"]), device.memory_bits)]
     if device.dsp:
         checks.append(("multipliers", int(e["multipliers"]), device.dsp))
-    for resource, need, capacity in checks:
-        if need > capacity:
+    over = sorted(
+        ((need / capacity, r, need, capacity) for r, need, capacity in checks if need > capacity), reverse=True
+    )
+    if over:
+        # name the worst excess, mention the others
+        _, resource, need, capacity = over[0]
+        others = ", ".join(f"{n:,} {r} of {c:,}" for _, r, n, c in over[1:])
+        if resource == "memory bits":
+            hint = _smaller_model_hint(device)
+        else:
             hint = _smaller_fold_hint(manifest, need, capacity, device)
-            raise FitError(_fit_message(name, resource, need, device, capacity, hint))
+        raise FitError(
+            _fit_message(name, resource, need, device, capacity, hint, f" (also {others})" if others else "")
+        )
     if io_bits is not None and io_bits > device.io:
         raise FitError(
             _fit_message(name, "I/O pins", io_bits, device, device.io, "build it in a board top with --board (UART)")
