@@ -6,9 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from cli_errors import fails_with_one_line
 from graphs import tiny_resnet
 
-from instabnn_hw.cli import SIMULATE_IMAGES, build_parser, main
+from instabnn_hw.cli import SIMULATE_IMAGES, build_parser
 from instabnn_hw.codegen.generate import write_design
 from instabnn_hw.codegen.plan import plan
 from instabnn_hw.sim.design import design_images, load_design
@@ -22,19 +23,6 @@ def folder(tmp_path_factory):
     preprocessing = {"dataset": "fashion-mnist", "input_size": 8}
     write_design(out, graph, plan(graph), source={"kind": "test", "name": graph.model}, preprocessing=preprocessing)
     return out
-
-
-def _fails(capsys, argv, message):
-    try:
-        status = main(argv)
-    except SystemExit as exit_:  # a usage error, from argparse
-        status = exit_.code
-    assert status == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("instabnn-hw") and "error: " in lines[0] and message in lines[0], lines[0]
-    assert captured.out == ""
 
 
 def test_help_names_the_default_image_count():
@@ -54,52 +42,52 @@ def test_the_folder_loads_with_its_graph_and_plan(folder):
 
 
 def test_no_folder(capsys, tmp_path):
-    _fails(capsys, ["simulate", str(tmp_path / "missing")], "is not a folder")
+    fails_with_one_line(capsys, ["simulate", str(tmp_path / "missing")], "is not a folder")
 
 
 def test_a_file_is_not_a_design(capsys, tmp_path):
     path = tmp_path / "file.txt"
     path.write_text("x")
-    _fails(capsys, ["simulate", str(path)], "is not a folder")
+    fails_with_one_line(capsys, ["simulate", str(path)], "is not a folder")
 
 
 def test_no_manifest(capsys, tmp_path):
-    _fails(capsys, ["simulate", str(tmp_path)], "has no manifest.json")
+    fails_with_one_line(capsys, ["simulate", str(tmp_path)], "has no manifest.json")
 
 
 def test_not_a_generated_folder(capsys, tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"model": "something else"}))
-    _fails(capsys, ["simulate", str(tmp_path)], "not the manifest of a generated design")
+    fails_with_one_line(capsys, ["simulate", str(tmp_path)], "not the manifest of a generated design")
     (tmp_path / "manifest.json").write_text("{not json")
-    _fails(capsys, ["simulate", str(tmp_path)], "not readable JSON")
+    fails_with_one_line(capsys, ["simulate", str(tmp_path)], "not readable JSON")
 
 
 def test_a_folder_without_its_graph(capsys, tmp_path, folder):
     (tmp_path / "manifest.json").write_text((folder / "manifest.json").read_text())
-    _fails(capsys, ["simulate", str(tmp_path)], "has no graph.npz")
+    fails_with_one_line(capsys, ["simulate", str(tmp_path)], "has no graph.npz")
 
 
 @pytest.mark.parametrize("count", ["0", "-3", "many"])
 def test_bad_image_counts(capsys, folder, count):
-    _fails(capsys, ["simulate", str(folder), "--images", count], "--images")
+    fails_with_one_line(capsys, ["simulate", str(folder), "--images", count], "--images")
 
 
 def test_unknown_dataset(capsys, folder):
-    _fails(capsys, ["simulate", str(folder), "--dataset", "nosuchdata"], "unknown dataset")
+    fails_with_one_line(capsys, ["simulate", str(folder), "--dataset", "nosuchdata"], "unknown dataset")
 
 
 def test_dataset_that_does_not_fit(capsys, folder):
-    _fails(capsys, ["simulate", str(folder), "--dataset", "cifar10"], "3 channels")
+    fails_with_one_line(capsys, ["simulate", str(folder), "--dataset", "cifar10"], "3 channels")
 
 
 def test_dataset_and_random_exclude_each_other(capsys, folder):
-    _fails(capsys, ["simulate", str(folder), "--dataset", "digits", "--random"], "not allowed with")
+    fails_with_one_line(capsys, ["simulate", str(folder), "--dataset", "digits", "--random"], "not allowed with")
 
 
 def test_unknown_simulator(capsys, folder):
-    _fails(capsys, ["simulate", str(folder), "--simulator", "modelsim"], "invalid choice")
+    fails_with_one_line(capsys, ["simulate", str(folder), "--simulator", "modelsim"], "invalid choice")
 
 
 def test_missing_simulator(capsys, folder, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    _fails(capsys, ["simulate", str(folder), "--simulator", "icarus", "--random"], "not installed")
+    fails_with_one_line(capsys, ["simulate", str(folder), "--simulator", "icarus", "--random"], "not installed")

@@ -8,6 +8,7 @@ import shutil
 import time
 
 import pytest
+from cli_errors import fails_with_one_line
 from graphs import tiny_cnv
 
 from instabnn_hw.cli import main
@@ -31,19 +32,6 @@ def small(tmp_path_factory):
         preprocessing={"dataset": None, "input_size": 12},
     )
     return out
-
-
-def _fails(capsys, argv, message):
-    try:
-        status = main(argv)
-    except SystemExit as exit_:  # a usage error, from argparse
-        status = exit_.code
-    assert status == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("instabnn-hw") and "error: " in lines[0] and message in lines[0], lines[0]
-    assert captured.out == ""
 
 
 def _manifest(luts=1000, memory_bits=10_000, multipliers=4, fps=5000.0):
@@ -149,7 +137,7 @@ def test_small_design_builds_for_the_icebreaker_to_the_same_bitstream(small, cap
 def test_bad_input_is_one_line_and_writes_nothing(small, tmp_path, capsys, argv, message):
     folder = tmp_path / "design"
     shutil.copytree(small, folder, ignore=shutil.ignore_patterns("build"))
-    _fails(capsys, ["build", str(folder), *argv], message)
+    fails_with_one_line(capsys, ["build", str(folder), *argv], message)
     assert not (folder / "build").exists() and not [p for p in folder.iterdir() if p.name.startswith(".build")]
 
 
@@ -166,9 +154,11 @@ def test_a_failing_tool_keeps_its_log_and_writes_no_build(small, tmp_path, capsy
 
 
 def test_a_folder_that_is_not_a_design(tmp_path, capsys):
-    _fails(capsys, ["build", str(tmp_path), "--device", "LFE5U-85F"], "has no manifest.json")
+    fails_with_one_line(capsys, ["build", str(tmp_path), "--device", "LFE5U-85F"], "has no manifest.json")
     (tmp_path / "manifest.json").write_text("{}")
-    _fails(capsys, ["build", str(tmp_path), "--device", "LFE5U-85F"], "is not a manifest of `instabnn-hw generate`")
+    fails_with_one_line(
+        capsys, ["build", str(tmp_path), "--device", "LFE5U-85F"], "is not a manifest of `instabnn-hw generate`"
+    )
 
 
 def test_resnet18_at_224_stops_at_the_fit_check(tmp_path, capsys):
@@ -177,7 +167,9 @@ def test_resnet18_at_224_stops_at_the_fit_check(tmp_path, capsys):
     out = tmp_path / "resnet18"
     generate(GenerateOptions(out=str(out), model="resnet18"), progress=False)
     started = time.monotonic()
-    _fails(capsys, ["build", str(out), "--device", "LFE5U-85F"], "memory bits but LFE5U-85F has 3,833,856 (also")
+    fails_with_one_line(
+        capsys, ["build", str(out), "--device", "LFE5U-85F"], "memory bits but LFE5U-85F has 3,833,856 (also"
+    )
     assert time.monotonic() - started < 10  # no synthesis, no place and route
     assert not (out / "build").exists()
 
