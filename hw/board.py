@@ -46,7 +46,17 @@ from amaranth_boards.ulx3s import (
 from ._checks import check_int, check_int_array
 from .uart import UartRx, UartTx, divisor_for
 
-__all__ = ["BOARDS", "Board", "BoardTop", "DesignPorts", "ImageLink", "board_files", "design_ports", "image_bytes"]
+__all__ = [
+    "BOARDS",
+    "Board",
+    "BoardTop",
+    "DesignPorts",
+    "ImageLink",
+    "board_files",
+    "design_ports",
+    "image_bytes",
+    "top_ports",
+]
 
 #: The Verilog module name of a generated design.
 TOP_MODULE = "instabnn_top"
@@ -191,18 +201,14 @@ _PORT = re.compile(
 )
 
 
-def design_ports(verilog_text: str) -> DesignPorts:
-    """The payload widths of module ``instabnn_top``, the first module in ``verilog_text`` (as
-    :func:`~instabnn_hw.codegen.emit.emit` writes it: one ``input [7:0] i__payload;`` style
-    declaration per port; a 1-bit port has no range).
+def top_ports(verilog_text: str) -> dict[str, tuple[str, int]]:
+    """``{port: (direction, width)}`` of module ``instabnn_top``, the first module in ``verilog_text``
+    (one ``input [7:0] i__payload;`` style declaration per port; a 1-bit port has no range).
 
     Raises
     ------
     ValueError
-        When the text has no module ``instabnn_top``, or it lacks one of the ports ``clk``, ``rst``,
-        ``i__valid``, ``i__ready``, ``i__payload``, ``o__valid``, ``o__ready``, ``o__payload``,
-        ``logits__valid``, ``logits__ready``, ``logits__payload`` or declares one in the wrong
-        direction.
+        When the first module of the text is not ``instabnn_top``.
     """
     if not isinstance(verilog_text, str):
         raise TypeError(f"verilog_text must be a str, not {type(verilog_text).__name__}")
@@ -223,6 +229,23 @@ def design_ports(verilog_text: str) -> DesignPorts:
             name = name.strip()
             if name:
                 ports[name] = (direction, width)
+    return ports
+
+
+def design_ports(verilog_text: str) -> DesignPorts:
+    """The payload widths of module ``instabnn_top``, the first module in ``verilog_text`` (as
+    :func:`~instabnn_hw.codegen.emit.emit` writes it: one ``input [7:0] i__payload;`` style
+    declaration per port; a 1-bit port has no range).
+
+    Raises
+    ------
+    ValueError
+        When the text has no module ``instabnn_top``, or it lacks one of the ports ``clk``, ``rst``,
+        ``i__valid``, ``i__ready``, ``i__payload``, ``o__valid``, ``o__ready``, ``o__payload``,
+        ``logits__valid``, ``logits__ready``, ``logits__payload`` or declares one in the wrong
+        direction.
+    """
+    ports = top_ports(verilog_text)
     expected = {
         "clk": "input",
         "rst": "input",

@@ -156,16 +156,14 @@ def _smaller_model_hint(device: Device) -> str:
     return f"folding does not shrink memory: generate a smaller model (--width, --input-size){tail}"
 
 
-def port_bits(verilog_text: str, top: str = TOP_NAME) -> int:
-    """Pins the ports of module ``top`` in ``verilog_text`` need (every input and output bit)."""
-    match = re.search(rf"^module {re.escape(top)}\((.*?)\);(.*?)^endmodule", verilog_text, re.S | re.M)
-    if match is None:
-        raise BuildError(f"no module {top} in the design's Verilog; regenerate the design")
-    bits = 0
-    for declaration in re.finditer(r"^\s*(input|output)\s*(?:\[(\d+):(\d+)\])?\s*([\w$\\]+)\s*;", match[2], re.M):
-        high, low = declaration[2], declaration[3]
-        bits += abs(int(high) - int(low)) + 1 if high is not None else 1
-    return bits
+def port_bits(verilog_text: str) -> int:
+    """Pins the ports of the design's top module in ``verilog_text`` need (every input and output bit)."""
+    from .board import top_ports
+
+    try:
+        return sum(width for _direction, width in top_ports(verilog_text).values())
+    except ValueError as exc:
+        raise BuildError(f"no module {TOP_NAME} in the design's Verilog ({exc}); regenerate the design") from None
 
 
 def check_fit(manifest: dict, device: Device, *, io_bits: int | None = None, name: str = "the design") -> None:

@@ -118,7 +118,22 @@ def uart_decode(levels: Sequence[int] | np.ndarray, divisor: int) -> bytes:
     return bytes(out)
 
 
-class UartTx(wiring.Component):
+class _UartTiming:
+    """The line timing both ends share: ``divisor`` clock cycles per bit, 10 bits per byte."""
+
+    _divisor: int
+
+    @property
+    def divisor(self) -> int:
+        return self._divisor
+
+    @property
+    def initiation_interval(self) -> int:
+        """Cycles per byte at the full line rate (bytes back to back): ``10 * divisor``."""
+        return FRAME_BITS * self._divisor
+
+
+class UartTx(_UartTiming, wiring.Component):
     """UART transmitter: each byte taken on ``i`` goes out on ``tx`` as an 8N1 frame.
 
     A byte is taken when the transmitter is idle, or in the last cycle of the previous frame's
@@ -140,15 +155,6 @@ class UartTx(wiring.Component):
     def __init__(self, *, divisor: int) -> None:
         self._divisor = _check_divisor(divisor)
         super().__init__({"i": In(stream.Signature(unsigned(8))), "tx": Out(1, init=1)})
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
-
-    @property
-    def initiation_interval(self) -> int:
-        """Cycles per byte with bytes offered back to back: ``10 * divisor``."""
-        return FRAME_BITS * self._divisor
 
     #: Cycles from a byte's transfer to its start bit on ``tx`` (registered output).
     latency = 1
@@ -175,7 +181,7 @@ class UartTx(wiring.Component):
         return m
 
 
-class UartRx(wiring.Component):
+class UartRx(_UartTiming, wiring.Component):
     """UART receiver: 8N1 frames on ``rx`` become bytes on ``o``.
 
     ``rx`` passes a two-flip-flop synchroniser. In idle, a falling edge of the synchronised line
@@ -211,15 +217,6 @@ class UartRx(wiring.Component):
                 "framing_error": Out(1),
             }
         )
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
-
-    @property
-    def initiation_interval(self) -> int:
-        """Cycles per byte at the full line rate: ``10 * divisor``."""
-        return FRAME_BITS * self._divisor
 
     @property
     def latency(self) -> int:
