@@ -5,7 +5,8 @@ STAMP := $(VENV)/.instabnn-setup
 export BREVITAS_JIT := 0
 export AMARANTH_USE_YOSYS := builtin
 
-.PHONY: setup demo test test-slow test-long test-cocotb lint bench bench-hw bench-generate bench-sim clean
+.PHONY: setup demo test test-slow test-long test-cocotb lint bench bench-hw bench-generate bench-sim \
+	bench-accuracy bench-fpga bench-reference results clean
 
 setup: $(STAMP)
 
@@ -45,6 +46,18 @@ bench-generate: setup
 
 bench-sim: setup
 	$(PY) bench/sim_rate.py
+
+bench-accuracy: setup
+	$(PY) bench/accuracy.py
+
+bench-fpga: setup
+	$(PY) bench/hardware.py
+
+bench-reference: setup
+	$(PY) bench/reference_speed.py
+
+# every figure of the README's Results section, into bench/results/ (hours on 2 cores)
+results: bench-accuracy bench-fpga bench-generate bench-sim bench-reference
 
 clean:
 	rm -rf build .pytest_cache

@@ -2,7 +2,8 @@
 
 Run: ``python bench/generate_speed.py [--models resnet18,mobilenetv1] [--insta th]``. Each
 generate runs in its own process; its wall time and peak resident memory (from ``wait4``) are
-printed with the time of each step and the size of the Verilog it wrote (``rtl/*.v``).
+printed with the time of each step and the size of the Verilog it wrote (``rtl/*.v``), and
+written to ``bench/results/generate_speed.csv``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results import machine_line, write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,6 +45,7 @@ def main() -> int:
     parser.add_argument("--models", default="resnet18,mobilenetv1")
     parser.add_argument("--insta", default="th")
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for model in args.models.split(","):
@@ -62,6 +66,7 @@ def main() -> int:
     print()
     header = ("model", "insta", "seconds", "peak GiB", "Verilog MB", "< 60 s and < 4 GB")
     print(format_table(header, rows, text_columns=2))
+    print(f"wrote {write_csv('generate_speed.csv', header, rows)}")
     return 0
 
 

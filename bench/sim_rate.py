@@ -5,7 +5,8 @@ Run: ``python bench/sim_rate.py [--designs resnet-tiny-th,cnv,...] [--simulator 
 simulated (every output compared with the reference); the table gives the estimated and the
 measured steady-state cycles per frame at full rate, their ratio (issue #5: within 5 %), the
 measured frames per second at the manifest's clock against the ideal rate of the slowest stage
-(>= 95 %), the first frame's latency against its estimate, and the simulator's speed.
+(>= 95 %), the first frame's latency against its estimate, and the simulator's speed: the
+seconds to build the simulation and to run it. Also written to ``bench/results/sim_rate.csv``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from results import machine_line, write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,7 +48,9 @@ def main() -> int:
         "measured",
         "sim cycles/s",
         "build s",
+        "run s",
     )
+    print(f"{machine_line()}; {args.simulator}", flush=True)
     rows, all_good = [], True
     with tempfile.TemporaryDirectory() as root:
         for name in names:
@@ -73,12 +78,14 @@ def main() -> int:
                     f"{result.latency:,}" if result.latency is not None else "-",
                     f"{result.cycles_per_second:,.0f}",
                     f"{result.build_seconds:.0f}",
+                    f"{result.run_seconds:.0f}",
                 )
             )
             seconds = time.monotonic() - started
             print(f"{name}: {result.passed} passed, {result.failed} failed ({seconds:.0f} s)", flush=True)
     print()
     print(format_table(header, rows))
+    print(f"wrote {write_csv('sim_rate.csv', header, rows)}")
     verdict = "yes" if all_good else "no"
     print(f"\nall designs bit-exact, within 5 % of the estimate and >= 95 % of the ideal rate: {verdict}")
     return 0 if all_good else 1

@@ -33,4 +33,4 @@ if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(torch.__version__.split(
     "${pip[@]}" install torch==2.13.0
 fi
 echo "setup: installing instabnn-hw and its tool chain"
-"${pip[@]}" install -e '.[test]'
+"${pip[@]}" install -e '.[test,bench]'
