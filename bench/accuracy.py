@@ -105,22 +105,22 @@ def summarise(runs: dict[tuple[str, int], dict]) -> dict[str, tuple[float, float
 
 
 def verdict(summary: dict) -> str:
-    """Plainly: does each INSTA variant beat RSign, by how much, and is it beyond the seed spread?"""
+    """Plainly, per INSTA variant: its mean gap to RSign and whether the runs overlap RSign's."""
     if "rsign" not in summary:
         return "rsign was not trained: no comparison"
-    base_mean, base_std, _ = summary["rsign"]
+    base_mean, _, base_values = summary["rsign"]
     lines = []
     for variant in ("th", "th+", "th-insta-prelu"):
         if variant not in summary:
             continue
-        mean, std, _ = summary[variant]
-        gap = 100 * (mean - base_mean)
-        spread = 100 * max(std, base_std)
-        if abs(gap) <= spread:
-            word = "ties with"
+        mean, _, values = summary[variant]
+        if min(values) > max(base_values):
+            outcome = "beats rsign: every run above rsign's best"
+        elif max(values) < min(base_values):
+            outcome = "loses to rsign: every run below rsign's worst"
         else:
-            word = "beats" if gap > 0 else "loses to"
-        lines.append(f"{variant} {word} rsign: {gap:+.2f} points (largest seed standard deviation {spread:.2f})")
+            outcome = "overlaps rsign: runs on both sides of rsign's"
+        lines.append(f"{variant} {outcome} ({100 * (mean - base_mean):+.2f} points on the mean of {len(values)} seeds)")
     return "\n".join(lines)
 
 
@@ -185,7 +185,12 @@ def main() -> int:
         for name, (mean, std, values) in summary.items()
     ]
     print()
-    print(format_table(header, [[str(c) if isinstance(c, int) else f"{c:.2f}" for c in r] for r in rows]))
+    print(
+        format_table(
+            header,
+            [[c if isinstance(c, str) else str(c) if isinstance(c, int) else f"{c:.2f}" for c in r] for r in rows],
+        )
+    )
     print()
     print(verdict(summary))
     print(f"wrote {write_csv('accuracy.csv', header, rows)}")

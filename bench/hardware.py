@@ -11,7 +11,8 @@ threshold unit: the INSTA overhead.
 
 Writes ``bench/results/hardware.csv``, ``insta_overhead.csv`` and ``hardware.png``. Designs and
 bitstreams go under ``build/bench/hardware/``; a design whose build is already there is reused
-(``--rebuild`` starts over). A resnet-tiny build takes about 15 minutes on one core, CNV about 5.
+(``--rebuild`` starts over; the table names each build's nextpnr seed). A resnet-tiny build takes
+about 15 minutes on one core, CNV about 5.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def _log(name: str, text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {name}: {text}", flush=True)
 
 
-def measure(name: str, *, images: int, rebuild: bool) -> Measured:
-    """Generates, simulates and builds design ``name`` (reusing a finished build unless ``rebuild``)."""
+def measure(name: str, *, images: int, seed: int, rebuild: bool) -> Measured:
+    """Generates, simulates and builds design ``name`` with nextpnr seed ``seed`` (reusing a finished
+    build unless ``rebuild``)."""
     from instabnn_hw.codegen.generate import GenerateOptions, generate
     from instabnn_hw.hw.build import BuildError, build_design
     from instabnn_hw.sim.design import design_images, load_design, simulate_design
@@ -132,7 +134,7 @@ def measure(name: str, *, images: int, rebuild: bool) -> Measured:
     if not utilization_path.exists():
         _log(name, f"build for {DEVICE}")
         try:
-            build_design(folder, device=DEVICE, progress=lambda text: _log(name, text))
+            build_design(folder, device=DEVICE, seed=seed, progress=lambda text: _log(name, text))
         except BuildError as exc:
             error = str(exc).splitlines()[0]
             _log(name, f"build failed: {error}")
@@ -159,6 +161,7 @@ def hardware_rows(results: list[Measured]) -> tuple[list[str], list[list]]:
         "latency us at fmax",
         "frames/s per kLUT",
         "bit-exact images",
+        "nextpnr seed",
     ]
     rows = []
     for r in results:
@@ -179,6 +182,7 @@ def hardware_rows(results: list[Measured]) -> tuple[list[str], list[list]]:
                 None if fps is None else round(r.latency_us_at_fmax(), 1),
                 None if fps is None else round(fps / (r.luts / 1000), 1),
                 f"{r.images - r.mismatches}/{r.images}",
+                r.utilization["seed"] if r.utilization else None,
             ]
         )
     finn_per_klut = FINN.fps / (FINN.luts / 1000)
@@ -196,6 +200,7 @@ def hardware_rows(results: list[Measured]) -> tuple[list[str], list[list]]:
             None,
             None,
             round(finn_per_klut, 1),
+            None,
             None,
         ]
     )
@@ -289,6 +294,7 @@ def main() -> int:
     parser.add_argument("--designs", default=",".join(DESIGNS), help="comma-separated (default: all)")
     parser.add_argument("--jobs", type=int, default=1, help="designs built at once (default: 1)")
     parser.add_argument("--images", type=int, default=3, help="random images simulated per design (default: 3)")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
     parser.add_argument("--rebuild", action="store_true", help="start over instead of reusing finished builds")
     args = parser.parse_args()
     names = args.designs.split(",")
@@ -300,7 +306,7 @@ def main() -> int:
 
     print(machine_line(), flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda n: measure(n, images=args.images, rebuild=args.rebuild), names))
+        results = list(pool.map(lambda n: measure(n, images=args.images, seed=args.seed, rebuild=args.rebuild), names))
 
     header, rows = hardware_rows(results)
     print()
