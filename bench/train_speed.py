@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -27,22 +26,12 @@ os.environ.setdefault("BREVITAS_JIT", "0")
 
 import torch  # noqa: E402  (after BREVITAS_JIT, which Brevitas reads on import)
 import torch.nn.functional as F  # noqa: E402
+from results import cpu_model  # noqa: E402
 
 from instabnn_hw.quant.models import build_model, model_from_config  # noqa: E402
 from instabnn_hw.table import format_table  # noqa: E402
 
 WARMUP = 3
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def random_pixels(batch: int, channels: int, size: int) -> torch.Tensor:
