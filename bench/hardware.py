@@ -85,8 +85,13 @@ class Measured:
         return self.utilization["fmax_mhz"] if self.utilization else None
 
     @property
+    def synthesis(self) -> dict:
+        """Yosys' cell counts (empty when the build failed)."""
+        return self.utilization["synthesis"] if self.utilization else {}
+
+    @property
     def luts(self) -> int | None:
-        return self.utilization["synthesis"]["lut4_equivalent"] if self.utilization else None
+        return self.synthesis.get("lut4_equivalent")
 
     def fps_at_fmax(self) -> float | None:
         cycles = self.cycles_per_frame or self.estimate["cycles_per_frame"]
@@ -167,7 +172,7 @@ def hardware_rows(results: list[Measured]) -> tuple[list[str], list[list]]:
     ]
     rows = []
     for r in results:
-        synthesis = r.utilization["synthesis"] if r.utilization else {}
+        synthesis = r.synthesis
         fps = r.fps_at_fmax()
         rows.append(
             [
@@ -226,8 +231,7 @@ def overhead_rows(results: dict[str, Measured]) -> tuple[list[str], list[list]]:
     rows = []
     for name in OVERHEAD:
         r = results[name]
-        memory = r.utilization["synthesis"]["memory_bits"] if r.utilization else None
-        base_memory = base.utilization["synthesis"]["memory_bits"] if base.utilization else None
+        memory, base_memory = r.synthesis.get("memory_bits"), base.synthesis.get("memory_bits")
         fps = r.fps_at_fmax()
         rows.append(
             [
@@ -236,7 +240,7 @@ def overhead_rows(results: dict[str, Measured]) -> tuple[list[str], list[list]]:
                 None if not (r.luts and base.luts) else round(100 * (r.luts / base.luts - 1), 1),
                 memory,
                 None if not (memory and base_memory) else round(memory / base_memory, 2),
-                r.utilization["synthesis"]["dsp"] if r.utilization else None,
+                r.synthesis.get("dsp"),
                 r.latency,
                 round(r.latency / base.latency, 2) if r.latency and base.latency else None,
                 r.cycles_per_frame,
