@@ -1,3 +1,3 @@
-"""Integer IR, golden reference executor, folding planner and emitter (issue #4)."""
+"""Integer IR, golden reference executor, folding planner and emitter."""
 
 __all__: list[str] = []

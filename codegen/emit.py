@@ -343,7 +343,7 @@ def emit(graph: ir.Graph, plan, rtl_dir) -> list[Path]:
     ``SYNTHESIS``) and one popcount module per size (:func:`~instabnn_hw.hw.popcount.popcount_verilog`).
     The ``$readmemh`` paths are ``mem/<node>.hex``, relative: run simulators and synthesis from
     ``rtl_dir`` (or copy ``mem/`` beside them). Deterministic: the same graph and plan give
-    byte-identical memory files and Verilog identical apart from source-location attributes.
+    byte-identical files, wherever the package is installed (no source-location attributes).
     Returns the files written, sorted.
     """
     rtl_dir = Path(rtl_dir)
@@ -355,7 +355,7 @@ def emit(graph: ir.Graph, plan, rtl_dir) -> list[Path]:
         path.write_text(text)
         written.append(path)
     top_path = rtl_dir / f"{TOP_NAME}.v"
-    top_path.write_text(verilog.convert(top, name=TOP_NAME))
+    top_path.write_text(verilog.convert(top, name=TOP_NAME, emit_src=False))
     sources = {
         ROM_MODULE: rom_verilog(),
         RAM_MODULE: ram_verilog(),

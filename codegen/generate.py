@@ -1,27 +1,46 @@
 """`instabnn-hw generate`: model -> integer IR -> folding plan -> Verilog, memories, manifest, report.
 
-:func:`generate` is the whole compiler in one call. Everything is written into a temporary
-folder beside the output, which replaces the output only when complete, so a failure never
-leaves half a design. Every user error is a :class:`GenerateError` with a one-line message.
+:func:`generate` is the whole compiler in one call. The output folder must be new or a design
+that generate wrote (:func:`design_owner`; ``force`` replaces anything else but a protected
+folder); everything is written into a staging folder beside it, which replaces it only when
+complete (:func:`instabnn_hw.files.staged_folder`), so a failure never leaves half a design and
+a kill never corrupts the previous one. Every user error is a :class:`GenerateError` with a
+one-line message.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
+import shlex
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GenerateError", "GenerateOptions", "Design", "generate", "load_model", "write_design"]
+from ..errors import MAX_SEED, UserError, check_number
+from ..files import UnsafePathError, check_output_folder, staged_folder
+from ..strict_json import read_json
+
+__all__ = [
+    "DESIGN_FILES",
+    "GenerateError",
+    "GenerateOptions",
+    "Design",
+    "check_design_folder",
+    "design_owner",
+    "generate",
+    "load_model",
+    "write_design",
+]
+
+#: What :func:`write_design` puts in a design folder.
+DESIGN_FILES = ("rtl", "manifest.json", "graph.npz", "plan.json", "folding.json", "report.md", "cycles.png")
+#: The folders `instabnn-hw simulate` and `build` add to a design (their builds, replaced with it).
+TOOL_FOLDERS = ("sim", "build", "build-failed")
 
 
-class GenerateError(ValueError):
+class GenerateError(UserError, ValueError):
     """A bad option, model, checkpoint or target; the message is one line saying what to do."""
 
 
@@ -41,49 +60,73 @@ class GenerateOptions:
     fold_config: str | None = None
     clock_mhz: float = 100.0
     seed: int = 0
+    force: bool = False
 
 
 @dataclass(frozen=True)
 class Design:
-    """What :func:`generate` wrote: the folder, its manifest (as a dict) and the graph and plan."""
+    """What :func:`generate` wrote: the folder, its manifest (as a dict), the graph and plan;
+    ``replaced`` whether it replaced an existing folder, and ``dropped`` what that folder held
+    besides a design (simulate's and build's folders, with ``force`` anything else; folders end in ``/``)."""
 
     out: Path
     manifest: dict
     graph: object
     plan: object
     seconds: float
+    replaced: bool = False
+    dropped: tuple[str, ...] = ()
 
 
-def _positive(name: str, value, kind=float):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise GenerateError(f"{name} must be a positive number, not {value!r}")
-    if kind is int and int(value) != value:
-        raise GenerateError(f"{name} must be a whole number, not {value!r}")
-    return kind(value)
+def design_owner(folder: Path) -> str | None:
+    """``None`` when ``folder`` is a design folder generate wrote and may replace, else why not.
+
+    A design is recognised by its manifest; a folder that also holds files generate, simulate
+    and build did not write is not replaced, so nothing a user put there is lost.
+    """
+    manifest = folder / "manifest.json"
+    try:
+        data = read_json(manifest)
+    except FileNotFoundError:
+        return "is not a design folder (it has no manifest.json)" if any(folder.iterdir()) else None
+    except (OSError, ValueError):
+        return "holds a manifest.json that generate did not write"
+    from .emit import TOP_NAME
+
+    if not isinstance(data, dict) or data.get("top") != TOP_NAME:
+        return "holds a manifest.json that generate did not write"
+    known = set(DESIGN_FILES) | set(TOOL_FOLDERS)
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in known and not p.name.startswith("."))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+        return f"holds files generate did not write ({shown})"
+    return None
 
 
-def _check_options(options: GenerateOptions) -> None:
+def check_design_folder(out, *, force: bool = False, label: str | None = None) -> Path:
+    """``out`` as an absolute path, checked to be writable as a design folder (:func:`design_owner`).
+
+    Raises
+    ------
+    GenerateError
+        When ``out`` must not be written (one line).
+    """
+    try:
+        label = label or f"--out {shlex.quote(str(out))}"
+        return check_output_folder(out, label=label, owner=design_owner, force=force)
+    except UnsafePathError as exc:
+        raise GenerateError(str(exc)) from None
+
+
+def _check_options(options: GenerateOptions) -> Path:
+    """Checks every option before the model is loaded; returns the output folder."""
+    from .plan import check_targets
+
     if options.model is None and options.checkpoint is None:
         raise GenerateError("give --model NAME (seeded random weights) or --checkpoint FILE")
-    _positive("--fps", options.fps)
-    _positive("--lut-budget", options.lut_budget, int)
-    _positive("--clock", options.clock_mhz)
-    targets = [
-        flag
-        for flag, value in (
-            ("--fps", options.fps),
-            ("--lut-budget", options.lut_budget),
-            ("--fold-config", options.fold_config),
-        )
-        if value is not None
-    ]
-    if len(targets) > 1:
-        raise GenerateError(f"{' and '.join(targets)} are alternatives; give at most one")
-    out = Path(options.out)
-    if out.exists() and not out.is_dir():
-        raise GenerateError(f"--out {out} is a file; give a folder to write the design into")
+    check_number("seed", options.seed, integer=True, low=0, high=MAX_SEED)
+    check_targets(fps=options.fps, lut_budget=options.lut_budget, fold=options.fold_config, clock_mhz=options.clock_mhz)
+    return check_design_folder(options.out, force=options.force)
 
 
 def load_model(options: GenerateOptions):
@@ -156,34 +199,10 @@ class _Steps:
             print(f"[{self.count}/{self.total}] {elapsed:6.1f} s  {text}", file=self.stream, flush=True)
 
 
-def _write_atomically(out: Path, write: Callable[[Path], None]) -> None:
-    """Runs ``write(folder)`` on a fresh temporary folder beside ``out``, then puts it in ``out``'s place."""
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        write(staging)
-        os.chmod(staging, 0o777 & ~_umask())
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(staging, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_design(out: Path, graph, design_plan, *, source: dict, preprocessing: dict, step=None) -> dict:
     """Writes the design folder ``out`` (atomically) for ``graph`` folded by ``design_plan``; returns the manifest.
+
+    ``out`` must be new or a design folder (:func:`check_design_folder`): it is replaced whole.
 
     ``out`` gets rtl/ (Verilog, memory files), manifest.json, graph.npz (the IR,
     :func:`~.ir.save_graph`), plan.json (:func:`~.report.plan_json`), folding.json, report.md and
@@ -195,9 +214,7 @@ def write_design(out: Path, graph, design_plan, *, source: dict, preprocessing: 
     from .report import GRAPH_FILE, PLAN_FILE, cycles_chart, manifest, manifest_json, plan_json, report_markdown
 
     step = step or (lambda text: None)
-    results: dict = {}
-
-    def write(folder: Path) -> None:
+    with staged_folder(Path(out)) as folder:
         step("emitting Verilog and memory files")
         files = emit(graph, design_plan, folder / "rtl")
         relative = sorted(str(f.relative_to(folder)) for f in files)
@@ -218,10 +235,7 @@ def write_design(out: Path, graph, design_plan, *, source: dict, preprocessing: 
         (folder / "folding.json").write_text(json.dumps(fold_config(design_plan), indent=2) + "\n")
         (folder / "report.md").write_text(report_markdown(data))
         cycles_chart(data).save(folder / "cycles.png", format="PNG", optimize=False)
-        results["manifest"] = data
-
-    _write_atomically(Path(out), write)
-    return results["manifest"]
+    return data
 
 
 def generate(options: GenerateOptions, *, progress: bool = True) -> Design:
@@ -236,7 +250,7 @@ def generate(options: GenerateOptions, *, progress: bool = True) -> Design:
     from .plan import PlanError, plan, read_fold_config
 
     started = time.monotonic()
-    _check_options(options)
+    out = _check_options(options)
     step = _Steps(5, progress)
     step(f"model: {options.checkpoint or options.model}")
     model, source, dataset = load_model(options)
@@ -259,11 +273,21 @@ def generate(options: GenerateOptions, *, progress: bool = True) -> Design:
         "input_size": config.input_size,
         "pixels": "raw 8-bit pixels 0..255 (the hardware uses p - 128); smaller images zero-padded, centred",
     }
-    data = write_design(Path(options.out), graph, design_plan, source=source, preprocessing=preprocessing, step=step)
+    # checked again: the folder may have changed during the minutes of lowering and planning
+    out = check_design_folder(options.out, force=options.force)
+    replaced = out.is_dir() and any(out.iterdir())
+    dropped = (
+        tuple(sorted(p.name + "/" * p.is_dir() for p in out.iterdir() if p.name not in DESIGN_FILES))
+        if replaced
+        else ()
+    )
+    data = write_design(out, graph, design_plan, source=source, preprocessing=preprocessing, step=step)
     return Design(
         out=Path(options.out),
         manifest=data,
         graph=graph,
         plan=design_plan,
         seconds=time.monotonic() - started,
+        replaced=replaced,
+        dropped=dropped,
     )

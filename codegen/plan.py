@@ -84,7 +84,6 @@ component type has a linear model ``sum(coef * feature)`` over the features of
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,6 +93,7 @@ import numpy as np
 from amaranth.hdl import Shape, unsigned
 from amaranth.lib import wiring
 
+from instabnn_hw.errors import OptionError, check_clock, check_number
 from instabnn_hw.hw.affine import Requantise as HwRequantise
 from instabnn_hw.hw.affine import RPReLU as HwRPReLU
 from instabnn_hw.hw.fixed import shape_for
@@ -106,6 +106,7 @@ from instabnn_hw.hw.popcount import popcount_levels
 from instabnn_hw.hw.threshold import StaticThreshold
 from instabnn_hw.hw.window import SlidingWindow
 from instabnn_hw.hw.xnor_mvu import XnorMatrixVector
+from instabnn_hw.strict_json import json_kind, read_json, short_repr
 
 from . import ir
 
@@ -1034,12 +1035,20 @@ class _Planner:
         raise _Infeasible(self.names[-1])  # pragma: no cover (bounded by the divisors)
 
 
-def _check_positive_number(name: str, value, *, integer: bool = False):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise PlanError(f"{name} must be a positive number, not {value!r}")
-    if integer and value != int(value):
-        raise PlanError(f"{name} must be a positive integer, not {value!r}")
-    return value
+def check_targets(*, fps=None, lut_budget=None, fold=None, clock_mhz=100.0) -> float:
+    """Checks :func:`plan`'s target options (at most one target, each in its range); returns the clock.
+
+    Raises
+    ------
+    OptionError
+        Naming the parameter: two targets, or a value out of its range.
+    """
+    given = [name for name, value in (("fps", fps), ("lut_budget", lut_budget), ("fold", fold)) if value is not None]
+    if len(given) > 1:
+        raise OptionError(given[0], "are alternatives; give at most one", others=tuple(given[1:]))
+    check_number("fps", fps, low=0, low_open=True, optional=True)
+    check_number("lut_budget", lut_budget, integer=True, low=1, optional=True)
+    return check_clock("clock_mhz", clock_mhz)
 
 
 def _format_number(value: float) -> str:
@@ -1077,10 +1086,7 @@ def plan(graph: ir.Graph, *, fps=None, lut_budget=None, fold=None, clock_mhz: fl
     """
     if not isinstance(graph, ir.Graph):
         raise TypeError(f"graph must be an ir.Graph, not {type(graph).__name__}")
-    given = [k for k, v in (("fps", fps), ("lut_budget", lut_budget), ("fold", fold)) if v is not None]
-    if len(given) > 1:
-        raise PlanError(f"give at most one of --fps, --lut-budget and --fold-config, not {' and '.join(given)}")
-    clock_mhz = float(_check_positive_number("--clock", clock_mhz))
+    clock_mhz = check_targets(fps=fps, lut_budget=lut_budget, fold=fold, clock_mhz=clock_mhz)
     clock_hz = clock_mhz * 1e6
     planner = _Planner(graph)
     model = planner.model
@@ -1102,7 +1108,6 @@ def plan(graph: ir.Graph, *, fps=None, lut_budget=None, fold=None, clock_mhz: fl
                     break
     else:
         if fps is not None:
-            fps = _check_positive_number("--fps", fps)
             target = math.floor(clock_hz / fps)
             if target < min_cycles:
                 maximum = _format_rate(clock_hz / min_cycles)
@@ -1112,7 +1117,6 @@ def plan(graph: ir.Graph, *, fps=None, lut_budget=None, fold=None, clock_mhz: fl
                     "lower --fps or raise --clock"
                 )
         elif lut_budget is not None:
-            _check_positive_number("--lut-budget", lut_budget, integer=True)
             target = _budget_target(planner, int(lut_budget), min_cycles)
         else:
             first = model.mvus[0] if model.mvus else None
@@ -1164,10 +1168,10 @@ def _check_fold(graph: ir.Graph, fold: Mapping) -> dict[str, Fold]:
     names = {n.name for n in graph.nodes}
     unknown = [k for k in fold if k not in names]
     if unknown:
-        raise PlanError(f"fold config names unknown layers: {', '.join(map(str, unknown))}")
+        raise PlanError(f"fold config names unknown layers: {_layer_names(unknown)}")
     other = [k for k in fold if k not in mvus]
     if other:
-        raise PlanError(f"fold config names layers that are not matrix-vector layers: {', '.join(other)}")
+        raise PlanError(f"fold config names layers that are not matrix-vector layers: {_layer_names(other)}")
     missing = [k for k in mvus if k not in fold]
     if missing:
         raise PlanError(f"fold config misses the matrix-vector layers: {', '.join(missing)}")
@@ -1179,7 +1183,7 @@ def _check_fold(graph: ir.Graph, fold: Mapping) -> dict[str, Fold]:
         elif isinstance(value, (tuple, list)) and len(value) == 2:
             pe, simd = value
         else:
-            raise PlanError(f"fold of layer {name} must be (PE, SIMD), not {value!r}")
+            raise PlanError(f"fold of layer {name} must be (PE, SIMD), not {short_repr(value)}")
         node = graph.node(name)
         x = graph.types[node.inputs[0]]
         # a fully connected layer's vector is its input frame in stream order: SIMD may divide
@@ -1188,7 +1192,7 @@ def _check_fold(graph: ir.Graph, fold: Mapping) -> dict[str, Fold]:
         simd_of = (node.cols, "inputs") if fc else (x.channels, "input channels")
         for key, v, (of, of_name) in (("PE", pe, (node.out_channels, "output channels")), ("SIMD", simd, simd_of)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise PlanError(f"layer {name}: {key} must be a positive integer, not {v!r}")
+                raise PlanError(f"layer {name}: {key} must be a positive integer, not {short_repr(v)}")
             if of % v:
                 raise PlanError(f"layer {name}: {key} {v} does not divide its {of} {of_name}")
         result[name] = Fold(pe, simd)
@@ -1323,30 +1327,44 @@ def read_fold_config(path, graph: ir.Graph) -> dict[str, Fold]:
     entry is ignored) and checks it against ``graph``: every MVU layer listed, nothing else,
     PE dividing the output channels and SIMD the input channels.
 
+    The file is strict JSON in UTF-8 (:func:`~.read_json`: at most 16 MiB, no ``NaN``, no key
+    twice); PE and SIMD are JSON integers (not ``2.0``, ``"2"`` or ``true``).
+
     Raises
     ------
     PlanError
-        Naming the file and what is wrong (unreadable, not JSON, bad entry, layer and value).
+        One line naming the file and what is wrong (unreadable, not JSON, bad entry, layer and value).
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        data = read_json(path)
     except OSError as exc:
         raise PlanError(f"cannot read the fold config {path}: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"fold config {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except ValueError as exc:
+        raise PlanError(f"fold config {path} {exc}") from None
     if not isinstance(data, dict):
-        raise PlanError(f"fold config {path} must be a JSON object of layer names, not {type(data).__name__}")
+        raise PlanError(f"fold config {path} must be a JSON object of layer names, not a JSON {json_kind(data)}")
     fold = {}
     for name, entry in data.items():
         if name == "Defaults":
             continue
         if not isinstance(entry, dict) or set(entry) - {"PE", "SIMD"} or not {"PE", "SIMD"} <= set(entry):
-            raise PlanError(f'fold config {path}: layer {name} must be {{"PE": int, "SIMD": int}}, not {entry!r}')
+            raise PlanError(
+                f'fold config {path}: layer {_layer_name(name)} must be {{"PE": int, "SIMD": int}}, '
+                f"not {short_repr(entry)}"
+            )
         fold[name] = (entry["PE"], entry["SIMD"])
     try:
         return _check_fold(graph, fold)
     except PlanError as exc:
         raise PlanError(f"fold config {path}: {exc}") from None
+
+
+def _layer_name(name) -> str:
+    """A layer name for a one-line message: as it is when printable and short, else its shortened repr."""
+    return name if isinstance(name, str) and name.isprintable() and 0 < len(name) <= 60 else short_repr(name)
+
+
+def _layer_names(names: list, shown: int = 5) -> str:
+    text = ", ".join(_layer_name(name) for name in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")

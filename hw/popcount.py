@@ -302,7 +302,7 @@ def popcount_verilog(sizes: Iterable[tuple[int, int]]) -> str:
     texts = []
     for width, stages in sorted(set(sizes)):
         name = popcount_module_name(width, stages)
-        text = verilog.convert(PopCount(width=width, stages=stages), name=name)
+        text = verilog.convert(PopCount(width=width, stages=stages), name=name, emit_src=False)
         header = re.search(rf"^module {name}\(([^)]*)\);", text, re.M)
         if header is None or {p.strip() for p in header.group(1).split(",")} != _MODULE_PORTS:
             raise RuntimeError(f"unexpected ports of {name}: {header.group(0) if header else text[:200]!r}")

@@ -40,6 +40,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Cat, Elaboratable, Module, Signal, Value
 from amaranth.lib import wiring
 
+from .. import processes
 from ._checks import check_choice, check_int
 
 __all__ = ["FAMILIES", "SynthesisError", "cell_counts", "run_tool", "synthesize", "tool_path"]
@@ -100,14 +101,18 @@ def run_tool(
     started = time.monotonic()
     report(f"{label} ...")
     with open(workdir / log, "w") as out:
-        process = subprocess.Popen(command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
-        next_report = 30.0
-        while process.poll() is None:
-            time.sleep(0.2)
-            elapsed = time.monotonic() - started
-            if elapsed >= next_report:
-                report(f"{label}: {elapsed:.0f} s")
-                next_report += 30.0
+        process = processes.popen(command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            next_report = 30.0
+            while process.poll() is None:
+                time.sleep(0.2)
+                elapsed = time.monotonic() - started
+                if elapsed >= next_report:
+                    report(f"{label}: {elapsed:.0f} s")
+                    next_report += 30.0
+        except BaseException:  # an interrupt: the tool and its children end with us
+            processes.stop(process)
+            raise
     seconds = time.monotonic() - started
     if process.returncode:
         tail = "\n".join((workdir / log).read_text(errors="replace").splitlines()[-15:])
@@ -257,10 +262,10 @@ def synthesize(
     with _builtin_yosys():
         if wrapped:
             harness = _Harness(component)
-            text = verilog.convert(harness, name=name, ports=[harness.serial_in, harness.serial_out])
+            text = verilog.convert(harness, name=name, ports=[harness.serial_in, harness.serial_out], emit_src=False)
             module = f"{name}.dut"
         else:
-            text = verilog.convert(component, name=name)
+            text = verilog.convert(component, name=name, emit_src=False)
             module = name
     (workdir / f"{name}.v").write_text(text)
 

@@ -1,8 +1,11 @@
 """The ``instabnn-hw`` command line.
 
 Subcommands import their (heavy) modules when they run, so ``--help`` stays instant. A
-user error (unknown model or dataset, missing data, bad checkpoint, invalid combination)
-prints one line, ``instabnn-hw: error: ...``, and exits with status 2.
+user error (:class:`~instabnn_hw.errors.UserError`: unknown model or dataset, missing data, bad
+checkpoint, invalid combination, a path that must not be written) and a failing file system
+(``OSError``: full disk, permissions) print one line, ``instabnn-hw: error: ...``, and exit
+with status 2. Ctrl-C and SIGTERM print ``instabnn-hw: interrupted`` and exit with 130, after
+the running step has removed its staging files and ended its child processes.
 """
 
 from __future__ import annotations
@@ -11,10 +14,14 @@ import argparse
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
-from pathlib import Path
+import warnings
+from contextlib import contextmanager
 
+from instabnn_hw.errors import OptionError, UserError, check_number
 from instabnn_hw.quant.options import PRELUS, THRESHOLDS
 from instabnn_hw.sim.toolchain import SIMULATORS
 
@@ -22,6 +29,8 @@ __all__ = ["main", "build_parser"]
 
 EXIT_USAGE = 2
 EXIT_MISMATCH = 1
+#: What a shell reports for a command ended by SIGINT.
+EXIT_INTERRUPTED = 130
 #: Images `instabnn-hw simulate` streams by default.
 SIMULATE_IMAGES = 20
 
@@ -142,7 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--lut-budget", type=int, default=None, help="the fastest design within N LUT4")
     target.add_argument("--fold-config", default=None, help='JSON file: {layer: {"PE": p, "SIMD": s}} (FINN shape)')
     generate.add_argument("--clock", type=float, default=100.0, help="clock in MHz (default: 100)")
-    generate.add_argument("--out", required=True, help="folder to write (replaced when complete)")
+    generate.add_argument(
+        "--out", required=True, help="folder to write: a new one, or a design generate wrote (replaced when complete)"
+    )
+    generate.add_argument(
+        "--force", action="store_true", help="replace an existing --out folder that is not a design (never . or ~)"
+    )
     generate.add_argument("--no-progress", action="store_true", help="no progress lines")
 
     simulate = commands.add_parser(
@@ -226,9 +240,9 @@ def _cmd_models(args) -> None:
     names = args.name or list(MODELS)
     rows = []
     for name in names:
-        model = build_model(
-            name, insta=args.insta, prelu=args.prelu if MODELS.get(name) and MODELS[name].prelu else None
-        )
+        # the whole zoo: --prelu counts where a model has one; a named model that has none refuses it
+        applies = args.name or (name in MODELS and MODELS[name].prelu)
+        model = build_model(name, insta=args.insta, prelu=args.prelu if applies else None)
         s = summarize(model)
         rows.append(
             (name, "x".join(map(str, s.input_shape)), f"{s.parameters:,}", f"{s.binary_ops:,}", f"{s.other_ops:,}")
@@ -243,7 +257,7 @@ def _cmd_train(args) -> None:
     from instabnn_hw.quant.models import build_model
     from instabnn_hw.quant.train import TrainOptions, train
 
-    if args.threads:
+    if check_number("threads", args.threads, integer=True, low=1, optional=True):
         torch.set_num_threads(args.threads)
     model = build_model(args.model, **_model_kwargs(args, dataset=args.dataset))
     options = TrainOptions(
@@ -266,10 +280,12 @@ def _cmd_train(args) -> None:
 
 
 def _cmd_eval(args) -> None:
-    from instabnn_hw.quant.checkpoint import atomic_write_text, load_checkpoint
+    from instabnn_hw.files import atomic_write, check_output_file
+    from instabnn_hw.quant.checkpoint import load_checkpoint
     from instabnn_hw.quant.data import load_dataset
     from instabnn_hw.quant.train import check_dataset, predict
 
+    records_path = check_output_file(args.json, label=f"--json {args.json}") if args.json is not None else None
     model = load_checkpoint(args.checkpoint)
     check_dataset(model.config, args.dataset)
     dataset = load_dataset(
@@ -277,12 +293,12 @@ def _cmd_eval(args) -> None:
     )
     predicted, labels = predict(model, dataset, progress=not args.no_progress)
     accuracy = float((predicted == labels).mean())
-    if args.json:
+    if records_path is not None:
         records = [
             {"index": i, "label": int(label), "predicted": int(guess)}
             for i, (guess, label) in enumerate(zip(predicted, labels, strict=True))
         ]
-        atomic_write_text(args.json, json.dumps(records) + "\n")
+        atomic_write(records_path, json.dumps(records) + "\n")
     print(f"images: {len(labels)}")
     print(f"accuracy: {accuracy:.4f}")
 
@@ -305,6 +321,7 @@ def _cmd_generate(args) -> None:
             fold_config=args.fold_config,
             clock_mhz=args.clock,
             seed=args.seed,
+            force=args.force,
         ),
         progress=not args.no_progress,
     )
@@ -315,18 +332,16 @@ def _cmd_generate(args) -> None:
         f"{e['fps']:,.1f} frames/s at {data['clock_mhz']:g} MHz, latency {e['latency_cycles']:,} cycles, "
         f"{e['luts']:,} LUT4, {e['memory_bits']:,} memory bits, {e['multipliers']} multipliers"
     )
+    if design.replaced:
+        dropped = ", ".join(design.dropped)
+        print(f"replaced the previous {design.out}" + (f"; removed with it: {dropped}" if dropped else ""))
     print(f"wrote {design.out} in {design.seconds:.1f} s (report: {design.out / 'report.md'})")
 
 
 def _cmd_simulate(args) -> int:
-    from instabnn_hw.sim.design import (
-        SimulationError,
-        design_images,
-        load_design,
-        result_summary,
-        simulate_design,
-    )
-    from instabnn_hw.sim.toolchain import SimulatorMissing, check_simulator
+    from instabnn_hw.files import atomic_write, check_output_file
+    from instabnn_hw.sim.design import check_build_dir, design_images, load_design, result_summary, simulate_design
+    from instabnn_hw.sim.toolchain import check_simulator
 
     started = time.monotonic()
 
@@ -334,46 +349,41 @@ def _cmd_simulate(args) -> int:
         if not args.no_progress:
             print(f"[{time.monotonic() - started:6.1f} s] {text}", file=sys.stderr, flush=True)
 
-    try:
-        check_simulator(args.simulator)
-        design = load_design(args.design)
-        pixels, labels, source = design_images(
-            design,
-            args.images,
-            dataset=args.dataset,
-            random_pixels=args.random,
-            data_dir=args.data,
-            seed=args.seed,
-        )
-        progress(f"{design.path}: {design.manifest.get('model')} ({source})")
-        result = simulate_design(
-            design.path,
-            pixels,
-            labels,
-            simulator=args.simulator,
-            seed=args.seed,
-            waves=args.waves,
-            build_dir=args.build_dir,
-            progress=progress,
-            design=design,
-        )
-    except (SimulationError, SimulatorMissing) as exc:
-        print(f"instabnn-hw: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.json:
-        path = Path(args.json)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps([r.record() for r in result.images], indent=1) + "\n")
-        os.replace(tmp, path)
+    records = check_output_file(args.json, label=f"--json {args.json}") if args.json is not None else None
+    check_simulator(args.simulator)
+    design = load_design(args.design)
+    pixels, labels, source = design_images(
+        design,
+        args.images,
+        dataset=args.dataset,
+        random_pixels=args.random,
+        data_dir=args.data,
+        seed=args.seed,
+    )
+    check_build_dir(design, args.build_dir, simulator=args.simulator, waves=args.waves)
+    progress(f"{design.path}: {design.manifest.get('model')} ({source})")
+    result = simulate_design(
+        design.path,
+        pixels,
+        labels,
+        simulator=args.simulator,
+        seed=args.seed,
+        waves=args.waves,
+        build_dir=args.build_dir,
+        progress=progress,
+        design=design,
+    )
+    if records is not None:
+        atomic_write(records, json.dumps([r.record() for r in result.images], indent=1) + "\n")
     print(result_summary(result, source=source))
-    if args.json:
+    if records is not None:
         print(f"records: {args.json}")
     print(f"{result.passed} passed, {result.failed} failed")
     return 0 if result.ok else EXIT_MISMATCH
 
 
 def _cmd_build(args) -> int:
-    from instabnn_hw.hw.build import BuildError, build_design
+    from instabnn_hw.hw.build import build_design
 
     started = time.monotonic()
 
@@ -381,39 +391,83 @@ def _cmd_build(args) -> int:
         if not args.no_progress:
             print(f"[{time.monotonic() - started:6.1f} s] {text}", file=sys.stderr, flush=True)
 
-    try:
-        result = build_design(
-            args.design, device=args.device, board=args.board, clock_mhz=args.clock, seed=args.seed, progress=progress
-        )
-    except BuildError as exc:
-        print(f"instabnn-hw: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    result = build_design(
+        args.design, device=args.device, board=args.board, clock_mhz=args.clock, seed=args.seed, progress=progress
+    )
     print(result.table())
     print(f"bitstream: {result.bitstream}")
     print(f"utilization: {result.folder / 'utilization.json'}")
     return 0
 
 
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM ends the command the way Ctrl-C does: cleanup runs, child processes are stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_exit() -> None:
+    # objects of the abandoned step (unused Amaranth elaboratables) warn as they are collected
+    warnings.simplefilter("ignore")
+
+
+#: Flags whose names differ from the library parameter they set.
+_FLAGS = {"clock_mhz": "--clock", "fold": "--fold-config", "data_dir": "--data", "images": "--images"}
+
+
+def _flag(parameter: str) -> str:
+    return _FLAGS.get(parameter, "--" + parameter.replace("_", "-"))
+
+
+def _error(message: str) -> int:
+    _quiet_exit()
+    print(f"instabnn-hw: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _os_error(exc: OSError) -> str:
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("BREVITAS_JIT", "0")
-    args = build_parser().parse_args(argv)
-    args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in the checkpoint
-    if args.command == "simulate":  # torch-free unless a dataset is read
-        return _cmd_simulate(args)
-    if args.command == "build":  # torch-free
-        return _cmd_build(args)
-    from instabnn_hw.codegen.generate import GenerateError
-    from instabnn_hw.quant.checkpoint import CheckpointError
-    from instabnn_hw.quant.data import DataError
-    from instabnn_hw.quant.models import ConfigError
-
-    handlers = {"models": _cmd_models, "train": _cmd_train, "eval": _cmd_eval, "generate": _cmd_generate}
-    try:
-        handlers[args.command](args)
-    except (ConfigError, DataError, CheckpointError, GenerateError) as exc:
-        print(f"instabnn-hw: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return 0
+    with _terminate_as_interrupt():
+        try:
+            args = build_parser().parse_args(argv)
+            args.argv = sys.argv[1:] if argv is None else list(argv)  # recorded in the checkpoint
+            handlers = {
+                "models": _cmd_models,
+                "train": _cmd_train,
+                "eval": _cmd_eval,
+                "generate": _cmd_generate,
+                "simulate": _cmd_simulate,
+                "build": _cmd_build,
+            }
+            return handlers[args.command](args) or 0
+        except KeyboardInterrupt:
+            _quiet_exit()
+            print("instabnn-hw: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except OptionError as exc:
+            return _error(f"{' and '.join(map(_flag, exc.parameters))} {exc.problem}")
+        except UserError as exc:
+            return _error(str(exc))
+        except MemoryError:
+            return _error("out of memory; choose a smaller model, input or image count")
+        except OSError as exc:
+            return _error(_os_error(exc))
 
 
 if __name__ == "__main__":

@@ -1,28 +1,31 @@
 """Checkpoints: a model's state dict plus its JSON config, loadable with ``weights_only=True``.
 
-A checkpoint is a ``dict`` holding only strings and tensors, so ``torch.load`` never
-unpickles code:
+A checkpoint is a ``dict`` holding only strings and tensors, so every load uses
+``torch.load(..., weights_only=True)``, which never unpickles code:
 
 - ``format``: ``"instabnn-hw/1"``;
 - ``config``: the :class:`~instabnn_hw.quant.models.ModelConfig` as JSON;
 - ``state_dict``: the model's parameters and buffers;
 - ``meta``: JSON with how it was made (command, seed, epochs, accuracy).
 
-Files are written to a temporary name beside the target and renamed, so a crash never
-leaves half a checkpoint.
+Reading one checks every entry (:func:`read_checkpoint`), so a damaged or edited file gives
+one :class:`CheckpointError` line naming what is wrong. Files are written to a temporary
+name beside the target and renamed, so a crash never leaves half a checkpoint.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .models import ConfigError, ModelConfig, model_from_config
+from ..errors import UserError
+from ..files import atomic_write
+from .models import ConfigError, ModelConfig, _json_type_name, _shown, model_from_config
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -30,9 +33,9 @@ __all__ = [
     "shipped_checkpoints",
     "CheckpointError",
     "atomic_torch_save",
-    "atomic_write_text",
     "save_checkpoint",
     "read_checkpoint",
+    "state_dict_problem",
     "load_checkpoint",
 ]
 
@@ -41,37 +44,15 @@ CHECKPOINT_FORMAT = "instabnn-hw/1"
 SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A missing, corrupt or mismatched checkpoint; the message says which and what to do."""
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` through a temporary file in the same folder, then an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` through a temporary file beside ``path``, then renames it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """``torch.save`` of ``obj`` to ``path`` whole or not at all (:func:`instabnn_hw.files.atomic_write`)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, meta: dict | None = None) -> None:
@@ -90,10 +71,15 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, meta: dict | N
 def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict, dict]:
     """Reads and checks a checkpoint file: ``(config, state_dict, meta)``.
 
+    ``torch.load`` runs with ``weights_only=True``, so a crafted file cannot run code; every
+    entry is then checked, so an edited or damaged one gives one line saying which.
+
     Raises
     ------
     CheckpointError
-        If the file is missing, not a checkpoint of this project, or corrupt.
+        If the file is missing or not a checkpoint of this project; if its config is not a
+        valid model config (wrong or missing fields, a model too big for this machine); if
+        its state dict is not a dict of finite tensors; or if its metadata is not a JSON object.
     """
     path = Path(path)
     if not path.is_file():
@@ -105,14 +91,79 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict, dict]:
             f"{path} is not a readable checkpoint ({type(exc).__name__}); re-create it with `instabnn-hw train`"
         ) from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not an instabnn-hw checkpoint (format {CHECKPOINT_FORMAT} expected)")
+        if not isinstance(data, dict):
+            found = f"it holds a {type(data).__name__}"
+        else:
+            found = f"its format is {_shown(data['format'])}" if "format" in data else "it has no format"
+        raise CheckpointError(f"{path} is not an instabnn-hw checkpoint (format {CHECKPOINT_FORMAT} expected, {found})")
     try:
-        config = ModelConfig.from_dict(json.loads(data["config"]))
-        meta = json.loads(data.get("meta") or "{}")
-        state_dict = data["state_dict"]
-    except (KeyError, TypeError, json.JSONDecodeError, ConfigError) as exc:
+        config = ModelConfig.from_dict(_json_entry(data, "config"))
+    except (_EntryError, ConfigError) as exc:
         raise CheckpointError(f"{path} has a damaged config: {exc}") from None
+    if "state_dict" not in data:
+        raise CheckpointError(f"{path} has no state_dict entry; re-create it with `instabnn-hw train`")
+    state_dict = data["state_dict"]
+    problem = state_dict_problem(state_dict)
+    if problem:
+        raise CheckpointError(f"{path} {problem}; the checkpoint is damaged (re-train it)")
+    try:
+        meta = _json_entry(data, "meta") if "meta" in data else {}
+        if not isinstance(meta, dict):
+            raise _EntryError(f"meta must be a JSON object, not {_json_type_name(meta)}")
+    except _EntryError as exc:
+        raise CheckpointError(f"{path} has damaged metadata: {exc}") from None
     return config, state_dict, meta
+
+
+class _EntryError(Exception):
+    """An entry of a checkpoint that is missing or not what its format says."""
+
+
+def _json_entry(data: dict, key: str):
+    """The value of the JSON text ``data[key]``."""
+    if key not in data:
+        raise _EntryError(f"there is no {key} entry")
+    text = data[key]
+    if not isinstance(text, str):
+        raise _EntryError(f"{key} must be JSON text, not a {type(text).__name__}")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to parse
+        raise _EntryError(f"{key} is not JSON ({' '.join(str(exc).split())})") from None
+
+
+def state_dict_problem(state_dict, *, entry: str = "state_dict") -> str | None:
+    """What is wrong with ``state_dict`` if it is not a dict of names to dense, finite tensors.
+
+    Parameters
+    ----------
+    state_dict : object
+        What a file holds in place of a model's state dict.
+    entry : str
+        The name of that entry in the file, for the message.
+
+    Returns
+    -------
+    str or None
+        None if it is a state dict; else what the file holds, as a phrase to follow its
+        path: ``"holds non-finite values in stem.conv.weight"``.
+    """
+    if not isinstance(state_dict, dict):
+        return f"holds a {type(state_dict).__name__} as its {entry}, not a dict of tensors"
+    for name, tensor in state_dict.items():
+        if not isinstance(name, str):
+            return f"holds the key {_shown(name)} in its {entry}, which is not a tensor name"
+        if not isinstance(tensor, torch.Tensor) or tensor.layout != torch.strided or tensor.is_quantized:
+            kind = type(tensor).__name__ if not isinstance(tensor, torch.Tensor) else f"{tensor.layout} tensor"
+            return f"holds a {kind} as {_tensor_name(name)} in its {entry}, not a dense tensor"
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            return f"holds non-finite values in {_tensor_name(name)}"
+    return None
+
+
+def _tensor_name(name: str) -> str:
+    """``name`` as it is when it is a short printable one, as a model's names are; else its repr, cut short."""
+    return name if name.isprintable() and len(name) <= 100 else _shown(name)
 
 
 def load_checkpoint(path: str | os.PathLike) -> nn.Module:
@@ -121,7 +172,8 @@ def load_checkpoint(path: str | os.PathLike) -> nn.Module:
     Raises
     ------
     CheckpointError
-        If the file is missing or corrupt, or its weights do not match its config.
+        If the file is missing or damaged (see :func:`read_checkpoint`), or its weights do
+        not match its config.
     """
     config, state_dict, meta = read_checkpoint(path)
     try:
@@ -130,7 +182,7 @@ def load_checkpoint(path: str | os.PathLike) -> nn.Module:
         raise CheckpointError(f"{path} holds an invalid model config: {exc}") from None
     try:
         model.load_state_dict(state_dict)
-    except RuntimeError as exc:
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:
         # torch lists every mismatching key over many lines; the first few name the problem.
         detail = " ".join(str(exc).split())
         detail = detail if len(detail) <= 300 else detail[:300] + " ..."

@@ -2,7 +2,9 @@
 
 Nothing here downloads anything: every dataset is read from the machine, either from a
 Python package (scikit-learn's digits), a Debian package (Fashion-MNIST) or a folder the
-user points at (CIFAR-10, ImageNet).
+user points at (CIFAR-10, ImageNet). No file runs code when loaded: IDX files are parsed
+byte by byte, and CIFAR-10's pickled batches are read by an unpickler that rebuilds only what
+they hold (a dict of bytes, lists and one uint8 array).
 
 Every dataset yields ``(image, label)`` pairs where ``image`` is a float32 tensor of shape
 ``(C, S, S)`` holding integer pixel values 0..255. Images are deliberately *not*
@@ -32,6 +34,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UserError
+
 __all__ = [
     "DATASETS",
     "DataError",
@@ -44,7 +48,7 @@ __all__ = [
 ]
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad dataset name, missing or corrupt data folder.
 
     The message is one clear line naming what is wrong and what to do about it.
@@ -385,9 +389,16 @@ def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"cifar10: no {path.name} in {path.parent}; {CIFAR10_HINT}")
     try:
         with path.open("rb") as stream:
-            batch = pickle.load(stream, encoding="bytes")
+            batch = _CIFAR10Unpickler(stream, encoding="bytes").load()
+        if not isinstance(batch, dict):
+            raise DataError(f"cifar10: {path} is not a CIFAR-10 batch (it holds a {type(batch).__name__}, not a dict)")
+        # asarray turns the checked array subclass back into a plain ndarray.
         data = np.asarray(batch[b"data"])
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except _RefusedPickle as refusal:
+        raise DataError(f"cifar10: {path} is not a CIFAR-10 batch ({refusal})") from None
+    except DataError:
+        raise
     except Exception as error:  # a corrupt pickle can raise almost anything
         raise DataError(f"cifar10: {path} is not a CIFAR-10 batch ({error!r})") from None
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
@@ -395,6 +406,102 @@ def _read_cifar10_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if labels.shape != (len(data),):
         raise DataError(f"cifar10: {path} has {len(data)} images but {labels.size} labels")
     return data.reshape(-1, 3, 32, 32), labels
+
+
+class _RefusedPickle(Exception):
+    """Raised while unpickling a CIFAR-10 batch that asks for something a real batch never holds."""
+
+
+#: Kinds of the dtypes an unpickled array may have: booleans and numbers, never Python objects.
+_PLAIN_DTYPE_KINDS = frozenset("biufc")
+
+
+def _plain_dtype(dtype) -> np.dtype:
+    """The shared numpy dtype equal to ``dtype``, refusing any but a plain number (or bool) type.
+
+    The items of an object array are arbitrary Python objects, and a structured or void dtype
+    may carry object flags, so neither belongs in a CIFAR-10 batch. Handing numpy its own
+    descriptor rather than the unpickled one means a later edit of that one changes nothing.
+    """
+    if not isinstance(dtype, np.dtype) or dtype.kind not in _PLAIN_DTYPE_KINDS or dtype.fields or dtype.flags:
+        raise _RefusedPickle(f"it holds an array of dtype {dtype}, which a CIFAR-10 batch never holds")
+    return np.dtype(dtype.str)
+
+
+def _unpickled_dtype(spec, align=False, copy=True) -> np.dtype:
+    """``numpy.dtype`` as pickles call it: from a type string, always as a private copy."""
+    if not isinstance(spec, (str, bytes)):
+        raise _RefusedPickle(f"it builds a dtype from {type(spec).__name__}, which a CIFAR-10 batch never does")
+    if isinstance(spec, bytes):
+        spec = spec.decode("latin1")
+    # A copy, so that the pickle's edits of the dtype (its BUILD step) never reach numpy's shared one.
+    dtype = np.dtype(spec, align=bool(align), copy=True)
+    _plain_dtype(dtype)  # refused here already, before the items of an object array are unpickled
+    return dtype
+
+
+class _UnpickledArray(np.ndarray):
+    """The array a CIFAR-10 batch rebuilds; its state is checked before numpy sees it."""
+
+    def __setstate__(self, state):
+        if not isinstance(state, tuple) or sum(isinstance(item, np.dtype) for item in state) != 1:
+            raise _RefusedPickle("it holds an array whose state is not numpy's, which a CIFAR-10 batch never holds")
+        super().__setstate__(tuple(_plain_dtype(item) if isinstance(item, np.dtype) else item for item in state))
+
+
+#: Stands for ``numpy.ndarray`` in a batch, where it only ever is the first argument of
+#: ``_reconstruct``: handing out the class itself would let a pickle call ``ndarray(shape, object)``.
+_PICKLED_NDARRAY_CLASS = object()
+
+
+def _unpickled_reconstruct(cls, shape, typecode) -> np.ndarray:
+    """``numpy.core.multiarray._reconstruct`` for a plain array of numbers."""
+    if cls is not _PICKLED_NDARRAY_CLASS:
+        raise _RefusedPickle("it rebuilds an array of another class than numpy.ndarray")
+    # numpy pickles start from an empty array and set its shape and data afterwards; another
+    # shape would only allocate memory the file never fills.
+    if shape != (0,):
+        raise _RefusedPickle(f"it rebuilds an array from shape {shape!r}, which a CIFAR-10 batch never does")
+    _unpickled_dtype(typecode)
+    return _NUMPY_RECONSTRUCT(_UnpickledArray, shape, typecode)
+
+
+def _unpickled_codecs_encode(text, encoding="utf-8") -> bytes:
+    """``_codecs.encode`` as Python 3 writes bytes in protocol 2 pickles: latin-1 text to bytes."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise _RefusedPickle(f"it encodes {type(text).__name__} as {encoding!r}, which a CIFAR-10 batch never does")
+    return text.encode("latin1")
+
+
+#: The function ``ndarray.__reduce__`` names, wherever this numpy keeps it.
+_NUMPY_RECONSTRUCT = np.ndarray(0).__reduce__()[0]
+
+#: The only globals a CIFAR-10 batch (a dict of bytes, lists and one uint8 array) names.
+_CIFAR10_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _unpickled_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _unpickled_reconstruct,
+    ("numpy", "ndarray"): _PICKLED_NDARRAY_CLASS,
+    ("numpy", "dtype"): _unpickled_dtype,
+    ("_codecs", "encode"): _unpickled_codecs_encode,
+}
+
+
+class _CIFAR10Unpickler(pickle.Unpickler):
+    """An unpickler that rebuilds a CIFAR-10 batch and nothing else.
+
+    A pickle may name any importable callable and have it called with arguments of its
+    choice, so loading a crafted ``data_batch_1`` with ``pickle.load`` would run its code.
+    This one admits only the callables that rebuild a numpy array of numbers.
+    """
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _CIFAR10_GLOBALS[module, name]
+        except (KeyError, TypeError):
+            raise _RefusedPickle(f"it names {module}.{name}, which a CIFAR-10 batch never holds") from None
+
+    def persistent_load(self, pid):
+        raise _RefusedPickle("it refers to a persistent object, which a CIFAR-10 batch never holds")
 
 
 def _imagenet_split_folder(data_dir: Path | None, split: str) -> Path:

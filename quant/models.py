@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from ..errors import UserError
 from .layers import (
     BinaryConv2d,
     BinaryLinear,
@@ -46,7 +48,7 @@ __all__ = [
 SHORTCUTS = ("identity", "avgpool", "avgpool-conv", "duplicate")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """An invalid model name or option combination; the message is one line saying what to do."""
 
 
@@ -128,15 +130,52 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
+        """The config a dict of all its fields describes (as ``json.loads(config.to_json())`` gives), checked.
+
+        Raises
+        ------
+        ConfigError
+            If ``data`` is not a dict of exactly the config's fields, a field has the wrong
+            type or value, or the model it describes cannot be built on this machine.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"a model config is a JSON object of its fields, not {_json_type_name(data)}")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [key for key in data if key not in known]
         if unknown:
-            raise ConfigError(f"unknown model config keys {sorted(unknown)}; this checkpoint is from another version")
+            unknown = _shown(sorted(map(str, unknown)))
+            raise ConfigError(f"unknown model config keys {unknown}; this checkpoint is from another version")
+        missing = [key for key in known if key not in data]
+        if missing:
+            raise ConfigError(f"the model config lacks the keys {missing}; this checkpoint is from another version")
         data = dict(data)
-        for key in ("stats", "prelu_stats", "insta_stages"):
-            if data.get(key) is not None:
+        for key in _TUPLE_FIELDS:
+            # JSON has no tuples; anything but a list is left for validate() to refuse.
+            if isinstance(data[key], list):
                 data[key] = tuple(data[key])
-        return cls(**data)
+        config = cls(**data)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Checks that this config describes a model that can be built, on this machine.
+
+        Every field must have its type (an int is never a bool or a float) and a value the
+        model accepts, the input size must suit the model's downsampling, and the model's
+        weights and the activations of one image must fit in this machine's memory. All of
+        it is computed from the config: nothing is allocated.
+
+        Raises
+        ------
+        ConfigError
+            Naming the first field that is wrong and what to do about it.
+        """
+        if not isinstance(self.name, str) or self.name not in MODELS:
+            raise ConfigError(f"unknown model {_shown(self.name)}; choose one of {', '.join(MODELS)}")
+        _check_field_types(self)
+        _validate(self)
+        _check_input_size(self)
+        _check_memory(self)
 
     def stage_is_insta(self, stage: int) -> bool:
         return self.insta_stages is None or stage in self.insta_stages
@@ -151,9 +190,56 @@ class ModelConfig:
         return self.prelu if self.prelu != "insta" or self.stage_is_insta(stage) else "rprelu"
 
 
+#: Fields by type: ints are never bools (JSON true/false) nor floats.
+_INT_FIELDS = ("input_size", "in_channels", "num_classes", "width", "act_bits", "reduction")
+_BOOL_FIELDS = ("binary_weights", "weight_scale")
+_TEXT_FIELDS = ("name", "insta", "grad")
+_TUPLE_FIELDS = ("stats", "prelu_stats", "insta_stages")
+
+
+def _json_type_name(value) -> str:
+    """What ``value`` is called in JSON, for messages about a config read from JSON."""
+    for kind, name in ((bool, "a boolean"), (str, "a string"), (dict, "an object"), (list, "an array")):
+        if isinstance(value, kind):
+            return name
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null" if value is None else f"a {type(value).__name__}"
+
+
+def _shown(value, limit: int = 60) -> str:
+    """``repr(value)``, cut short: an edited checkpoint may hold a huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_field_types(config: ModelConfig) -> None:
+    for key in _TEXT_FIELDS:
+        if not isinstance(getattr(config, key), str):
+            raise ConfigError(f"{key} must be a string, not {_shown(getattr(config, key))}")
+    if config.prelu is not None and not isinstance(config.prelu, str):
+        raise ConfigError(f"prelu must be a string or null, not {_shown(config.prelu)}")
+    for key in _INT_FIELDS:
+        value = getattr(config, key)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, not {_shown(value)}")
+    for key in _BOOL_FIELDS:
+        if not isinstance(getattr(config, key), bool):
+            raise ConfigError(f"{key} must be true or false, not {_shown(getattr(config, key))}")
+    for key in ("stats", "prelu_stats"):
+        values = getattr(config, key)
+        if not isinstance(values, tuple) or not all(isinstance(value, str) for value in values):
+            raise ConfigError(f"{key} must be a list of statistic names, not {_shown(values)}")
+    stages = config.insta_stages
+    if stages is not None and (
+        not isinstance(stages, tuple) or any(isinstance(s, bool) or not isinstance(s, int) for s in stages)
+    ):
+        raise ConfigError(f"insta stages must be a list of stage numbers or null, not {_shown(stages)}")
+
+
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, not {value!r}")
+        raise ConfigError(f"{name} must be a positive integer, not {_shown(value)}")
     return value
 
 
@@ -174,7 +260,7 @@ def _validate(config: ModelConfig) -> None:
     for key in ("input_size", "in_channels", "num_classes", "width", "reduction"):
         _positive_int(key, getattr(config, key))
     if not 2 <= config.act_bits <= 16:
-        raise ConfigError(f"act_bits must be in 2..16, not {config.act_bits!r}")
+        raise ConfigError(f"act_bits must be in 2..16, not {_shown(config.act_bits)}")
     if config.insta_stages is not None:
         if not config.insta_stages or any(
             _positive_int("insta stage", s) > defaults.stages for s in config.insta_stages
@@ -468,12 +554,146 @@ def _check_input_size(config: ModelConfig) -> None:
         )
 
 
+#: Bytes of one float32 element: weights and activations are float tensors whatever their bits.
+_BYTES_PER_ELEMENT = 4
+#: Copies of every tensor a model holds while it is built or run: the initial values and the
+#: parameter, or a tensor and Brevitas's quantised copy of it (training needs more still).
+_WORKING_COPIES = 2
+#: Parameters and buffers per channel of a binary unit besides its convolution: batch norm (4),
+#: RPReLU (3), threshold (1 + one per statistic), Brevitas scales; an upper bound.
+_PER_CHANNEL_ELEMENTS = 16
+
+
+def _physical_memory() -> int | None:
+    """Bytes of memory this machine has, or None where the system does not say."""
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+    return memory if memory > 0 else None  # sysconf answers -1 for what it does not know
+
+
+def _squeeze_excite_elements(inputs: int, hidden: int, outputs: int) -> int:
+    return inputs * hidden + hidden + hidden * outputs + outputs
+
+
+def _unit_elements(
+    config: ModelConfig, stage: int, in_channels: int, out_channels: int, kernel_size: int, *, threshold_channels: int
+) -> int:
+    """Parameters and buffers of one binary unit (convolution or FC, its threshold and activation)."""
+    elements = kernel_size * kernel_size * in_channels * out_channels
+    elements += _PER_CHANNEL_ELEMENTS * (in_channels + out_channels)
+    if config.threshold_for(stage) == "th+":
+        hidden = max(4, threshold_channels // config.reduction)
+        elements += _squeeze_excite_elements(len(config.stats) * threshold_channels, hidden, threshold_channels)
+    if config.prelu_for(stage) == "insta":
+        hidden = max(4, in_channels // config.reduction)
+        elements += _squeeze_excite_elements(len(config.prelu_stats) * in_channels, hidden, out_channels)
+    return elements
+
+
+def _size_estimate(config: ModelConfig) -> tuple[int, int]:
+    """``(parameters and buffers, elements of the largest activation of one image)`` of the model.
+
+    Walks the same layers as the model classes, with Python integers: nothing is allocated,
+    so any size can be estimated. Never below the model's true count, and close to it.
+    """
+    w, size = config.width, config.input_size
+    activations = [config.in_channels * size * size]
+    if config.name == "cnv":
+        elements, channels = 0, config.in_channels
+        for index, out in enumerate((w, w, 2 * w, 2 * w, 4 * w, 4 * w)):
+            elements += _unit_elements(config, index // 2 + 1, channels, out, 3, threshold_channels=out)
+            size -= 2  # unpadded
+            activations.append(out * size * size)
+            if index in (1, 3):
+                size //= 2  # max-pool
+            channels = out
+        features = channels * size * size
+        for out in (8 * w, 8 * w, config.num_classes):
+            elements += _unit_elements(config, 4, features, out, 1, threshold_channels=out)
+            features = out
+        return elements, max(activations)
+
+    if config.name == "mobilenetv1":
+        stem_kernel, stem_stride, pool = 3, 2, False
+        units = []
+        channels = w
+        for (factor, stride), stage in zip(_MOBILENET_BLOCKS, _MOBILENET_STAGES, strict=True):
+            units += [(stage, channels, channels, 3, stride, False), (stage, channels, w * factor, 1, 1, False)]
+            channels = w * factor
+    else:
+        stem_kernel, stem_stride, pool = (7, 2, True) if config.name == "resnet18" else (3, 1, False)
+        factors, units_per_stage = ((1, 2, 4, 8), 4) if config.name == "resnet18" else ((1, 2, 4), 2)
+        units = []
+        channels = w
+        for stage, factor in enumerate(factors, start=1):
+            for unit in range(units_per_stage):
+                downsample = unit == 0 and w * factor != channels
+                units.append((stage, channels, w * factor, 3, 2 if downsample else 1, downsample))
+                channels = w * factor
+    elements = config.in_channels * w * stem_kernel * stem_kernel + _PER_CHANNEL_ELEMENTS * w
+    size = -(-size // stem_stride)
+    activations.append(w * size * size)
+    size = -(-size // 2) if pool else size
+    for stage, in_channels, out_channels, kernel_size, stride, conv_shortcut in units:
+        elements += _unit_elements(
+            config, stage, in_channels, out_channels, kernel_size, threshold_channels=in_channels
+        )
+        if conv_shortcut:
+            elements += in_channels * out_channels + _PER_CHANNEL_ELEMENTS * out_channels
+        size = -(-size // stride)
+        activations.append(out_channels * size * size)
+    elements += channels * config.num_classes + config.num_classes  # the classifier
+    return elements, max(activations)
+
+
+def _format_bytes(count: int) -> str:
+    """``count`` bytes in binary units with one decimal: ``"23.4 GiB"``."""
+    if count < 1024:
+        return f"{count} bytes"
+    units = ("KiB", "MiB", "GiB", "TiB", "PiB")
+    value, unit = count / 1024, 0
+    while value >= 1024 and unit < len(units) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{value:.1f} {units[unit]}" if value < 10_000 else f"{value:.3g} {units[unit]}"
+
+
+def _check_memory(config: ModelConfig) -> None:
+    """Refuses a config whose model could never be built or run here, before anything is allocated."""
+    available = _physical_memory()
+    if available is None:
+        return
+    elements, activation = _size_estimate(config)
+    weight_bytes = _BYTES_PER_ELEMENT * _WORKING_COPIES * elements
+    activation_bytes = _BYTES_PER_ELEMENT * _WORKING_COPIES * activation
+    if weight_bytes + activation_bytes <= available:
+        return
+    defaults = MODELS[config.name]
+    if weight_bytes >= activation_bytes:
+        what, candidates = "its weights", ["width", "in_channels", "num_classes"]
+        if config.name == "cnv":  # its first FC layer grows with the image
+            candidates.insert(0, "input_size")
+    else:
+        what, candidates = "the activations of one image", ["input_size", "width", "in_channels"]
+    # Name the sizes set above the model's defaults: those are what made it too big.
+    culprits = [key for key in candidates if getattr(config, key) > getattr(defaults, key)] or candidates[:1]
+    sizes = " and ".join(f"{key} {getattr(config, key)}" for key in culprits)
+    raise ConfigError(
+        f"{config.name} with {sizes} needs about {_format_bytes(weight_bytes + activation_bytes)} of memory for "
+        f"{what}; this machine has {_format_bytes(available)}: choose a smaller {' or '.join(culprits)}"
+    )
+
+
 def model_from_config(config: ModelConfig) -> nn.Module:
-    """Builds the model a (validated) :class:`ModelConfig` describes."""
-    if config.name not in MODELS:
-        raise ConfigError(f"unknown model {config.name!r}; choose one of {', '.join(MODELS)}")
-    _validate(config)
-    _check_input_size(config)
+    """Builds the model a :class:`ModelConfig` describes, once :meth:`ModelConfig.validate` accepts it.
+
+    Raises
+    ------
+    ConfigError
+        If the config is invalid or the model would not fit in this machine's memory.
+    """
+    config.validate()
     cls = {"resnet18": ResNet, "resnet-tiny": ResNet, "mobilenetv1": MobileNetV1, "cnv": CNV}[config.name]
     return cls(config)
 
@@ -501,10 +721,11 @@ def build_model(
     Raises
     ------
     ConfigError
-        For an unknown name or an invalid option or combination.
+        For an unknown name, an invalid option or combination, or a size this machine's
+        memory cannot hold (checked before anything is allocated).
     """
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if not isinstance(name, str) or name not in MODELS:
+        raise ConfigError(f"unknown model {_shown(name)}; choose one of {', '.join(MODELS)}")
     defaults = MODELS[name]
     config = ModelConfig(
         name=name,

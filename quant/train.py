@@ -18,6 +18,7 @@ import dataclasses
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from collections.abc import Iterator
@@ -32,7 +33,17 @@ from brevitas.core.scaling import ParameterFromRuntimeStatsScaling
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, atomic_torch_save, atomic_write_text, load_checkpoint, save_checkpoint
+from ..errors import MAX_SEED, OptionError, check_number
+from ..files import UnsafePathError, atomic_write, check_output_file
+from ..strict_json import read_json
+from .checkpoint import (
+    CheckpointError,
+    atomic_torch_save,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    state_dict_problem,
+)
 from .data import TensorImageDataset, dataset_info, load_dataset
 from .layers import BinaryConv2d, BinaryLinear
 from .models import ConfigError, ModelConfig, model_from_config
@@ -90,13 +101,16 @@ class TrainOptions:
     command: str = ""
 
     def __post_init__(self) -> None:
-        for key in ("epochs1", "epochs2"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key} must be >= 0, not {getattr(self, key)}")
+        check_number("epochs1", self.epochs1, integer=True, low=0)
+        check_number("epochs2", self.epochs2, integer=True, low=0)
         if self.epochs1 + self.epochs2 == 0:
-            raise ConfigError("nothing to train: epochs1 and epochs2 are both 0")
-        if self.batch_size < 1 or not self.lr > 0:
-            raise ConfigError(f"batch size and learning rate must be positive, not {self.batch_size} and {self.lr}")
+            raise OptionError("epochs1", "are both 0: nothing to train", others=("epochs2",))
+        check_number("batch_size", self.batch_size, integer=True, low=1)
+        check_number("lr", self.lr, low=0, low_open=True)
+        check_number("weight_decay", self.weight_decay, low=0)
+        check_number("seed", self.seed, integer=True, low=0, high=MAX_SEED)
+        check_number("limit", self.limit, integer=True, low=1, optional=True)
+        check_number("test_limit", self.test_limit, integer=True, low=1, optional=True)
 
 
 @dataclass(frozen=True)
@@ -192,6 +206,37 @@ def _state_path(out: str) -> Path:
     return Path(f"{out}.state.pt")
 
 
+def _record_path(out: str) -> Path:
+    return Path(out).with_suffix(".json")
+
+
+def _check_outputs(out: str) -> None:
+    """Refuses, before any training, an ``out`` that cannot be written or that would replace a
+    file train did not write (the checkpoint and its JSON record beside it)."""
+    label = f"--out {shlex.quote(str(out))}"
+    try:
+        path = check_output_file(out, label=label)
+    except UnsafePathError as exc:
+        raise ConfigError(str(exc)) from None
+    record = _record_path(out)
+    if record.resolve() == path:
+        raise ConfigError(f"{label} ends in .json, the name of its record; give a name such as model.pt")
+    if path.exists():
+        try:
+            read_checkpoint(path)
+        except CheckpointError:
+            raise ConfigError(f"{label} exists and is not a checkpoint; give a new name") from None
+    if record.is_symlink() or record.is_dir():
+        raise ConfigError(f"{label}: its record {record} is a folder or a link; give another name")
+    if record.exists():
+        try:
+            meta = read_json(record)
+        except (OSError, ValueError):
+            meta = None
+        if not (isinstance(meta, dict) and "command" in meta and "config" in meta):
+            raise ConfigError(f"{label}: {record} exists and is not a record of instabnn-hw train; give another name")
+
+
 def check_dataset(config: ModelConfig, dataset: str) -> None:
     """Raises ConfigError unless ``dataset``'s images and classes fit ``config``."""
     info = dataset_info(dataset)
@@ -219,6 +264,7 @@ def train(config: ModelConfig, options: TrainOptions, *, progress: bool = True) 
     """
     check_dataset(config, options.dataset)
     model_from_config(config)  # validates the config before any data is read
+    _check_outputs(options.out)
     ddp = _init_distributed()
     torch.manual_seed(options.seed)
     train_set = load_dataset(
@@ -230,14 +276,14 @@ def train(config: ModelConfig, options: TrainOptions, *, progress: bool = True) 
     teacher = _load_teacher(options.teacher, config) if options.teacher else None
     say = print if ddp.main else (lambda *a, **k: None)
 
-    state = _resume_state(options) if options.resume else None
+    state = _resume_state(options, config) if options.resume else None
     history = state["history"] if state else []
     started = time.monotonic()
     model = None
     for step, epochs in ((1, options.epochs1), (2, options.epochs2)):
         step_config = dataclasses.replace(config, binary_weights=step == 2)
-        if state and state["step"] > step:
-            continue
+        if (state and state["step"] > step) or epochs == 0:
+            continue  # a step without epochs hands on the previous step's model (or none)
         previous = model
         torch.manual_seed(options.seed + step)
         model = model_from_config(step_config)
@@ -247,8 +293,6 @@ def train(config: ModelConfig, options: TrainOptions, *, progress: bool = True) 
         elif previous is not None:
             # Step 2 starts from step 1's latent weights and everything else it learned.
             model.load_state_dict(previous.state_dict())
-        if epochs == 0:
-            continue
         optimizer = _optimizer(model, options.lr, options.weight_decay if step == 1 else 0.0)
         steps_per_epoch = math.ceil(len(train_set) / options.batch_size)
         total_steps = epochs * steps_per_epoch
@@ -342,8 +386,7 @@ def train(config: ModelConfig, options: TrainOptions, *, progress: bool = True) 
     }
     if ddp.main:
         save_checkpoint(options.out, final_model, meta=meta)
-        sidecar = Path(options.out).with_suffix(".json")
-        atomic_write_text(sidecar, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        atomic_write(_record_path(options.out), json.dumps(meta, indent=2, sort_keys=True) + "\n")
         _state_path(options.out).unlink(missing_ok=True)
         say(f"wrote {options.out} (test accuracy {accuracy:.4f})")
     if ddp.world > 1:
@@ -382,7 +425,34 @@ def _restore_scale_statistics(model: nn.Module, saved: dict) -> None:
         modules[name].value.copy_(stats["value"])
 
 
-def _resume_state(options: TrainOptions) -> dict | None:
+#: What ``train`` saves after every epoch, by entry and type (see the ``atomic_torch_save`` there).
+_STATE_ENTRIES = {
+    "options": str,
+    "config": str,
+    "step": int,
+    "epoch": int,
+    "model": dict,
+    "scale_statistics": dict,
+    "optimizer": dict,
+    "schedule": dict,
+    "history": list,
+}
+
+
+def _resume_state(options: TrainOptions, config: ModelConfig) -> dict | None:
+    """The training state saved beside ``options.out``, checked against ``options`` and ``config``.
+
+    Returns
+    -------
+    dict or None
+        None when there is no state file.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is not a training state of this project (a checkpoint in its place, a
+        damaged or edited file), or it was saved for other options or another model.
+    """
     path = _state_path(options.out)
     if not path.exists():
         return None
@@ -390,10 +460,49 @@ def _resume_state(options: TrainOptions) -> dict | None:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"cannot resume from {path} ({type(exc).__name__}); delete it to start afresh") from None
-    saved = json.loads(state["options"])
-    for key in ("dataset", "epochs1", "epochs2", "batch_size", "seed", "limit"):
-        if saved[key] != getattr(options, key):
-            raise CheckpointError(
-                f"cannot resume from {path}: it was trained with {key}={saved[key]!r}, not {getattr(options, key)!r}"
+    if not isinstance(state, dict):
+        raise _not_a_training_state(path, f"it holds a {type(state).__name__}")
+    for key, kind in _STATE_ENTRIES.items():
+        value = state.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise _not_a_training_state(
+                path, f"it has no {key!r} entry" if key not in state else f"its {key!r} is a {type(value).__name__}"
             )
+    if state["step"] not in (1, 2) or state["epoch"] < 0:
+        raise _not_a_training_state(path, f"it stopped at step {state['step']}, epoch {state['epoch']}")
+    try:
+        saved = json.loads(state["options"])
+        saved_config = ModelConfig.from_dict(json.loads(state["config"]))
+    except (ValueError, RecursionError) as exc:  # ConfigError is a ValueError
+        detail = " ".join(str(exc).split())
+        raise CheckpointError(f"cannot resume from {path}: it holds damaged options or config ({detail})") from None
+    if not isinstance(saved, dict):
+        raise _not_a_training_state(path, "its options are not a JSON object")
+    for key in ("dataset", "epochs1", "epochs2", "batch_size", "seed", "limit"):
+        if saved.get(key) != getattr(options, key):
+            theirs, mine = saved.get(key), getattr(options, key)
+            raise CheckpointError(f"cannot resume from {path}: it was trained with {key}={theirs!r}, not {mine!r}")
+    for field in dataclasses.fields(ModelConfig):
+        if getattr(saved_config, field.name) != getattr(config, field.name):
+            mine, theirs = getattr(config, field.name), getattr(saved_config, field.name)
+            raise CheckpointError(
+                f"cannot resume from {path}: it was trained with {field.name}={theirs!r}, not {mine!r}"
+            )
+    problem = state_dict_problem(state["model"], entry="model state")
+    if problem:
+        raise CheckpointError(f"cannot resume from {path}: it {problem}; delete it to start afresh")
+    for name, statistics in state["scale_statistics"].items():
+        if not (
+            isinstance(statistics, dict)
+            and isinstance(statistics.get("counter"), int)
+            and all(isinstance(statistics.get(key), torch.Tensor) for key in ("buffer", "value"))
+        ):
+            raise _not_a_training_state(path, f"its scale statistics of {name!r} are damaged")
     return state
+
+
+def _not_a_training_state(path: Path, reason: str) -> CheckpointError:
+    return CheckpointError(
+        f"cannot resume from {path}: it is not a training state of instabnn-hw train ({reason}); "
+        "delete it to start afresh"
+    )

@@ -22,9 +22,9 @@ import math
 import os
 import random
 import re
-import shutil
 import threading
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,19 +35,28 @@ from amaranth.hdl import Shape
 from ..codegen import ir, reference
 from ..codegen.report import GRAPH_FILE, PLAN_FILE, read_plan
 from ..codegen.stages import element_shape
+from ..errors import MAX_SEED, UserError, check_number
+from ..files import UnsafePathError, check_output_folder, inside
 from ..hw.layouts import channel_word, tensor_to_words
 from ..hw.payload import pack, unpack
+from ..manifest import TOP_NAME, ManifestError, design_file, read_manifest
+from ..strict_json import short_repr
 from .streams import stimulus_seed
-from .toolchain import SIMULATORS, build_cocotb, check_simulator, run_cocotb_tests
+from .toolchain import BUILD_STAMP, SIMULATORS, build_cocotb, check_simulator, run_cocotb_tests
 
 __all__ = [
+    "BUILD_MARKER",
     "DesignFolder",
     "ImageResult",
     "Difference",
     "SimResult",
     "SimulationError",
+    "check_build_dir",
+    "check_image_count",
+    "check_seed",
     "design_images",
     "extreme_images",
+    "image_bytes",
     "load_design",
     "localise",
     "random_images",
@@ -56,15 +65,24 @@ __all__ = [
     "stream_payloads",
 ]
 
-TOPLEVEL = "instabnn_top"
+TOPLEVEL = TOP_NAME
 TEST_MODULE = "instabnn_hw.sim.design_tb"
 RESET_CYCLES = 3
 #: At most this many whole frames of random pixels enter before the mid-frame reset.
 JUNK_FRAMES = 4
+#: The file simulate puts in every build folder it creates: the mark of a folder it may reuse and change.
+BUILD_MARKER = ".instabnn-sim"
+#: Bytes per pixel or logit of the stimulus and expected words: Python lists, packed words, hex strings, JSON.
+STIMULUS_BYTES_PER_ELEMENT = 128
 
 
-class SimulationError(ValueError):
+class SimulationError(UserError, ValueError):
     """A design folder, image batch or option that cannot be simulated; the message is one line."""
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,45 +121,61 @@ class DesignFolder:
         return dict(self.manifest.get("estimate", {}))
 
 
+def _confined(path: Path, name: str, what: str) -> Path:
+    try:
+        return design_file(path, name, what)
+    except ManifestError as exc:
+        raise SimulationError(str(exc)) from None
+
+
 def load_design(path) -> DesignFolder:
     """Reads the design folder ``path`` (manifest.json, graph.npz, plan.json, rtl/).
+
+    Every file the manifest names must lie inside ``path`` (a ``..`` or a link out of it is
+    refused), and every manifest field the tools read must have its type.
 
     Raises
     ------
     SimulationError
-        When ``path`` is not a folder written by `instabnn-hw generate` (one line saying what is
-        missing).
+        When ``path`` is not a folder written by `instabnn-hw generate`, or one of its files
+        cannot be read or is not what generate writes (one line saying what is wrong).
     """
     from ..codegen.emit import build_top
 
     path = Path(path)
     hint = "give a folder written by `instabnn-hw generate`"
-    if not path.is_dir():
-        raise SimulationError(f"{path} is not a folder; {hint}")
-    manifest_path = path / "manifest.json"
-    if not manifest_path.is_file():
-        raise SimulationError(f"{path} has no manifest.json; {hint}")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise SimulationError(f"{manifest_path} is not readable JSON ({exc}); {hint}") from None
-    if not isinstance(manifest, dict) or manifest.get("top") != TOPLEVEL:
-        raise SimulationError(f"{manifest_path} is not the manifest of a generated design; {hint}")
-    for name in (GRAPH_FILE, PLAN_FILE):
-        if not (path / name).is_file():
-            raise SimulationError(f"{path} has no {name} (written by generate since issue #5): generate it again")
-    try:
-        graph = ir.load_graph(path / GRAPH_FILE)
-        plan = read_plan(path / PLAN_FILE)
-    except ValueError as exc:
+        manifest = read_manifest(path)
+    except ManifestError as exc:
         raise SimulationError(str(exc)) from None
-    sources = sorted((path / "rtl").glob("*.v"))
-    if not any(s.name == f"{TOPLEVEL}.v" for s in sources):
+    files = manifest["files"]
+    if os.path.lexists(path / "rtl" / "mem"):  # the build folder links to it
+        _confined(path, "rtl/mem", "the design's memory folder")
+    sources = [_confined(path, name, "manifest.json files.verilog") for name in files["verilog"]]
+    memories = [_confined(path, name, "manifest.json files.memories") for name in files.get("memories", [])]
+    graph_path = _confined(path, files.get("graph", GRAPH_FILE), "manifest.json files.graph")
+    plan_path = _confined(path, files.get("plan", PLAN_FILE), "manifest.json files.plan")
+    for name, file in ((GRAPH_FILE, graph_path), (PLAN_FILE, plan_path)):
+        if not file.is_file():
+            raise SimulationError(
+                f"{path} has no {name} (older versions of generate did not write it): generate it again"
+            )
+    try:
+        graph = ir.load_graph(graph_path)
+        plan = read_plan(plan_path)
+    except OSError as exc:
+        raise SimulationError(f"cannot read {exc.filename or graph_path} ({exc.strerror or exc})") from None
+    except (ValueError, TypeError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as exc:
+        raise SimulationError(f"{path}: {_first_line(exc)}; generate it again") from None
+    if not any(source.name == f"{TOPLEVEL}.v" for source in sources):
         raise SimulationError(f"{path} has no rtl/{TOPLEVEL}.v; {hint}")
+    missing = [file for file in sources + memories if not file.is_file()]
+    if missing:
+        raise SimulationError(f"{path} lacks {missing[0].relative_to(path)}; generate it again")
     try:
         top, _ = build_top(graph, plan, rom_dir="mem")
-    except ValueError as exc:
-        raise SimulationError(f"{path}: graph.npz and plan.json do not fit together ({exc})") from None
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SimulationError(f"{path}: graph.npz and plan.json do not fit together ({_first_line(exc)})") from None
     return DesignFolder(path=path, manifest=manifest, graph=graph, plan=plan, top=top, sources=sources)
 
 
@@ -180,6 +214,67 @@ def extreme_images(shape: Sequence[int], seed: int = 1) -> np.ndarray:
     return np.stack(images).astype(np.int64)
 
 
+def check_seed(seed: int | None) -> int:
+    """``seed``, or :func:`~.streams.stimulus_seed` for ``None``, checked to be a whole number in 0..MAX_SEED.
+
+    Raises
+    ------
+    OptionError
+        For a seed numpy's generators do not take (negative, too large, not a whole number).
+    SimulationError
+        For an ``$INSTABNN_SEED`` that is not a number.
+    """
+    if seed is None:
+        try:
+            seed = stimulus_seed()
+        except ValueError:
+            raise SimulationError(
+                f"INSTABNN_SEED must be a whole number, not {short_repr(os.environ.get('INSTABNN_SEED'), 40)}"
+            ) from None
+    return int(check_number("seed", seed, integer=True, low=0, high=MAX_SEED))
+
+
+def image_bytes(graph: ir.Graph) -> int:
+    """Bytes of memory one image takes in a simulation run, an upper estimate.
+
+    The reference run holds every node's output tensor (int64; :func:`localise` keeps them all)
+    and the windows of the largest convolution (per-image vectors and masks, and both
+    concatenated: about four int64 copies, as measured); the stimulus and the expected outputs
+    hold each pixel and logit several times over (lists, packed words, hex strings, the JSON spec).
+    """
+    tensors = sum(graph.types[node.name].elements for node in graph.nodes)
+    windows = 0
+    for node in graph.nodes:
+        if isinstance(node, (ir.XnorConv, ir.IntConv)):
+            out, x = graph.types[node.name], graph.in_types(node)[0]
+            windows = max(windows, out.height * out.width * node.kernel * node.kernel * x.channels)
+    words = graph.types[graph.input.name].elements + graph.types[graph.logits].elements
+    return 8 * (tensors + 4 * windows) + STIMULUS_BYTES_PER_ELEMENT * words
+
+
+def _physical_memory() -> int | None:
+    """Bytes of memory of this machine (``None`` where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_image_count(design: DesignFolder, count: int) -> None:
+    """Raises :class:`SimulationError` when ``count`` images do not fit this machine's memory.
+
+    Checked before anything is allocated: :func:`image_bytes` of the design's graph times
+    ``count`` against the physical memory.
+    """
+    memory = _physical_memory()
+    need = image_bytes(design.graph) * count
+    if memory is not None and need > memory:
+        raise SimulationError(
+            f"{count:,} images need about {need / 2**30:,.1f} GiB for the reference run; this machine has "
+            f"{memory / 2**30:,.1f} GiB: give fewer images"
+        )
+
+
 def design_images(
     design: DesignFolder,
     count: int,
@@ -197,15 +292,17 @@ def design_images(
     Raises
     ------
     SimulationError
-        An unknown or missing dataset, or one whose images do not fit the design's input (one line).
+        An unknown or missing dataset, one whose images do not fit the design's input, a seed out
+        of range, or more images than this machine's memory holds (:func:`check_image_count`); one line.
     """
     shape = tuple(design.graph.input_shape)
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise SimulationError(f"the number of images must be >= 1, not {count!r}")
     preprocessing = design.manifest.get("preprocessing") or {}
     name = None if random_pixels else (dataset or preprocessing.get("dataset"))
-    seed = stimulus_seed() if seed is None else seed
+    seed = check_seed(seed)
     if name is None:
+        check_image_count(design, count)
         why = "" if random_pixels else " (the manifest names no dataset)"
         return random_images(shape, count, seed), None, f"{count} images of random pixels, seed {seed}{why}"
     from instabnn_hw.quant.data import DataError, dataset_info, load_dataset
@@ -228,6 +325,7 @@ def design_images(
         labels = [int(label) for _, label in items]
     if pixels.shape[1:] != shape:
         raise SimulationError(f"{name} gives images of {pixels.shape[1:]}; the design takes {shape}")
+    check_image_count(design, len(pixels))  # a test set is only as big as it is: checked once loaded
     note = f" (the test set has only {len(pixels)})" if len(pixels) < count else ""
     return pixels, [int(v) for v in labels], f"{len(pixels)} {name} test images{note}"
 
@@ -479,20 +577,90 @@ class _Progress(threading.Thread):
             self.report(f"simulated {done}/{self.total} images, {int(cycle):,} cycles, {elapsed:.1f} s")
 
 
-def _prepare_build_dir(design: DesignFolder, build_dir: Path) -> None:
-    build_dir.mkdir(parents=True, exist_ok=True)
+def _build_dir_owner(folder: Path) -> str | None:
+    """``None`` when simulate may build in the existing ``folder`` (empty, or one it wrote), else why not."""
+    names = {entry.name for entry in folder.iterdir()}
+    if not names or BUILD_MARKER in names or BUILD_STAMP in names:
+        return None
+    return "holds files simulate did not write"
+
+
+def _check_memory_link(build_dir: Path) -> None:
+    """``build_dir/mem`` may only be the link to the design's memory files that simulate makes."""
     link = build_dir / "mem"
-    if link.is_symlink() or link.is_file():
-        link.unlink()
-    elif link.is_dir():
-        shutil.rmtree(link)
-    if design.memory_dir.is_dir():
-        target = design.memory_dir.resolve()
+    if os.path.lexists(link) and not link.is_symlink():
+        what = "a folder" if link.is_dir() else "a file"
+        raise SimulationError(
+            f"{link} is {what}, not the link to the design's memory files that simulate makes; "
+            "move it away or give another --build-dir"
+        )
+
+
+def check_build_dir(design: DesignFolder, build_dir=None, *, simulator: str = "verilator", waves: bool = False) -> Path:
+    """The folder :func:`simulate_design` builds and runs in, checked before anything is simulated; absolute.
+
+    ``build_dir`` is new, empty, or a build folder simulate wrote (its :data:`BUILD_MARKER` or the
+    build stamp); the default ``DIR/sim/<simulator>`` (``<simulator>-waves`` with ``waves``) is
+    simulate's own, confined to the design folder. A symbolic link is refused, and so is a
+    ``mem`` in it that is not the link simulate makes.
+
+    Raises
+    ------
+    SimulationError
+        When the folder must not be written or cannot be (one line).
+    """
+    default = build_dir is None
+    if default:
+        name = f"{simulator}-waves" if waves else simulator
+        build_dir = design.path / "sim" / name
         try:
-            relative = os.path.relpath(target, build_dir.resolve())
-        except ValueError:
-            relative = str(target)
-        link.symlink_to(relative, target_is_directory=True)
+            inside(design.path, f"sim/{name}", what="the default build folder")
+        except UnsafePathError:
+            raise SimulationError(
+                f"the default build folder {build_dir} lies outside the design folder (through a link); "
+                "give --build-dir"
+            ) from None
+        label = f"the build folder {build_dir}"
+    else:
+        label = f"--build-dir {build_dir}"
+    try:
+        absolute = check_output_folder(build_dir, label=label, owner=lambda folder: None)
+    except UnsafePathError as exc:
+        raise SimulationError(f"{exc}" + ("; give --build-dir" if default else "")) from None
+    if absolute.is_dir():
+        try:
+            reason = None if default else _build_dir_owner(absolute)
+        except OSError as exc:
+            raise SimulationError(f"{label}: cannot read it ({exc.strerror or exc})") from None
+        if reason is not None:
+            raise SimulationError(f"{label} exists and {reason}; give a new or empty folder")
+        _check_memory_link(absolute)
+    return absolute
+
+
+def _prepare_build_dir(design: DesignFolder, build_dir: Path) -> None:
+    """Creates ``build_dir`` (marked as simulate's) and points its ``mem`` link at the design's memory files.
+
+    Only a link is ever replaced there: a real ``mem`` folder or file is refused.
+    """
+    _check_memory_link(build_dir)
+    link = build_dir / "mem"
+    try:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        marker = build_dir / BUILD_MARKER
+        if not marker.exists():
+            marker.write_text("a build folder of `instabnn-hw simulate`: it reuses and replaces what is here\n")
+        if link.is_symlink():
+            link.unlink()
+        if design.memory_dir.is_dir():
+            target = design.memory_dir.resolve()
+            try:
+                relative = os.path.relpath(target, build_dir.resolve())
+            except ValueError:
+                relative = str(target)
+            link.symlink_to(relative, target_is_directory=True)
+    except OSError as exc:
+        raise SimulationError(f"cannot prepare the build folder {build_dir} ({exc.strerror or exc})") from None
 
 
 def _build(design: DesignFolder, simulator: str, build_dir: Path, waves: bool, report) -> tuple[bool, float]:
@@ -634,6 +802,7 @@ def simulate_design(
     build_dir : str or Path, optional
         Default ``path/sim/<simulator>`` (``<simulator>-waves`` with ``waves``). The build is reused
         while the Verilog is unchanged; the memory files are read from ``path/rtl/mem`` at every run.
+        Another folder must be new, empty or one simulate wrote (:func:`check_build_dir`).
     valid_probability, ready_probability : float
         Of the random flow control after the full-rate images.
     full_rate_images : int, optional
@@ -651,8 +820,9 @@ def simulate_design(
     Raises
     ------
     SimulationError
-        A folder that is not a generated design, pixels of the wrong shape or range, a failed
-        build (one line).
+        A folder that is not a generated design, pixels of the wrong shape or range, more images
+        than memory holds, a seed out of range, a build folder that must not be written, a failed
+        build (one line); all but the last before anything is simulated.
     SimulatorMissing
         When ``simulator`` is not installed.
     """
@@ -670,6 +840,10 @@ def simulate_design(
     n = len(pixels)
     if n < 1:
         raise SimulationError("give at least one image")
+    check_image_count(design, n)
+    seed = check_seed(seed)
+    # where it builds is checked before the (possibly long) reference run
+    build_dir = check_build_dir(design, build_dir, simulator=simulator, waves=waves)
     if labels is not None:
         labels = [int(v) for v in labels]
         if len(labels) != n:
@@ -677,10 +851,6 @@ def simulate_design(
     full = max(min(n, 2), math.ceil(n / 2)) if full_rate_images is None else full_rate_images
     if not 0 <= full <= n:
         raise SimulationError(f"full_rate_images must be in 0..{n}, not {full}")
-    seed = stimulus_seed() if seed is None else int(seed)
-    if build_dir is None:
-        build_dir = design.path / "sim" / (f"{simulator}-waves" if waves else simulator)
-    build_dir = Path(build_dir)
 
     report(f"reference: {n} images")
     trace = reference.run(design.graph, pixels)

@@ -117,7 +117,7 @@ def run_stream_cases(
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
     bundle = StreamBundle({case: c.component for case, c in cases.items()})
-    (build_dir / "bundle.v").write_text(verilog.convert(bundle, name="bundle"))
+    (build_dir / "bundle.v").write_text(verilog.convert(bundle, name="bundle", emit_src=False))
     streams = []
     for case, c in cases.items():
         ports = stream_ports(c.component)

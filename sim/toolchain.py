@@ -19,7 +19,11 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from ..errors import UserError
+from ..processes import grouped_runner
+
 __all__ = [
+    "BUILD_STAMP",
     "SIMULATORS",
     "SimulatorMissing",
     "build_cocotb",
@@ -32,10 +36,10 @@ __all__ = [
 SIMULATORS = ("verilator", "icarus")
 
 #: The stamp of a finished build: the hash of its sources and options.
-_STAMP = "instabnn-build.json"
+BUILD_STAMP = "instabnn-build.json"
 
 
-class SimulatorMissing(RuntimeError):
+class SimulatorMissing(UserError, RuntimeError):
     """The simulator is not installed; the message says how to install it."""
 
 
@@ -138,7 +142,7 @@ def build_cocotb(
     sources = [Path(source).resolve() for source in sources]
     args = (["-Wno-fatal", "-Wno-lint", "-Wno-style"] if simulator == "verilator" else []) + list(build_args)
     stamp = _stamp(simulator, toplevel, sources, args, waves) if reuse else None
-    stamp_path = build_dir / _STAMP
+    stamp_path = build_dir / BUILD_STAMP
     if (
         stamp is not None
         and _artifact(simulator, build_dir, toplevel).exists()
@@ -148,7 +152,7 @@ def build_cocotb(
         return False
     stamp_path.unlink(missing_ok=True)
     with _environment(simulator_environment(), drop=["VERILATOR_ROOT"]):
-        runner = get_runner(simulator)
+        runner = grouped_runner(get_runner(simulator))
         try:
             runner.build(
                 sources=sources,
@@ -191,7 +195,7 @@ def run_cocotb_tests(
 
     build_dir = Path(build_dir).resolve()
     with _environment(simulator_environment(), drop=["VERILATOR_ROOT"]):
-        runner = get_runner(simulator)
+        runner = grouped_runner(get_runner(simulator))
         try:
             results = runner.test(
                 test_module=test_module,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 
 import numpy as np
@@ -24,9 +25,11 @@ from instabnn_hw.codegen.plan import (
     read_fold_config,
     stream_widths,
 )
+from instabnn_hw.errors import OptionError
 from instabnn_hw.hw.fixed import shape_for
 from instabnn_hw.hw.int_mvu import IntMatrixVector
 from instabnn_hw.hw.xnor_mvu import XnorMatrixVector
+from instabnn_hw.strict_json import JSON_SIZE_LIMIT
 
 #: FINN's CNV W1A1 folding (PE, SIMD) of the nine MVU layers, graph order.
 FINN_CNV = [(16, 3), (32, 32), (16, 32), (16, 32), (4, 32), (1, 32), (1, 4), (1, 8), (5, 1)]
@@ -309,22 +312,26 @@ def test_fps_beyond_full_unrolling(cnv):
     assert message.startswith("--fps 1000000 is beyond this model's maximum of 12,346 frames/s at 100 MHz")
     assert "frames/s at 100 MHz (layer conv0 at full parallelism); lower --fps or raise --clock" in message
     # a faster clock allows it
-    assert plan(cnv, fps=1e6, clock_mhz=10_000).estimate.fps >= 1e6
+    assert plan(cnv, fps=1e5, clock_mhz=1000).estimate.fps >= 1e5
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"fps": 0}, r"--fps must be a positive number, not 0"),
-        ({"fps": "fast"}, r"--fps must be a positive number, not 'fast'"),
-        ({"lut_budget": 10.5}, r"--lut-budget must be a positive integer, not 10.5"),
-        ({"clock_mhz": -1}, r"--clock must be a positive number, not -1"),
-        ({"fps": 10, "lut_budget": 1000}, r"give at most one of --fps, --lut-budget and --fold-config"),
+        ({"fps": 0}, r"^fps must be > 0, not 0$"),
+        ({"fps": "fast"}, r"^fps must be a finite number, not 'fast'$"),
+        ({"fps": float("nan")}, r"^fps must be a finite number, not nan$"),
+        ({"lut_budget": 10.5}, r"^lut_budget must be a whole number, not 10.5$"),
+        ({"clock_mhz": -1}, r"^clock_mhz must be from 0.001 to 1000, not -1$"),
+        ({"clock_mhz": 1e-300}, r"^clock_mhz must be from 0.001 to 1000, not 1e-300$"),
+        ({"clock_mhz": 1e300}, r"^clock_mhz must be from 0.001 to 1000, not 1e\+300$"),
+        ({"fps": 10, "lut_budget": 1000}, r"^fps and lut_budget are alternatives; give at most one$"),
     ],
 )
 def test_bad_arguments(kwargs, match):
-    with pytest.raises(PlanError, match=match):
+    with pytest.raises(OptionError, match=match) as error:
         plan(block_graph(), **kwargs)
+    assert error.value.parameters[0] in kwargs
 
 
 def test_fold_config_round_trip(tmp_path, cnv):
@@ -342,7 +349,7 @@ def test_fold_config_round_trip(tmp_path, cnv):
     ("content", "match"),
     [
         ("{not json", r"is not valid JSON"),
-        ("[1, 2]", r"must be a JSON object of layer names, not list"),
+        ("[1, 2]", r"must be a JSON object of layer names, not a JSON array"),
         ('{"conv0": 3}', r"layer conv0 must be \{\"PE\": int, \"SIMD\": int\}, not 3"),
         ('{"conv0": {"PE": 16}}', r"layer conv0 must be"),
         ("MISSING", r"fold config misses the matrix-vector layers: conv1, conv2"),
@@ -375,6 +382,113 @@ def test_malformed_fold_configs(tmp_path, cnv, content, match):
 def test_missing_fold_config_file(tmp_path, cnv):
     with pytest.raises(PlanError, match=r"cannot read the fold config .*nope.json"):
         read_fold_config(tmp_path / "nope.json", cnv)
+
+
+def _finn_cnv_config(**changes) -> dict:
+    """FINN's CNV folding as a fold config of :func:`cnv_graph`, with ``changes`` (layer -> entry) merged in."""
+    layers = [f"conv{k}" for k in range(6)] + [f"fc{k}" for k in range(3)]
+    good = {name: {"PE": pe, "SIMD": simd} for name, (pe, simd) in zip(layers, FINN_CNV, strict=True)}
+    return {**good, **changes}
+
+
+def _entry(pe, simd=32) -> bytes:
+    return json.dumps(_finn_cnv_config(conv1={"PE": pe, "SIMD": simd})).encode()
+
+
+#: (file bytes, fragment of the message): files a user may hand over, none of which is a fold config.
+BAD_FOLD_FILES = {
+    "utf-16": (json.dumps(_finn_cnv_config()).encode("utf-16"), "is not UTF-8 text (byte 0xff at offset 0)"),
+    "binary junk": (bytes(range(256)) * 4, "is not UTF-8 text (byte 0x80 at offset 128)"),
+    "nul bytes": (b"\0" * 64, "is not valid JSON"),
+    "empty": (b"", "is not valid JSON: Expecting value at line 1 column 1"),
+    "nested arrays": (b"[" * 100_000 + b"]" * 100_000, "nests arrays or objects deeper than 64 levels"),
+    "nested objects": (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nests arrays or objects deeper than 64"),
+    "nested a little too deep": (b"[" * 65 + b"]" * 65, "nests arrays or objects deeper than 64 levels"),
+    "array": (b"[1, 2]", "must be a JSON object of layer names, not a JSON array"),
+    "string": (b'"conv1"', "must be a JSON object of layer names, not a JSON string"),
+    "null": (b"null", "must be a JSON object of layer names, not a JSON null"),
+    "unknown layer": (
+        json.dumps(_finn_cnv_config(nosuch={"PE": 1, "SIMD": 1})).encode(),
+        "fold config names unknown layers: nosuch",
+    ),
+    "many unknown layers": (
+        json.dumps(_finn_cnv_config(**{f"x{k}": {"PE": 1, "SIMD": 1} for k in range(8)})).encode(),
+        "unknown layers: x0, x1, x2, x3, x4 and 3 more",
+    ),
+    "unknown layer with a newline": (
+        json.dumps(_finn_cnv_config(**{"a\nb" * 40: {"PE": 1, "SIMD": 1}})).encode(),
+        "unknown layers: 'a\\nba\\nb",
+    ),
+    "not a matrix-vector layer": (
+        json.dumps(_finn_cnv_config(sign0={"PE": 1, "SIMD": 1})).encode(),
+        "not matrix-vector layers: sign0",
+    ),
+    "PE a string": (_entry("2"), "layer conv1: PE must be a positive integer, not '2'"),
+    "PE a float": (_entry(2.0), "layer conv1: PE must be a positive integer, not 2.0"),
+    "PE a bool": (_entry(True), "layer conv1: PE must be a positive integer, not True"),
+    "PE null": (_entry(None), "layer conv1: PE must be a positive integer, not None"),
+    "PE a list": (_entry([2]), "layer conv1: PE must be a positive integer, not [2]"),
+    "PE negative": (_entry(-2), "layer conv1: PE must be a positive integer, not -2"),
+    "SIMD zero": (_entry(2, 0), "layer conv1: SIMD must be a positive integer, not 0"),
+    "PE NaN": (_entry(float("nan")), "holds NaN, which is not a JSON number"),
+    "PE Infinity": (_entry(float("inf")), "holds Infinity, which is not a JSON number"),
+    "SIMD -Infinity": (_entry(2, float("-inf")), "holds -Infinity, which is not a JSON number"),
+    "PE of 5000 digits": (_entry(2).replace(b'"PE": 2', b'"PE": ' + b"9" * 5000), "holds a number of more than"),
+    "PE huge": (_entry(2**70), f"layer conv1: PE {2**70} does not divide its 64 output channels"),
+    "an extra key": (
+        json.dumps(_finn_cnv_config(conv1={"PE": 2, "SIMD": 32, "MMV": 1})).encode(),
+        "layer conv1 must be {\"PE\": int, \"SIMD\": int}, not {'PE': 2, 'SIMD': 32, 'MMV': 1}",
+    ),
+    "a key twice": (_entry(2).replace(b'"PE": 2', b'"PE": 2, "PE": 4'), "repeats the key 'PE'"),
+    "an entry that is a list": (
+        json.dumps(_finn_cnv_config(conv1=[2, 32])).encode(),
+        'layer conv1 must be {"PE": int, "SIMD": int}, not [2, 32]',
+    ),
+}
+
+
+@pytest.mark.parametrize(("content", "fragment"), BAD_FOLD_FILES.values(), ids=BAD_FOLD_FILES.keys())
+def test_a_bad_fold_config_file_is_one_line(tmp_path, cnv, content, fragment):
+    path = tmp_path / "fold.json"
+    path.write_bytes(content)
+    with pytest.raises(PlanError) as info:
+        read_fold_config(path, cnv)
+    message = str(info.value)
+    assert "\n" not in message and fragment in message and str(path) in message
+    assert len(message) < 300 + len(str(path))
+
+
+def test_a_fold_config_may_start_with_a_byte_order_mark(tmp_path, cnv):
+    path = tmp_path / "fold.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(_finn_cnv_config()).encode())
+    assert read_fold_config(path, cnv)["conv1"] == Fold(*FINN_CNV[1])
+
+
+def _huge_file(path):
+    with open(path, "wb") as f:
+        f.truncate(JSON_SIZE_LIMIT + 1)  # sparse: no disk space taken
+
+
+@pytest.mark.parametrize(
+    ("make", "fragment"),
+    [
+        (lambda path: path.mkdir(), "cannot read the fold config {path}: Is a directory"),
+        (lambda path: None, "cannot read the fold config {path}: No such file or directory"),
+        (_huge_file, "fold config {path} is larger than 16 MiB"),
+        pytest.param(
+            lambda path: (path.write_text("{}"), path.chmod(0)),
+            "cannot read the fold config {path}: Permission denied",
+            marks=pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file"),
+        ),
+    ],
+    ids=["folder", "missing", "huge", "unreadable"],
+)
+def test_a_fold_config_that_is_no_readable_file_is_one_line(tmp_path, cnv, make, fragment):
+    path = tmp_path / "fold.json"
+    make(path)
+    with pytest.raises(PlanError) as info:
+        read_fold_config(path, cnv)
+    assert str(info.value) == fragment.format(path=path)
 
 
 # ------------------------------------------------------------------------------- demand functions

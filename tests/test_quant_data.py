@@ -1,8 +1,11 @@
 """Tests for instabnn_hw.quant.data: the offline dataset loaders."""
 
 import gzip
+import os
 import pickle
+import struct
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,8 +231,21 @@ def test_fashion_mnist_missing_folder_or_file(tmp_path):
 # --- CIFAR-10 on a generated folder -----------------------------------------------------
 
 
-def write_cifar10_folder(folder, images_per_batch=2):
-    """Write a tiny cifar-10-batches-py folder; return {batch name: (data, labels)}."""
+def cifar10_batch(name, data, labels):
+    """The dict a CIFAR-10 python batch holds (keys as ``pickle.load(..., encoding="bytes")`` gives them)."""
+    return {
+        b"batch_label": f"{name} of 6".encode(),
+        b"labels": labels,
+        b"data": data,
+        b"filenames": [f"image_{n:05d}.png".encode() for n in range(len(data))],
+    }
+
+
+def write_cifar10_folder(folder, images_per_batch=2, protocol=2):
+    """Write a tiny cifar-10-batches-py folder; return {batch name: (data, labels)}.
+
+    Protocol 2, as the real files (pickled by Python 2) are.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(3)
     batches = {}
@@ -237,9 +253,63 @@ def write_cifar10_folder(folder, images_per_batch=2):
         data = rng.integers(0, 256, size=(images_per_batch, 3072), dtype=np.uint8)
         labels = [(index + n) % 10 for n in range(images_per_batch)]
         with open(folder / name, "wb") as stream:
-            pickle.dump({b"data": data, b"labels": labels, b"batch_label": name.encode()}, stream)
+            pickle.dump(cifar10_batch(name, data, labels), stream, protocol=protocol)
         batches[name] = (data, labels)
     return batches
+
+
+def python2_cifar10_pickle(data, labels):
+    """A batch pickled the way Python 2 and numpy 1 wrote the real files (byte strings, ``numpy.core``)."""
+
+    def string(text):  # Python 2's str: BINSTRING, which encoding="bytes" reads as bytes
+        return b"T" + struct.pack("<I", len(text)) + text
+
+    def integer(value):
+        return b"J" + struct.pack("<i", value)
+
+    array = (
+        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n"
+        + integer(0)
+        + b"\x85"  # TUPLE1: the shape (0,)
+        + string(b"b")
+        + b"\x87R"  # TUPLE3, REDUCE: _reconstruct(ndarray, (0,), "b")
+        + b"("
+        + integer(1)
+        + integer(data.shape[0])
+        + integer(data.shape[1])
+        + b"\x86"  # TUPLE2: the shape
+        + b"cnumpy\ndtype\n"
+        + string(b"u1")
+        + integer(0)
+        + integer(1)
+        + b"\x87R"  # dtype("u1", 0, 1)
+        + b"("
+        + integer(3)
+        + string(b"|")
+        + b"NNN"
+        + integer(-1)
+        + integer(-1)
+        + integer(0)
+        + b"tb"  # the dtype's state, BUILD
+        + b"\x89"  # NEWFALSE: C order
+        + string(data.tobytes())
+        + b"tb"  # the array's state, BUILD
+    )
+    label_list = b"](" + b"".join(integer(label) for label in labels) + b"e"
+    return (
+        b"\x80\x02}("
+        + string(b"batch_label")
+        + string(b"testing batch 1 of 1")
+        + string(b"labels")
+        + label_list
+        + string(b"data")
+        + array
+        + string(b"filenames")
+        + b"]("
+        + b"".join(string(f"image_{n}.png".encode()) for n in range(len(data)))
+        + b"e"
+        + b"u."
+    )
 
 
 @pytest.mark.parametrize("point_at_parent", [False, True])
@@ -274,6 +344,92 @@ def test_cifar10_missing_data(tmp_path):
         load_dataset("cifar10", "train", data_dir=tmp_path / "absent")
     with pytest.raises(DataError, match="no data_batch_1 in"):
         load_dataset("cifar10", "train", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.DEFAULT_PROTOCOL, 4])
+def test_cifar10_batch_in_each_pickle_protocol_numpy_writes_with_reconstruct(tmp_path, protocol):
+    batches = write_cifar10_folder(tmp_path, protocol=protocol)
+    test = load_dataset("cifar10", "test", data_dir=tmp_path)
+    data, labels = batches["test_batch"]
+    assert torch.equal(test.images, torch.from_numpy(data.reshape(-1, 3, 32, 32)))
+    assert test.labels.tolist() == labels
+
+
+def test_cifar10_batch_pickled_by_python2_as_the_real_files_are(tmp_path):
+    write_cifar10_folder(tmp_path)
+    data = np.random.default_rng(5).integers(0, 256, size=(3, 3072), dtype=np.uint8)
+    content = python2_cifar10_pickle(data, [7, 0, 9])
+    (tmp_path / "test_batch").write_bytes(content)
+    # The hand-made pickle is what Python's own unpickler reads as a batch, numpy.core and all.
+    reference = pickle.loads(content, encoding="bytes")
+    assert reference[b"labels"] == [7, 0, 9] and np.array_equal(reference[b"data"], data)
+
+    test = load_dataset("cifar10", "test", data_dir=tmp_path)
+    assert torch.equal(test.images, torch.from_numpy(data.reshape(3, 3, 32, 32)))
+    assert test.labels.tolist() == [7, 0, 9]
+
+
+def write_marker(path):
+    """What a crafted pickle calls: proof, if the file exists afterwards, that loading ran code."""
+    Path(path).write_text("the pickle ran code")
+
+
+class RunsCodeWhenUnpickled:
+    def __init__(self, function, *arguments):
+        self.function, self.arguments = function, arguments
+
+    def __reduce__(self):
+        return self.function, self.arguments
+
+
+def marker_payloads(marker):
+    return {
+        "os.system": RunsCodeWhenUnpickled(os.system, f"touch {marker}"),
+        "a function": RunsCodeWhenUnpickled(write_marker, str(marker)),
+    }
+
+
+@pytest.mark.parametrize("payload", ["os.system", "a function"])
+@pytest.mark.parametrize("where", ["the whole batch", "its data", "an item of an object array"])
+def test_cifar10_batch_that_runs_code_is_refused_without_running_it(tmp_path, payload, where):
+    write_cifar10_folder(tmp_path)
+    marker = tmp_path / "marker"
+    evil = marker_payloads(marker)[payload]
+    batch = {
+        "the whole batch": evil,
+        "its data": {b"data": evil, b"labels": [0]},
+        "an item of an object array": {b"data": np.array([evil, 1], dtype=object), b"labels": [0, 1]},
+    }[where]
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    # Python's own unpickler would run it:
+    pickle.loads(pickle.dumps(marker_payloads(tmp_path / "proof")[payload]))
+    assert (tmp_path / "proof").exists()
+
+    with pytest.raises(DataError, match="test_batch is not a CIFAR-10 batch .it ") as caught:
+        load_dataset("cifar10", "test", data_dir=tmp_path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert ("dtype object" if where.startswith("an item") else "which a CIFAR-10 batch never holds") in message
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "batch, message",
+    [
+        ({b"data": np.array([b"x" * 3072], dtype=object), b"labels": [0]}, "dtype object"),
+        ({b"data": np.zeros((1, 3072), dtype=[("red", "u1")]), b"labels": [0]}, "dtype |V1"),
+        ({b"data": np.zeros((1, 3072), dtype="S1"), b"labels": [0]}, "dtype |S1"),
+        ({b"data": bytearray(3072), b"labels": [0]}, "bytearray, which a CIFAR-10 batch never holds"),
+        ([np.zeros((1, 3072), np.uint8)], "holds a list, not a dict"),
+    ],
+    ids=["object array", "structured array", "byte-string array", "bytearray", "list"],
+)
+def test_cifar10_batch_with_what_a_real_batch_never_holds_is_refused(tmp_path, batch, message):
+    write_cifar10_folder(tmp_path)
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
+    with pytest.raises(DataError, match="test_batch is not a CIFAR-10 batch") as caught:
+        load_dataset("cifar10", "test", data_dir=tmp_path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_cifar10_corrupt_batch(tmp_path):

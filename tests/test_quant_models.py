@@ -1,10 +1,14 @@
 """The model zoo: structure of the big models, INSTA placement, gradients, configs."""
 
 import dataclasses
+import json
+import re
+import time
 
 import pytest
 import torch
 
+from instabnn_hw.quant import models as models_module
 from instabnn_hw.quant.layers import BinaryConv2d, InstaPReLU, RPReLU, Threshold
 from instabnn_hw.quant.models import MODELS, BinaryBlock, ConfigError, ModelConfig, build_model, model_from_config
 from instabnn_hw.quant.summary import summarize
@@ -172,3 +176,132 @@ def test_defaults_follow_the_zoo_table():
             defaults.num_classes,
             defaults.width,
         )
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, message",
+    [
+        ("resnet-tiny", {"act_bits": "8"}, "act_bits must be an integer, not '8'"),
+        ("resnet-tiny", {"width": 16.0}, "width must be an integer, not 16.0"),
+        ("resnet-tiny", {"width": True}, "width must be an integer, not True"),
+        ("resnet-tiny", {"binary_weights": 1}, "binary_weights must be true or false, not 1"),
+        ("resnet-tiny", {"insta": None}, "insta must be a string, not None"),
+        ("resnet-tiny", {"insta_stages": (True,)}, "insta stages must be a list of stage numbers"),
+        ("resnet-tiny", {"in_channels": 0}, "in_channels must be a positive integer, not 0"),
+        ("resnet-tiny", {"num_classes": -1}, "num_classes must be a positive integer, not -1"),
+        ("resnet-tiny", {"input_size": 0}, "input_size must be a positive integer, not 0"),
+        ("resnet-tiny", {"reduction": 0}, "reduction must be a positive integer, not 0"),
+        (["resnet-tiny"], {}, "unknown model ['resnet-tiny']"),
+    ],
+)
+def test_fields_of_the_wrong_type_or_nonsense_values_raise_config_error(name, kwargs, message):
+    with pytest.raises(ConfigError) as caught:
+        build_model(name, **kwargs)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([1, 2], "a model config is a JSON object of its fields, not an array"),
+        (None, "not null"),
+        ({"name": "cnv"}, "the model config lacks the keys ['insta', 'prelu'"),
+    ],
+)
+def test_config_from_anything_but_all_its_fields_raises_config_error(data, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ModelConfig.from_dict(data)
+
+
+def test_config_from_dict_checks_the_values_too():
+    fields = json.loads(build_model("resnet-tiny", insta="rsign", width=4).config.to_json())
+    with pytest.raises(ConfigError, match="width 1000000 needs about"):
+        ModelConfig.from_dict({**fields, "width": 10**6})
+    assert ModelConfig.from_dict(fields).width == 4
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, culprit, what, choice",
+    [
+        ("resnet18", {"width": 100_000}, "width 100000", "its weights", "width"),
+        ("resnet18", {"input_size": 100_000}, "input_size 100000", "the activations of one image", "input_size"),
+        ("mobilenetv1", {"width": 10**6}, "width 1000000", "its weights", "width"),
+        ("resnet-tiny", {"num_classes": 10**10}, "num_classes 10000000000", "its weights", "num_classes"),
+        ("cnv", {"input_size": 100_000}, "input_size 100000", "its weights", "input_size"),  # its FC grows with it
+        (
+            "resnet-tiny",
+            {"width": 10**5, "in_channels": 10**5},
+            "width 100000 and in_channels 100000",
+            "its weights",
+            "width or in_channels",
+        ),
+    ],
+)
+def test_sizes_a_machine_cannot_hold_are_refused_before_any_allocation(
+    monkeypatch, name, kwargs, culprit, what, choice
+):
+    monkeypatch.setattr(models_module, "_physical_memory", lambda: 256 * 2**30)  # the same on every machine
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as caught:
+        build_model(name, insta="rsign", **kwargs)
+    assert time.perf_counter() - started < 1.0
+    message = str(caught.value)
+    assert message.startswith(f"{name} with {culprit} needs about ")
+    assert message.endswith(f"of memory for {what}; this machine has 256.0 GiB: choose a smaller {choice}")
+    assert "\n" not in message
+
+
+def test_a_width_no_machine_can_hold_is_refused_on_this_one():
+    expected = (
+        r"^resnet18 with width 1000000 needs about 19.4 PiB of memory for its weights; "
+        r"this machine has [\d.]+ [KMGTP]iB: choose a smaller width$"
+    )
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=expected):
+        build_model("resnet18", width=10**6)
+    assert time.perf_counter() - started < 1.0
+
+
+def test_the_memory_bound_follows_the_machine(monkeypatch):
+    monkeypatch.setattr(models_module, "_physical_memory", lambda: 2**30)
+    for name in MODELS:  # the defaults fit in 1 GiB, as they do on any machine that trains them
+        ModelConfig(name=name, **_defaults_of(name)).validate()
+    with pytest.raises(ConfigError) as caught:
+        build_model("resnet18", insta="rsign", width=512)
+    assert str(caught.value) == (
+        "resnet18 with width 512 needs about 5.4 GiB of memory for its weights; this machine has 1.0 GiB: "
+        "choose a smaller width"
+    )
+    monkeypatch.setattr(models_module, "_physical_memory", lambda: None)  # a system that does not say
+    ModelConfig(name="resnet18", **{**_defaults_of("resnet18"), "width": 512}).validate()
+
+
+def _defaults_of(name):
+    defaults = MODELS[name]
+    return dict(
+        prelu=defaults.prelu,
+        input_size=defaults.input_size,
+        in_channels=defaults.in_channels,
+        num_classes=defaults.num_classes,
+        width=defaults.width,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, kwargs",
+    [
+        ("resnet18", {"width": 8, "input_size": 64, "insta": "th+", "prelu": "insta", "reduction": 1}),
+        ("mobilenetv1", {"width": 8, "input_size": 64, "insta": "th", "stats": ("m1", "m2", "m3")}),
+        ("resnet-tiny", {"insta": "th+", "prelu": "insta", "stats": ("m1", "var"), "insta_stages": (2,)}),
+        ("resnet-tiny", {"width": 4, "input_size": 8, "insta": "none"}),
+        ("cnv", {"width": 8, "input_size": 40, "insta": "th+"}),
+        ("cnv", {"insta": "rsign", "num_classes": 100}),
+    ],
+)
+def test_size_estimate_is_an_upper_bound_close_to_the_models_true_size(name, kwargs):
+    model = build_model(name, **kwargs)
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, model.config.in_channels, model.config.input_size, model.config.input_size))
+    true_elements = sum(tensor.numel() for tensor in model.state_dict().values())
+    estimate, _ = models_module._size_estimate(model.config)
+    assert true_elements <= estimate <= 1.3 * true_elements

@@ -8,7 +8,9 @@ the default, and these runs are short); the tests reuse the build.
 """
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,15 +19,25 @@ from amaranth.lib import data
 from verilator_builds import quick_verilator_builds
 
 from instabnn_hw.cli import main
+from instabnn_hw.errors import OptionError
 from instabnn_hw.hw.payload import pack, unpack
+from instabnn_hw.sim import design as sim_design
 from instabnn_hw.sim.design import (
+    BUILD_MARKER,
+    SimulationError,
+    _prepare_build_dir,
+    check_build_dir,
+    check_image_count,
+    check_seed,
     extreme_images,
+    image_bytes,
     load_design,
     pack_words,
     random_images,
     simulate_design,
     unpack_words,
 )
+from instabnn_hw.sim.toolchain import BUILD_STAMP
 
 CORRUPTED_LAYER = "blocks.1.conv"
 
@@ -133,3 +145,127 @@ def test_packing_words_agrees_with_amaranth(elem, length):
     packed = pack_words(layout, np.array(rows, dtype=object))
     assert packed == [pack(layout, row) for row in rows]
     assert unpack_words(layout, packed).tolist() == [unpack(layout, p) for p in packed]
+
+
+# ---------------------------------------------------------------------------------------------
+# where simulate builds, how many images it takes: checked before anything runs (no simulator needed)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """A design folder of a tests/graphs.py network (no torch, no build)."""
+    from graphs import tiny_resnet
+
+    from instabnn_hw.codegen.generate import write_design
+    from instabnn_hw.codegen.plan import plan
+
+    graph = tiny_resnet(31)
+    out = tmp_path_factory.mktemp("checks") / "design"
+    write_design(out, graph, plan(graph), source={"kind": "test", "name": graph.model}, preprocessing={})
+    return out
+
+
+def _listing(root):
+    return sorted(str(path.relative_to(root)) for path in Path(root).rglob("*"))
+
+
+@pytest.mark.parametrize(
+    ("prepare", "entries"),
+    [
+        ("new", None),
+        ("new-nested", None),
+        ("empty", []),
+        ("marked", [BUILD_MARKER]),
+        ("stamped", [BUILD_STAMP, "instabnn_top"]),
+        ("linked", [BUILD_MARKER, "mem"]),
+    ],
+)
+def test_build_dirs_simulate_may_use_are_accepted_and_left_as_they_are(written, tmp_path, prepare, entries):
+    build = tmp_path / "build" / ("deeper/still" if prepare == "new-nested" else "")
+    if entries is not None:
+        build.mkdir(parents=True)
+        for name in entries:
+            if name == "mem":
+                (build / name).symlink_to(tmp_path, target_is_directory=True)
+            else:
+                (build / name).write_text("x")
+    before = _listing(tmp_path)
+    assert check_build_dir(load_design(written), build) == build.absolute()
+    assert _listing(tmp_path) == before  # the check creates nothing
+
+
+def test_the_default_build_dir_is_inside_the_design(written):
+    design = load_design(written)
+    assert check_build_dir(design) == (written / "sim" / "verilator").absolute()
+    assert check_build_dir(design, simulator="icarus", waves=True) == (written / "sim" / "icarus-waves").absolute()
+    assert not (written / "sim").exists()
+
+
+def test_only_the_mem_link_is_replaced_and_the_folder_is_marked(written, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "kept.hex").write_text("0\n")
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "mem").symlink_to(elsewhere, target_is_directory=True)
+    _prepare_build_dir(load_design(written), build)
+    assert (build / "mem").resolve() == (written / "rtl" / "mem").resolve()
+    assert (elsewhere / "kept.hex").read_text() == "0\n" and (build / BUILD_MARKER).is_file()
+    # a real folder there is a user's: refused, untouched
+    (build / "mem").unlink()
+    (build / "mem").mkdir()
+    (build / "mem" / "precious.txt").write_text("precious")
+    with pytest.raises(SimulationError, match="is a folder, not the link"):
+        _prepare_build_dir(load_design(written), build)
+    assert (build / "mem" / "precious.txt").read_text() == "precious"
+
+
+def test_a_linked_design_folder_is_read(written, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(written, target_is_directory=True)
+    design = load_design(link)
+    assert [p.name for p in design.sources] == [p.name for p in load_design(written).sources]
+
+
+def test_the_image_count_is_held_against_the_machines_memory(written, monkeypatch):
+    design = load_design(written)
+    per_image = image_bytes(design.graph)
+    assert per_image >= 8 * sum(design.graph.types[n.name].elements for n in design.graph.nodes)
+    check_image_count(design, 20)  # the default fits any machine
+    monkeypatch.setattr(sim_design, "_physical_memory", lambda: 10 * per_image)
+    check_image_count(design, 10)
+    with pytest.raises(SimulationError, match="11 images need about 0.0 GiB for the reference run; this machine"):
+        check_image_count(design, 11)
+    monkeypatch.setattr(sim_design, "_physical_memory", lambda: None)  # a system that does not say
+    check_image_count(design, 10**20)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**63, 10**30, 1.5, True, "3"])
+def test_seeds_numpy_does_not_take_are_refused(seed):
+    with pytest.raises(OptionError, match=r"^seed must be (from 0 to 2\*\*63 - 1|a whole number), not "):
+        check_seed(seed)
+
+
+def test_seeds_in_range_pass():
+    assert [check_seed(s) for s in (0, 7, 2**63 - 1, np.int64(5))] == [0, 7, 2**63 - 1, 5]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"seed": -1}, "seed must be from 0 to 2**63 - 1, not -1"),
+        ({"build_dir": "/proc/instabnn"}, "cannot write in /proc"),
+        ({"valid_probability": float("nan")}, "valid_probability must be in (0, 1]"),
+    ],
+)
+def test_simulate_design_refuses_before_the_reference_run(written, monkeypatch, options, message):
+    def started(*args, **kwargs):
+        pytest.fail("the reference run started before the input was refused")
+
+    monkeypatch.setattr(sim_design.reference, "run", started)
+    design = load_design(written)
+    pixels = random_images(design.graph.input_shape, 2, seed=1)
+    before = _listing(written)
+    with pytest.raises((SimulationError, OptionError), match=re.escape(message)):
+        simulate_design(written, pixels, design=design, **options)
+    assert _listing(written) == before
