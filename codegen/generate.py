@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MAX_SEED, UserError, check_number
+from ..errors import MAX_SEED, OptionError, UserError, check_number
 from ..files import UnsafePathError, check_output_folder, staged_folder
 from ..strict_json import read_json
 
@@ -59,7 +59,7 @@ class GenerateOptions:
     lut_budget: int | None = None
     fold_config: str | None = None
     clock_mhz: float = 100.0
-    seed: int = 0
+    seed: int | None = None
     force: bool = False
 
 
@@ -124,7 +124,9 @@ def _check_options(options: GenerateOptions) -> Path:
 
     if options.model is None and options.checkpoint is None:
         raise GenerateError("give --model NAME (seeded random weights) or --checkpoint FILE")
-    check_number("seed", options.seed, integer=True, low=0, high=MAX_SEED)
+    check_number("seed", options.seed, integer=True, low=0, high=MAX_SEED, optional=True)
+    if options.checkpoint is not None and options.seed is not None:
+        raise OptionError("seed", "seeds random weights; a checkpoint brings its own: leave it out")
     check_targets(fps=options.fps, lut_budget=options.lut_budget, fold=options.fold_config, clock_mhz=options.clock_mhz)
     return check_design_folder(options.out, force=options.force)
 
@@ -161,6 +163,7 @@ def load_model(options: GenerateOptions):
         digest = hashlib.sha256(Path(options.checkpoint).read_bytes()).hexdigest()
         source = {"kind": "checkpoint", "name": Path(options.checkpoint).name, "sha256": digest}
         return model, source, model.meta.get("dataset")
+    seed = 0 if options.seed is None else options.seed
     if options.model not in MODELS:
         raise GenerateError(f"unknown model {options.model!r}; choose one of {', '.join(MODELS)}")
     kwargs = {
@@ -174,10 +177,10 @@ def load_model(options: GenerateOptions):
         if value is not None
     }
     try:
-        model = random_model(options.model, seed=options.seed, **kwargs)
+        model = random_model(options.model, seed=seed, **kwargs)
     except ConfigError as exc:
         raise GenerateError(str(exc)) from None
-    source = {"kind": "random", "name": options.model, "seed": options.seed}
+    source = {"kind": "random", "name": options.model, "seed": seed}
     return model, source, None
 
 

@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_argument("--prelu", default=None, choices=PRELUS, help="activation after the residual add")
     options.add_argument("--input-size", type=int, default=None, help="square input size (default: the model's)")
     options.add_argument("--width", type=int, default=None, help="channels of the first stage (default: the model's)")
-    options.add_argument("--seed", type=int, default=0, help="seed of the random weights (default: 0)")
+    options.add_argument("--seed", type=int, default=None, help="seed of the random weights (default: 0)")
     target = generate.add_argument_group("folding target (at most one; default: balanced to the pixel layer)")
     target.add_argument("--fps", type=float, default=None, help="frames per second to reach at --clock")
     target.add_argument("--lut-budget", type=int, default=None, help="the fastest design within N LUT4")

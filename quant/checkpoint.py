@@ -25,7 +25,8 @@ from torch import nn
 
 from ..errors import UserError
 from ..files import atomic_write
-from .models import ConfigError, ModelConfig, _json_type_name, _shown, model_from_config
+from ..strict_json import json_kind, short_repr
+from .models import ConfigError, ModelConfig, model_from_config
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -94,7 +95,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict, dict]:
         if not isinstance(data, dict):
             found = f"it holds a {type(data).__name__}"
         else:
-            found = f"its format is {_shown(data['format'])}" if "format" in data else "it has no format"
+            found = f"its format is {short_repr(data['format'])}" if "format" in data else "it has no format"
         raise CheckpointError(f"{path} is not an instabnn-hw checkpoint (format {CHECKPOINT_FORMAT} expected, {found})")
     try:
         config = ModelConfig.from_dict(_json_entry(data, "config"))
@@ -109,7 +110,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict, dict]:
     try:
         meta = _json_entry(data, "meta") if "meta" in data else {}
         if not isinstance(meta, dict):
-            raise _EntryError(f"meta must be a JSON object, not {_json_type_name(meta)}")
+            raise _EntryError(f"meta must be a JSON object, not a JSON {json_kind(meta)}")
     except _EntryError as exc:
         raise CheckpointError(f"{path} has damaged metadata: {exc}") from None
     return config, state_dict, meta
@@ -152,7 +153,7 @@ def state_dict_problem(state_dict, *, entry: str = "state_dict") -> str | None:
         return f"holds a {type(state_dict).__name__} as its {entry}, not a dict of tensors"
     for name, tensor in state_dict.items():
         if not isinstance(name, str):
-            return f"holds the key {_shown(name)} in its {entry}, which is not a tensor name"
+            return f"holds the key {short_repr(name)} in its {entry}, which is not a tensor name"
         if not isinstance(tensor, torch.Tensor) or tensor.layout != torch.strided or tensor.is_quantized:
             kind = type(tensor).__name__ if not isinstance(tensor, torch.Tensor) else f"{tensor.layout} tensor"
             return f"holds a {kind} as {_tensor_name(name)} in its {entry}, not a dense tensor"
@@ -163,7 +164,7 @@ def state_dict_problem(state_dict, *, entry: str = "state_dict") -> str | None:
 
 def _tensor_name(name: str) -> str:
     """``name`` as it is when it is a short printable one, as a model's names are; else its repr, cut short."""
-    return name if name.isprintable() and len(name) <= 100 else _shown(name)
+    return name if name.isprintable() and len(name) <= 100 else short_repr(name)
 
 
 def load_checkpoint(path: str | os.PathLike) -> nn.Module:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..strict_json import json_kind, short_repr
 from .layers import (
     BinaryConv2d,
     BinaryLinear,
@@ -139,11 +140,11 @@ class ModelConfig:
             type or value, or the model it describes cannot be built on this machine.
         """
         if not isinstance(data, dict):
-            raise ConfigError(f"a model config is a JSON object of its fields, not {_json_type_name(data)}")
+            raise ConfigError(f"a model config is a JSON object of its fields, not a JSON {json_kind(data)}")
         known = [f.name for f in dataclasses.fields(cls)]
         unknown = [key for key in data if key not in known]
         if unknown:
-            unknown = _shown(sorted(map(str, unknown)))
+            unknown = short_repr(sorted(map(str, unknown)))
             raise ConfigError(f"unknown model config keys {unknown}; this checkpoint is from another version")
         missing = [key for key in known if key not in data]
         if missing:
@@ -171,7 +172,7 @@ class ModelConfig:
             Naming the first field that is wrong and what to do about it.
         """
         if not isinstance(self.name, str) or self.name not in MODELS:
-            raise ConfigError(f"unknown model {_shown(self.name)}; choose one of {', '.join(MODELS)}")
+            raise ConfigError(f"unknown model {short_repr(self.name)}; choose one of {', '.join(MODELS)}")
         _check_field_types(self)
         _validate(self)
         _check_input_size(self)
@@ -197,49 +198,33 @@ _TEXT_FIELDS = ("name", "insta", "grad")
 _TUPLE_FIELDS = ("stats", "prelu_stats", "insta_stages")
 
 
-def _json_type_name(value) -> str:
-    """What ``value`` is called in JSON, for messages about a config read from JSON."""
-    for kind, name in ((bool, "a boolean"), (str, "a string"), (dict, "an object"), (list, "an array")):
-        if isinstance(value, kind):
-            return name
-    if isinstance(value, (int, float)):
-        return "a number"
-    return "null" if value is None else f"a {type(value).__name__}"
-
-
-def _shown(value, limit: int = 60) -> str:
-    """``repr(value)``, cut short: an edited checkpoint may hold a huge value."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _check_field_types(config: ModelConfig) -> None:
     for key in _TEXT_FIELDS:
         if not isinstance(getattr(config, key), str):
-            raise ConfigError(f"{key} must be a string, not {_shown(getattr(config, key))}")
+            raise ConfigError(f"{key} must be a string, not {short_repr(getattr(config, key))}")
     if config.prelu is not None and not isinstance(config.prelu, str):
-        raise ConfigError(f"prelu must be a string or null, not {_shown(config.prelu)}")
+        raise ConfigError(f"prelu must be a string or null, not {short_repr(config.prelu)}")
     for key in _INT_FIELDS:
         value = getattr(config, key)
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, not {_shown(value)}")
+            raise ConfigError(f"{key} must be an integer, not {short_repr(value)}")
     for key in _BOOL_FIELDS:
         if not isinstance(getattr(config, key), bool):
-            raise ConfigError(f"{key} must be true or false, not {_shown(getattr(config, key))}")
+            raise ConfigError(f"{key} must be true or false, not {short_repr(getattr(config, key))}")
     for key in ("stats", "prelu_stats"):
         values = getattr(config, key)
         if not isinstance(values, tuple) or not all(isinstance(value, str) for value in values):
-            raise ConfigError(f"{key} must be a list of statistic names, not {_shown(values)}")
+            raise ConfigError(f"{key} must be a list of statistic names, not {short_repr(values)}")
     stages = config.insta_stages
     if stages is not None and (
         not isinstance(stages, tuple) or any(isinstance(s, bool) or not isinstance(s, int) for s in stages)
     ):
-        raise ConfigError(f"insta stages must be a list of stage numbers or null, not {_shown(stages)}")
+        raise ConfigError(f"insta stages must be a list of stage numbers or null, not {short_repr(stages)}")
 
 
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, not {_shown(value)}")
+        raise ConfigError(f"{name} must be a positive integer, not {short_repr(value)}")
     return value
 
 
@@ -260,7 +245,7 @@ def _validate(config: ModelConfig) -> None:
     for key in ("input_size", "in_channels", "num_classes", "width", "reduction"):
         _positive_int(key, getattr(config, key))
     if not 2 <= config.act_bits <= 16:
-        raise ConfigError(f"act_bits must be in 2..16, not {_shown(config.act_bits)}")
+        raise ConfigError(f"act_bits must be in 2..16, not {short_repr(config.act_bits)}")
     if config.insta_stages is not None:
         if not config.insta_stages or any(
             _positive_int("insta stage", s) > defaults.stages for s in config.insta_stages
@@ -725,7 +710,7 @@ def build_model(
         memory cannot hold (checked before anything is allocated).
     """
     if not isinstance(name, str) or name not in MODELS:
-        raise ConfigError(f"unknown model {_shown(name)}; choose one of {', '.join(MODELS)}")
+        raise ConfigError(f"unknown model {short_repr(name)}; choose one of {', '.join(MODELS)}")
     defaults = MODELS[name]
     config = ModelConfig(
         name=name,

@@ -35,7 +35,7 @@ from amaranth.hdl import Shape
 from ..codegen import ir, reference
 from ..codegen.report import GRAPH_FILE, PLAN_FILE, read_plan
 from ..codegen.stages import element_shape
-from ..errors import MAX_SEED, UserError, check_number
+from ..errors import MAX_SEED, OptionError, UserError, check_number
 from ..files import UnsafePathError, check_output_folder, inside
 from ..hw.layouts import channel_word, tensor_to_words
 from ..hw.payload import pack, unpack
@@ -302,6 +302,8 @@ def design_images(
     name = None if random_pixels else (dataset or preprocessing.get("dataset"))
     seed = check_seed(seed)
     if name is None:
+        if data_dir is not None:
+            raise OptionError("data_dir", "names a dataset folder, but the images are random pixels: leave it out")
         check_image_count(design, count)
         why = "" if random_pixels else " (the manifest names no dataset)"
         return random_images(shape, count, seed), None, f"{count} images of random pixels, seed {seed}{why}"

@@ -356,3 +356,138 @@ def test_sigterm_ends_build_with_130_and_nextpnr_with_it(tiny_design):
     assert process.returncode == 130 and err.splitlines() == ["instabnn-hw: interrupted"]
     assert nextpnr[0] in children and _gone(children), "nextpnr and every process it started ended with build"
     assert snapshot(tiny_design) == before, "no build folder, no staging folder"
+
+
+# --- train, eval and models: bad options and unsafe outputs, refused before any training
+
+DIGITS = ["--dataset", "digits", "--input-size", "8", "--width", "8", "--batch-size", "32", "--limit", "64"]
+DIGITS += ["--test-limit", "32", "--epochs2", "1", "--no-progress"]
+
+
+class _RunsCode:
+    """Pickles into a call of os.system: loading it writes the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _crafted_cifar(place: Path) -> Path:
+    import pickle
+
+    folder = place / "cifar-10-batches-py"
+    folder.mkdir()
+    payload = pickle.dumps({b"data": _RunsCode(place / "marker"), b"labels": [0]}, protocol=2)
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        (folder / name).write_bytes(payload)
+    return folder
+
+
+def _shipped() -> Path:
+    from instabnn_hw.quant.checkpoint import shipped_checkpoints
+
+    return shipped_checkpoints()[0]
+
+
+def _damaged_checkpoint(place: Path) -> Path:
+    import torch
+
+    data = torch.load(_shipped(), weights_only=True)
+    name = next(k for k, v in data["state_dict"].items() if v.is_floating_point())
+    data["state_dict"][name] = data["state_dict"][name] * float("nan")
+    torch.save(data, place / "nan.pt")
+    return place / "nan.pt"
+
+
+def _plain_checkpoint_as_state(place: Path) -> str:
+    import shutil
+
+    shutil.copy(_shipped(), place / "m.pt.state.pt")
+    return "m.pt"
+
+
+# case: (argv with {place}, whatever a preparation returns as {made}; the preparation; the message)
+COMMANDS = {
+    "train --threads -2": (
+        ["train", *DIGITS, "--threads", "-2", "--out", "{place}/m.pt"],
+        None,
+        "--threads must be >= 1",
+    ),
+    "train --threads 0": (
+        ["train", *DIGITS, "--threads", "0", "--out", "{place}/m.pt"],
+        None,
+        "--threads must be >= 1",
+    ),
+    "train --lr inf": (
+        ["train", *DIGITS, "--lr", "inf", "--out", "{place}/m.pt"],
+        None,
+        "--lr must be a finite number",
+    ),
+    "train --weight-decay nan": (
+        ["train", *DIGITS, "--weight-decay", "nan", "--out", "{place}/m.pt"],
+        None,
+        "--weight-decay must be a finite number, not nan",
+    ),
+    "train --seed huge": (
+        ["train", *DIGITS, "--seed", "99999999999999999999999", "--out", "{place}/m.pt"],
+        None,
+        "--seed must be from 0 to 2**63 - 1",
+    ),
+    "train --out a folder": (["train", *DIGITS, "--out", "{place}"], None, "is a folder"),
+    "train --out empty": (["train", *DIGITS, "--out", ""], None, "give a file name"),
+    "train --out unwritable": (["train", *DIGITS, "--out", "/proc/m.pt"], None, "cannot write in /proc"),
+    "train --out a file of the user's": (
+        ["train", *DIGITS, "--out", "{made}"],
+        lambda place: (place / "notes.txt").write_text("mine") and place / "notes.txt",
+        "exists and is not a checkpoint",
+    ),
+    "train --out its own record's name": (["train", *DIGITS, "--out", "{place}/m.json"], None, "ends in .json"),
+    "train --resume from a plain checkpoint": (
+        ["train", *DIGITS, "--resume", "--out", "{place}/{made}"],
+        _plain_checkpoint_as_state,
+        "is not a training state of instabnn-hw train",
+    ),
+    "train on a crafted CIFAR-10 batch": (
+        ["train", "--model", "cnv", "--dataset", "cifar10", "--data", "{made}", "--out", "{place}/m.pt"],
+        _crafted_cifar,
+        "which a CIFAR-10 batch never holds",
+    ),
+    "eval of a checkpoint holding NaN": (
+        ["eval", "{made}", "--dataset", "fashion-mnist", "--limit", "4"],
+        _damaged_checkpoint,
+        "holds non-finite values",
+    ),
+    "models --prelu for a model without one": (
+        ["models", "--name", "cnv", "--prelu", "insta"],
+        None,
+        "cnv has no PReLU",
+    ),
+    "generate --seed with a checkpoint": (
+        ["generate", "--checkpoint", "{made}", "--seed", "3", "--out", "{place}/d"],
+        lambda place: _shipped(),
+        "--seed seeds random weights; a checkpoint brings its own",
+    ),
+}
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("argv, prepare, message", COMMANDS.values(), ids=COMMANDS.keys())
+def test_bad_options_and_unsafe_outputs_are_refused_before_any_work(tmp_path, capsys, argv, prepare, message):
+    place = tmp_path / "place"
+    place.mkdir()
+    made = prepare(place) if prepare else None
+    before = snapshot(tmp_path)
+    fails_with_one_line(capsys, [a.format(place=place, made=made) for a in argv], message)
+    assert snapshot(tmp_path) == before, "nothing lost, nothing left (and no marker: no code ran)"
+
+
+def test_a_step_without_epochs_hands_on_to_the_next(tmp_path, capsys):
+    out = tmp_path / "m.pt"
+    assert main(["train", *DIGITS, "--epochs1", "0", "--out", str(out)]) == 0
+    assert "step 2 epoch 1/1" in capsys.readouterr().out and out.is_file()
+
+
+def test_simulate_refuses_a_data_folder_it_would_not_read(tmp_path, capsys, design):
+    fails_with_one_line(capsys, ["simulate", str(design), "--random", "--data", str(tmp_path)], "--data names")

@@ -203,8 +203,8 @@ def test_fields_of_the_wrong_type_or_nonsense_values_raise_config_error(name, kw
 @pytest.mark.parametrize(
     "data, message",
     [
-        ([1, 2], "a model config is a JSON object of its fields, not an array"),
-        (None, "not null"),
+        ([1, 2], "a model config is a JSON object of its fields, not a JSON array"),
+        (None, "not a JSON null"),
         ({"name": "cnv"}, "the model config lacks the keys ['insta', 'prelu'"),
     ],
 )

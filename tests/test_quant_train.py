@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from instabnn_hw.errors import OptionError
 from instabnn_hw.quant import train as train_module
 from instabnn_hw.quant.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from instabnn_hw.quant.data import load_dataset
@@ -226,10 +227,13 @@ def test_teacher_with_other_classes_is_refused(tmp_path):
 
 
 def test_invalid_options_are_refused(tmp_path):
-    with pytest.raises(ConfigError, match="nothing to train"):
+    with pytest.raises(OptionError, match="^epochs1 and epochs2 are both 0: nothing to train$"):
         tiny_options(tmp_path, "none", epochs1=0, epochs2=0)
-    with pytest.raises(ConfigError, match="epochs2 must be >= 0"):
+    with pytest.raises(OptionError, match="^epochs2 must be >= 0, not -1$"):
         tiny_options(tmp_path, "negative", epochs2=-1)
+    for name, value in (("lr", float("inf")), ("weight_decay", float("nan")), ("seed", 2**64), ("batch_size", 0)):
+        with pytest.raises(OptionError, match=f"^{name} must be"):
+            tiny_options(tmp_path, name, **{name: value})
     with pytest.raises(ConfigError, match="--num-classes 10"):
         train(tiny_config(num_classes=5), tiny_options(tmp_path, "classes"), progress=False)
     assert not list(tmp_path.iterdir())
