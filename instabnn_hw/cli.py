@@ -29,8 +29,9 @@ __all__ = ["main", "build_parser"]
 
 EXIT_USAGE = 2
 EXIT_MISMATCH = 1
-#: What a shell reports for a command ended by SIGINT.
+#: What a shell reports for a command ended by SIGINT, and by SIGPIPE.
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 #: Images `instabnn-hw simulate` streams by default.
 SIMULATE_IMAGES = 20
 
@@ -464,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
             return _error(f"{' and '.join(map(_flag, exc.parameters))} {exc.problem}")
         except UserError as exc:
             return _error(str(exc))
+        except BrokenPipeError:  # the reader of stdout went away (`| head`): nothing to say, nowhere to say it
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return EXIT_BROKEN_PIPE
         except MemoryError:
             return _error("out of memory; choose a smaller model, input or image count")
         except OSError as exc:

@@ -491,3 +491,10 @@ def test_a_step_without_epochs_hands_on_to_the_next(tmp_path, capsys):
 
 def test_simulate_refuses_a_data_folder_it_would_not_read(tmp_path, capsys, design):
     fails_with_one_line(capsys, ["simulate", str(design), "--random", "--data", str(tmp_path)], "--data names")
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    process = _start(["models", "--name", "cnv"])
+    process.stdout.close()  # as `| head` does once it has read enough; here before anything is written
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 141 and err == ""

@@ -327,7 +327,7 @@ EDITED_CHECKPOINTS = [
     ),
     ("wrong shape", _set_tensor("stem.conv.weight", torch.zeros(8, 1, 5, 5)), "does not match its model config", False),
     ("missing tensor", _set_tensor("head.fc.weight", _REMOVE), 'Missing key(s) in state_dict: "head.fc.weight"', False),
-    ("meta a JSON array", _set("meta", "[1, 2]"), "damaged metadata: meta must be a JSON object, not a JSON array", True),
+    ("meta a JSON array", _set("meta", "[1, 2]"), "meta must be a JSON object, not a JSON array", True),
     ("meta null", _set("meta", "null"), "damaged metadata: meta must be a JSON object, not a JSON null", True),
     ("meta not JSON", _set("meta", "{"), "damaged metadata: meta is not JSON", True),
     ("meta not text", _set("meta", None), "damaged metadata: meta must be JSON text, not a NoneType", True),
