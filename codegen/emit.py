@@ -35,6 +35,7 @@ from instabnn_hw.hw.plumbing import Fifo, Fork
 from instabnn_hw.hw.popcount import POPCOUNT_MODULE, popcount_verilog
 from instabnn_hw.hw.ram import RAM_MODULE, ram_verilog
 from instabnn_hw.hw.rom import ROM_MODULE, rom_hex, rom_verilog
+from instabnn_hw.manifest import TOP_NAME
 
 from . import ir
 from .stages import MVU_TYPES, Stage, build_stage, data_consumers, stage_widths
@@ -42,7 +43,6 @@ from .stages import MVU_TYPES, Stage, build_stage, data_consumers, stage_widths
 __all__ = ["TOP_NAME", "Top", "build_top", "emit", "memory_file_name"]
 
 #: Name of the top-level Verilog module.
-TOP_NAME = "instabnn_top"
 
 #: The top's name for the logits output, as an edge consumer in ``plan.fifo_depths``.
 LOGITS = "logits"

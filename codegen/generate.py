@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import MAX_SEED, OptionError, UserError, check_number
 from ..files import UnsafePathError, check_output_folder, staged_folder
+from ..manifest import TOP_NAME
 from ..strict_json import read_json
 
 __all__ = [
@@ -91,8 +92,6 @@ def design_owner(folder: Path) -> str | None:
         return "is not a design folder (it has no manifest.json)" if any(folder.iterdir()) else None
     except (OSError, ValueError):
         return "holds a manifest.json that generate did not write"
-    from .emit import TOP_NAME
-
     if not isinstance(data, dict) or data.get("top") != TOP_NAME:
         return "holds a manifest.json that generate did not write"
     known = set(DESIGN_FILES) | set(TOOL_FOLDERS)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from instabnn_hw.manifest import TOP_NAME
 from instabnn_hw.strict_json import json_kind, read_json, short_repr
 from instabnn_hw.table import format_table
 
@@ -70,7 +71,7 @@ def manifest(
     estimate = plan.estimate
     return {
         "version": MANIFEST_VERSION,
-        "top": "instabnn_top",
+        "top": TOP_NAME,
         "model": graph.model,
         "insta": config.get("insta"),
         "prelu": config.get("prelu"),

@@ -43,6 +43,7 @@ from amaranth_boards.ulx3s import (
     ULX3S_85F_Platform,
 )
 
+from ..manifest import TOP_NAME
 from ._checks import check_int, check_int_array
 from .uart import UartRx, UartTx, divisor_for
 
@@ -57,9 +58,6 @@ __all__ = [
     "image_bytes",
     "top_ports",
 ]
-
-#: The Verilog module name of a generated design.
-TOP_MODULE = "instabnn_top"
 
 #: Cycles :class:`BoardTop` holds the link and the design in reset after configuration.
 POWER_ON_CYCLES = 16
@@ -213,9 +211,9 @@ def top_ports(verilog_text: str) -> dict[str, tuple[str, int]]:
     if not isinstance(verilog_text, str):
         raise TypeError(f"verilog_text must be a str, not {type(verilog_text).__name__}")
     start = re.search(r"^\s*module\s+(\\?[\w$.]+)", verilog_text, re.MULTILINE)
-    if start is None or start.group(1) != TOP_MODULE:
+    if start is None or start.group(1) != TOP_NAME:
         found = "no module" if start is None else f"module {start.group(1)}"
-        raise ValueError(f"expected module {TOP_MODULE} first in the Verilog text, found {found}")
+        raise ValueError(f"expected module {TOP_NAME} first in the Verilog text, found {found}")
     end = verilog_text.find("endmodule", start.end())
     body = verilog_text[start.end() : end if end >= 0 else len(verilog_text)]
     ports: dict[str, tuple[str, int]] = {}
@@ -261,9 +259,9 @@ def design_ports(verilog_text: str) -> DesignPorts:
     }
     for name, direction in expected.items():
         if name not in ports:
-            raise ValueError(f"module {TOP_MODULE} has no port {name}")
+            raise ValueError(f"module {TOP_NAME} has no port {name}")
         if ports[name][0] != direction:
-            raise ValueError(f"port {name} of module {TOP_MODULE} is an {ports[name][0]}, expected an {direction}")
+            raise ValueError(f"port {name} of module {TOP_NAME} is an {ports[name][0]}, expected an {direction}")
     return DesignPorts(
         in_width=ports["i__payload"][1], o_width=ports["o__payload"][1], logits_width=ports["logits__payload"][1]
     )
@@ -376,7 +374,7 @@ class BoardTop(Elaboratable):
         m.submodules.link = ResetInserter(reset)(link)
         m.d.comb += [link.rx.eq(uart_rx.i), uart_tx.o.eq(link.tx)]
         m.submodules.design = Instance(
-            TOP_MODULE,
+            TOP_NAME,
             i_clk=ClockSignal(),
             i_rst=reset,
             i_i__valid=link.pixels.valid,
