@@ -264,8 +264,8 @@ def _descendants_running(pid: int, program: bytes) -> list[int]:
 
 
 def _simulator(pid: int) -> list[int]:
-    """The running simulation binary among ``pid``'s descendants (Verilator names it after the top)."""
-    return _descendants_running(pid, b"/instabnn_top\0")
+    """The running simulation among ``pid``'s descendants (Icarus's ``vvp``: it builds in a second)."""
+    return _descendants_running(pid, b"vvp\0")
 
 
 def _alive(pid: int) -> bool:
@@ -295,7 +295,18 @@ def sim_build(tmp_path_factory) -> Path:
 def test_a_killed_simulate_takes_the_simulator_with_it(design, sim_build):
     build = sim_build
     process = _start(
-        ["simulate", str(design), "--random", "--images", "400", "--no-progress", "--build-dir", str(build)]
+        [
+            "simulate",
+            str(design),
+            "--random",
+            "--images",
+            "100",
+            "--no-progress",
+            "--simulator",
+            "icarus",
+            "--build-dir",
+            str(build),
+        ]
     )
     simulator = _wait_for(lambda: _simulator(process.pid), process)
     children = _children(process.pid)
@@ -309,7 +320,18 @@ def test_a_killed_simulate_takes_the_simulator_with_it(design, sim_build):
 def test_sigterm_ends_simulate_with_130_and_its_children(design, sim_build):
     build = sim_build
     process = _start(
-        ["simulate", str(design), "--random", "--images", "400", "--no-progress", "--build-dir", str(build)]
+        [
+            "simulate",
+            str(design),
+            "--random",
+            "--images",
+            "100",
+            "--no-progress",
+            "--simulator",
+            "icarus",
+            "--build-dir",
+            str(build),
+        ]
     )
     _wait_for(lambda: _simulator(process.pid), process)
     children = _children(process.pid)

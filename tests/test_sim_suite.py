@@ -30,7 +30,7 @@ def designs(tmp_path_factory):
 
 
 def cases():
-    """The default suite holds the shipped checkpoints under Verilator; Icarus runs (about 200
+    """The default suite holds the shipped th checkpoint under Verilator; Icarus runs (about 200
     cycles/s on these designs: minutes per design) are ``long``, with the design's own marks."""
     for name, entry in SUITE.items():
         for simulator in ("verilator", "icarus"):
