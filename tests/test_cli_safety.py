@@ -317,7 +317,8 @@ def test_a_killed_simulate_takes_the_simulator_with_it(design, sim_build):
 
 
 @pytest.mark.cocotb
-def test_sigterm_ends_simulate_with_130_and_its_children(design, sim_build):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_simulate_exits_130_and_ends_its_children(design, sim_build, sig):
     build = sim_build
     process = _start(
         [
@@ -335,7 +336,7 @@ def test_sigterm_ends_simulate_with_130_and_its_children(design, sim_build):
     )
     _wait_for(lambda: _simulator(process.pid), process)
     children = _children(process.pid)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(sig)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and err.splitlines()[-1] == "instabnn-hw: interrupted"
     assert _gone(children)
@@ -368,12 +369,13 @@ def tiny_design(tmp_path_factory) -> Path:
     return out
 
 
-def test_sigterm_ends_build_with_130_and_nextpnr_with_it(tiny_design):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_build_exits_130_and_ends_nextpnr(tiny_design, sig):
     before = snapshot(tiny_design)
     process = _start(["build", str(tiny_design), "--device", "up5k", "--board", "icebreaker", "--no-progress"])
     nextpnr = _wait_for(lambda: _descendants_running(process.pid, b"nextpnr"), process)
     children = _children(process.pid)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(sig)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 130 and err.splitlines() == ["instabnn-hw: interrupted"]
     assert nextpnr[0] in children and _gone(children), "nextpnr and every process it started ended with build"
@@ -421,6 +423,15 @@ def _damaged_checkpoint(place: Path) -> Path:
     data["state_dict"][name] = data["state_dict"][name] * float("nan")
     torch.save(data, place / "nan.pt")
     return place / "nan.pt"
+
+
+def _edited_checkpoint(place: Path) -> Path:
+    import torch
+
+    data = torch.load(_shipped(), weights_only=True)
+    data["config"] = json.dumps({**json.loads(data["config"]), "act_bits": "8"})
+    torch.save(data, place / "edited.pt")
+    return place / "edited.pt"
 
 
 def _plain_checkpoint_as_state(place: Path) -> str:
@@ -485,6 +496,11 @@ COMMANDS = {
         ["models", "--name", "cnv", "--prelu", "insta"],
         None,
         "cnv has no PReLU",
+    ),
+    "generate from a checkpoint whose config was edited": (
+        ["generate", "--checkpoint", "{made}", "--no-progress", "--out", "{place}/d"],
+        _edited_checkpoint,
+        "act_bits must be an integer, not '8'",
     ),
     "generate --seed with a checkpoint": (
         ["generate", "--checkpoint", "{made}", "--seed", "3", "--out", "{place}/d"],
