@@ -181,6 +181,7 @@ def test_resnet18_at_224_stops_at_the_fit_check(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # nextpnr alone takes 13 minutes of the resnet-tiny build; twice that on a shared core
 @pytest.mark.parametrize(
     ("name", "options", "board"),
     [
