@@ -1,4 +1,4 @@
-"""Time and peak memory of `instabnn-hw generate` for the big zoo models (issue #4's target: < 60 s, < 4 GB).
+"""Time and peak memory of `instabnn-hw generate` for the big zoo models (the target: < 60 s, < 4 GB).
 
 Run: ``python bench/generate_speed.py [--models resnet18,mobilenetv1] [--insta th]``. Each
 generate runs in its own process; its wall time and peak resident memory (from ``wait4``) are

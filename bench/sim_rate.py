@@ -3,7 +3,7 @@
 Run: ``python bench/sim_rate.py [--designs resnet-tiny-th,cnv,...] [--simulator verilator]
 [--images N]``. Each design of :data:`instabnn_hw.sim.suite.SUITE` is generated, built and
 simulated (every output compared with the reference); the table gives the estimated and the
-measured steady-state cycles per frame at full rate, their ratio (issue #5: within 5 %), the
+measured steady-state cycles per frame at full rate, their ratio (the target: within 5 %), the
 measured frames per second at the manifest's clock against the ideal rate of the slowest stage
 (>= 95 %), the first frame's latency against its estimate, and the simulator's speed: the
 seconds to build the simulation and to run it. Also written to ``bench/results/sim_rate.csv``.

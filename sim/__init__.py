@@ -1,4 +1,4 @@
-"""cocotb + Verilator bit-exact verification of generated designs (issue #5).
+"""cocotb + Verilator bit-exact verification of generated designs.
 
 * :mod:`.design`: `instabnn-hw simulate` as an API (:func:`~.design.simulate_design`): build a
   generated design folder, stream images with a mid-frame reset, random valid gaps and

@@ -291,23 +291,15 @@ def sim_build(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("sim") / "build"
 
 
+def _start_simulation(design: Path, build: Path) -> subprocess.Popen:
+    """`simulate` of enough images that the simulation is still running when the signal comes."""
+    argv = ["simulate", str(design), "--random", "--images", "100", "--no-progress", "--simulator", "icarus"]
+    return _start([*argv, "--build-dir", str(build)])
+
+
 @pytest.mark.cocotb
 def test_a_killed_simulate_takes_the_simulator_with_it(design, sim_build):
-    build = sim_build
-    process = _start(
-        [
-            "simulate",
-            str(design),
-            "--random",
-            "--images",
-            "100",
-            "--no-progress",
-            "--simulator",
-            "icarus",
-            "--build-dir",
-            str(build),
-        ]
-    )
+    process = _start_simulation(design, sim_build)
     simulator = _wait_for(lambda: _simulator(process.pid), process)
     children = _children(process.pid)
     process.kill()
@@ -319,21 +311,7 @@ def test_a_killed_simulate_takes_the_simulator_with_it(design, sim_build):
 @pytest.mark.cocotb
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_an_interrupted_simulate_exits_130_and_ends_its_children(design, sim_build, sig):
-    build = sim_build
-    process = _start(
-        [
-            "simulate",
-            str(design),
-            "--random",
-            "--images",
-            "100",
-            "--no-progress",
-            "--simulator",
-            "icarus",
-            "--build-dir",
-            str(build),
-        ]
-    )
+    process = _start_simulation(design, sim_build)
     _wait_for(lambda: _simulator(process.pid), process)
     children = _children(process.pid)
     process.send_signal(sig)

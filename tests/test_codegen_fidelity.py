@@ -1,4 +1,4 @@
-"""Fidelity of the reference to the shipped checkpoints on 2,000 Fashion-MNIST test images (issue #4)."""
+"""Fidelity of the reference to the shipped checkpoints on 2,000 Fashion-MNIST test images."""
 
 import numpy as np
 import pytest

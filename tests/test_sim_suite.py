@@ -1,4 +1,4 @@
-"""The cocotb simulation suite (issue #5): every design of :data:`instabnn_hw.sim.suite.SUITE`,
+"""The cocotb simulation suite: every design of :data:`instabnn_hw.sim.suite.SUITE`,
 generated as a user would, bit-exact against the reference under Verilator and Icarus.
 The measured cycles per frame against the planner's estimate: ``bench/sim_rate.py``.
 
