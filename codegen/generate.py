@@ -11,34 +11,24 @@ one-line message.
 from __future__ import annotations
 
 import hashlib
-import json
 import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..design_folder import DESIGN_FILES, design_owner, write_design
 from ..errors import MAX_SEED, OptionError, UserError, check_number
-from ..files import UnsafePathError, check_output_folder, staged_folder
-from ..manifest import TOP_NAME
-from ..strict_json import read_json
+from ..files import UnsafePathError, check_output_folder
 
 __all__ = [
-    "DESIGN_FILES",
     "GenerateError",
     "GenerateOptions",
     "Design",
     "check_design_folder",
-    "design_owner",
     "generate",
     "load_model",
-    "write_design",
 ]
-
-#: What :func:`write_design` puts in a design folder.
-DESIGN_FILES = ("rtl", "manifest.json", "graph.npz", "plan.json", "folding.json", "report.md", "cycles.png")
-#: The folders `instabnn-hw simulate` and `build` add to a design (their builds, replaced with it).
-TOOL_FOLDERS = ("sim", "build", "build-failed")
 
 
 class GenerateError(UserError, ValueError):
@@ -77,29 +67,6 @@ class Design:
     seconds: float
     replaced: bool = False
     dropped: tuple[str, ...] = ()
-
-
-def design_owner(folder: Path) -> str | None:
-    """``None`` when ``folder`` is a design folder generate wrote and may replace, else why not.
-
-    A design is recognised by its manifest; a folder that also holds files generate, simulate
-    and build did not write is not replaced, so nothing a user put there is lost.
-    """
-    manifest = folder / "manifest.json"
-    try:
-        data = read_json(manifest)
-    except FileNotFoundError:
-        return "is not a design folder (it has no manifest.json)" if any(folder.iterdir()) else None
-    except (OSError, ValueError):
-        return "holds a manifest.json that generate did not write"
-    if not isinstance(data, dict) or data.get("top") != TOP_NAME:
-        return "holds a manifest.json that generate did not write"
-    known = set(DESIGN_FILES) | set(TOOL_FOLDERS)
-    foreign = sorted(p.name for p in folder.iterdir() if p.name not in known and not p.name.startswith("."))
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
-        return f"holds files generate did not write ({shown})"
-    return None
 
 
 def check_design_folder(out, *, force: bool = False, label: str | None = None) -> Path:
@@ -201,45 +168,6 @@ class _Steps:
             print(f"[{self.count}/{self.total}] {elapsed:6.1f} s  {text}", file=self.stream, flush=True)
 
 
-def write_design(out: Path, graph, design_plan, *, source: dict, preprocessing: dict, step=None) -> dict:
-    """Writes the design folder ``out`` (atomically) for ``graph`` folded by ``design_plan``; returns the manifest.
-
-    ``out`` must be new or a design folder (:func:`check_design_folder`): it is replaced whole.
-
-    ``out`` gets rtl/ (Verilog, memory files), manifest.json, graph.npz (the IR,
-    :func:`~.ir.save_graph`), plan.json (:func:`~.report.plan_json`), folding.json, report.md and
-    cycles.png. ``step(text)`` is called before the two slow steps (progress lines).
-    """
-    from .emit import emit
-    from .ir import save_graph
-    from .plan import fold_config
-    from .report import GRAPH_FILE, PLAN_FILE, cycles_chart, manifest, manifest_json, plan_json, report_markdown
-
-    step = step or (lambda text: None)
-    with staged_folder(Path(out)) as folder:
-        step("emitting Verilog and memory files")
-        files = emit(graph, design_plan, folder / "rtl")
-        relative = sorted(str(f.relative_to(folder)) for f in files)
-        memories = [f for f in relative if f.endswith(".hex")]
-        verilog = [f for f in relative if f.endswith(".v")]
-        data = manifest(
-            graph,
-            design_plan,
-            source=source,
-            memory_files=memories,
-            preprocessing=preprocessing,
-            verilog_files=verilog,
-        )
-        step("writing manifest, graph, plan, report and chart")
-        (folder / "manifest.json").write_text(manifest_json(data))
-        save_graph(graph, folder / GRAPH_FILE)
-        (folder / PLAN_FILE).write_text(plan_json(design_plan))
-        (folder / "folding.json").write_text(json.dumps(fold_config(design_plan), indent=2) + "\n")
-        (folder / "report.md").write_text(report_markdown(data))
-        cycles_chart(data).save(folder / "cycles.png", format="PNG", optimize=False)
-    return data
-
-
 def generate(options: GenerateOptions, *, progress: bool = True) -> Design:
     """Compiles a model into ``options.out`` (:func:`write_design`: rtl/, manifest.json, graph.npz, plan.json, ...).
 
@@ -248,8 +176,9 @@ def generate(options: GenerateOptions, *, progress: bool = True) -> Design:
     GenerateError
         For any bad input (one line); nothing is written then.
     """
+    from .fold_config import read_fold_config
     from .lower import LoweringError, lower
-    from .plan import PlanError, plan, read_fold_config
+    from .plan import PlanError, plan
 
     started = time.monotonic()
     out = _check_options(options)

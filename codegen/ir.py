@@ -42,6 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from amaranth.hdl import Shape, unsigned
 
 from instabnn_hw.hw.fixed import shape_for
 from instabnn_hw.hw.insta import MODES, STATISTICS, feature_bounds
@@ -107,9 +108,9 @@ class TensorType:
         return (self.channels, self.height, self.width)
 
     @property
-    def element_bits(self) -> int:
-        """Bits of one element on a stream: 1 for binary tensors, else ``shape_for(low, high)``."""
-        return 1 if self.binary else shape_for(self.low, self.high).width
+    def element_shape(self) -> Shape:
+        """Shape of one element on a stream: ``unsigned(1)`` for binary tensors, else ``shape_for(low, high)``."""
+        return unsigned(1) if self.binary else shape_for(self.low, self.high)
 
     @property
     def elements(self) -> int:
@@ -307,7 +308,7 @@ class Threshold(Node):
 
 @dataclass(frozen=True, eq=False, kw_only=True)
 class InstaThreshold(Node):
-    """INSTA-Th / INSTA-Th+ (:class:`instabnn_hw.hw.insta.MomentsThreshold`).
+    """INSTA-Th / INSTA-Th+ (:class:`instabnn_hw.hw.moments.MomentsThreshold`).
 
     Features ``F = statistic_features(moment_sums(x), stats, shifts)``; ``"th"``:
     ``T = th_thresholds(F, alpha, beta, out_shift)``; ``"th+"``: ``T = thplus_thresholds(F, w1,
@@ -493,7 +494,7 @@ class InstaPReLU(RPReLU):
 
     def constants(self) -> dict:
         """The keyword arguments of :func:`~instabnn_hw.hw.insta.insta_prelu` and
-        :class:`~instabnn_hw.hw.insta.InstaPReLU` that this node fixes (its SE branch and activation)."""
+        :class:`~instabnn_hw.hw.insta_prelu.InstaPReLU` that this node fixes (its SE branch and activation)."""
         names = ("w1", "b1", "hidden_shift", "hidden_max", "w2", "delta_shift", "gamma", "slope", "zeta")
         names += ("slope_shift", "out_shift", "low", "high", "instance_slope")
         return {name: getattr(self, name) for name in names}

@@ -21,8 +21,14 @@ module                        components (numpy models)
                               (ram_verilog; RamModel)
 :mod:`.threshold`             StaticThreshold (threshold)
 :mod:`.affine`                Requantise, RPReLU (requantise, rprelu)
-:mod:`.insta`                 MomentsThreshold, InstaPReLU (moment_sums, statistic_features,
-                              th_thresholds, thplus_thresholds, se_mlp, binarise, insta_prelu)
+:mod:`.insta`                 the INSTA integer semantics (moment_sums, statistic_features,
+                              feature_bounds, th_thresholds, thplus_thresholds, se_mlp, binarise,
+                              insta_prelu)
+:mod:`.moments`               MomentsThreshold: INSTA-Th / INSTA-Th+ (models in :mod:`.insta`)
+:mod:`.insta_prelu`           InstaPReLU (model in :mod:`.insta`)
+:mod:`.se_mlp`                SeMlp: the SE MLP of both INSTA units, on shared multipliers
+:mod:`.banks`                 memories, double-buffer bank masks and counters of the INSTA units
+:mod:`.intervals`             interval arithmetic: the bounds that size the INSTA datapaths
 :mod:`.uart`                  UartRx, UartTx (uart_frame_bits, uart_waveform, uart_decode)
 :mod:`.board`                 ImageLink, BoardTop: a design on a board, images in and classes out
                               over a UART (image_bytes; BOARDS, board_files)
@@ -35,8 +41,9 @@ with the open ECP5 / iCE40 tools; :mod:`.build` turns a generated design into a 
 """
 
 from .affine import Requantise, RPReLU
-from .insta import InstaPReLU, MomentsThreshold
+from .insta_prelu import InstaPReLU
 from .int_mvu import Argmax, IntMatrixVector
+from .moments import MomentsThreshold
 from .plumbing import Fifo, Fork, JoinAdd, Repeat, WidthConverter
 from .pool import GlobalSumPool, MaxPool, SumPool
 from .popcount import PopCount

@@ -14,6 +14,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
+from .figures import Figures, Parameters, rom_luts
 from .fixed import bounds, clamp, hdl_clamp, hdl_fit, product_range, round_shift, shape_for
 from .layouts import channel_word
 from .tables import channel_table
@@ -22,7 +23,9 @@ __all__ = [
     "REQUANTISE_LATENCY",
     "RPRELU_LATENCY",
     "RPReLU",
+    "RPReLUParameters",
     "Requantise",
+    "RequantiseParameters",
     "requantise",
     "requantise_bounds",
     "requantise_datapath",
@@ -290,9 +293,10 @@ def rprelu_datapath(
     return _output(m, domain, enable, total >> out_shift, r["y"], low, high, f"{name}_out")
 
 
-class _PerChannel(wiring.Component):
-    """Shared frame of :class:`Requantise` and :class:`RPReLU`: a stream of channel words through
-    a per-element datapath of fixed latency, with per-channel constants from a table."""
+class _PerChannelParameters(Parameters):
+    """The parameters shared by :class:`Requantise` and :class:`RPReLU` and the figures derived
+    from them: a stream of channel words through a per-element datapath of fixed latency, with
+    per-channel constants from a table."""
 
     #: One word per cycle.
     initiation_interval = 1
@@ -335,12 +339,32 @@ class _PerChannel(wiring.Component):
         return 1 + self._datapath_latency
 
     @property
+    def multipliers(self) -> int:
+        """Multipliers in the datapath (one per lane)."""
+        return self._simd
+
+    @property
     def memory_bits(self) -> int:
         """Bits of the per-channel constant table (0 when the constants fit one word: no table)."""
         groups = self._channels // self._simd
         if groups == 1:
             return 0
         return groups * self._simd * sum(shape_for(min(c), max(c)).width for c in self._columns().values())
+
+    def lut_features(self) -> tuple[float, ...]:
+        groups = self._channels // self._simd
+        # the constants are arithmetic operands: a ROM in logic costs whole LUT4s, none merged
+        rom = rom_luts(groups, self.memory_bits // max(1, groups), merged=False)
+        s = self._simd
+        return (1.0, float(s * self._in_shape.width), float(s * self._out_shape.width), float(rom))
+
+    def figures(self, words: int) -> Figures:
+        return Figures(words, self.latency, self.latency, self.luts, self.memory_bits, self.multipliers)
+
+
+class _PerChannel(_PerChannelParameters, wiring.Component):
+    """Shared frame of :class:`Requantise` and :class:`RPReLU`: ports and the pipeline around the
+    per-element datapath."""
 
     def _signature(self):
         return {
@@ -371,7 +395,47 @@ class _PerChannel(wiring.Component):
         return m
 
 
-class Requantise(_PerChannel):
+class RequantiseParameters(_PerChannelParameters):
+    """The parameters of a :class:`Requantise` and the figures derived from them."""
+
+    lut_kind = "requantise"
+
+    _datapath_latency = REQUANTISE_LATENCY
+
+    def __init__(self, *, in_shape, channels: int, simd: int, mult, bias, shift: int, low=None, high=None) -> None:
+        self._check_common(in_shape, channels, simd)
+        self._mult = check_int_array("mult", mult, shape=(self._channels,))
+        self._bias = check_int_array("bias", bias, shape=(self._channels,))
+        self._shift = check_int("shift", shift, low=0, high=64)
+        xb = bounds(self._in_shape)
+        per_channel = [
+            requantise_bounds(xb, (int(m_), int(m_)), (int(b_), int(b_)), shift=self._shift)
+            for m_, b_ in zip(self._mult, self._bias, strict=True)
+        ]
+        natural = (min(b[0] for b in per_channel), max(b[1] for b in per_channel))
+        self._low = natural[0] if low is None else check_int("low", low, low=None)
+        self._high = natural[1] if high is None else check_int("high", high, low=None)
+        if self._low > self._high:
+            raise ValueError(f"low ({self._low}) must be <= high ({self._high})")
+        self._out_shape = shape_for(self._low, self._high)
+
+    @property
+    def mult(self) -> np.ndarray:
+        return self._mult
+
+    @property
+    def bias(self) -> np.ndarray:
+        return self._bias
+
+    @property
+    def shift(self) -> int:
+        return self._shift
+
+    def _columns(self) -> dict:
+        return {"mult": self._mult, "bias": self._bias}
+
+
+class Requantise(RequantiseParameters, _PerChannel):
     """Per-channel fixed-point affine map (batch norm): :func:`requantise` on a stream.
 
     ``y = clamp(round_shift(x * mult_c + bias_c, shift), low, high)`` for every element, channel
@@ -400,45 +464,11 @@ class Requantise(_PerChannel):
     o : Out(stream.Signature(channel_word(out_shape, simd)))
     """
 
-    _datapath_latency = REQUANTISE_LATENCY
-
     def __init__(self, *, in_shape, channels: int, simd: int, mult, bias, shift: int, low=None, high=None) -> None:
-        self._check_common(in_shape, channels, simd)
-        self._mult = check_int_array("mult", mult, shape=(self._channels,))
-        self._bias = check_int_array("bias", bias, shape=(self._channels,))
-        self._shift = check_int("shift", shift, low=0, high=64)
-        xb = bounds(self._in_shape)
-        per_channel = [
-            requantise_bounds(xb, (int(m_), int(m_)), (int(b_), int(b_)), shift=self._shift)
-            for m_, b_ in zip(self._mult, self._bias, strict=True)
-        ]
-        natural = (min(b[0] for b in per_channel), max(b[1] for b in per_channel))
-        self._low = natural[0] if low is None else check_int("low", low, low=None)
-        self._high = natural[1] if high is None else check_int("high", high, low=None)
-        if self._low > self._high:
-            raise ValueError(f"low ({self._low}) must be <= high ({self._high})")
-        self._out_shape = shape_for(self._low, self._high)
-        super().__init__(self._signature())
-
-    @property
-    def mult(self) -> np.ndarray:
-        return self._mult
-
-    @property
-    def bias(self) -> np.ndarray:
-        return self._bias
-
-    @property
-    def shift(self) -> int:
-        return self._shift
-
-    @property
-    def multipliers(self) -> int:
-        """Multipliers in the datapath (one per lane)."""
-        return self._simd
-
-    def _columns(self) -> dict:
-        return {"mult": self._mult, "bias": self._bias}
+        super().__init__(
+            in_shape=in_shape, channels=channels, simd=simd, mult=mult, bias=bias, shift=shift, low=low, high=high
+        )
+        wiring.Component.__init__(self, self._signature())
 
     def _datapath(self, m, x, table, k, advance):
         xb = bounds(self._in_shape)
@@ -461,33 +491,10 @@ class Requantise(_PerChannel):
         )
 
 
-class RPReLU(_PerChannel):
-    """RPReLU on a stream: :func:`rprelu` with per-channel ``gamma``, ``slope`` and ``zeta``.
+class RPReLUParameters(_PerChannelParameters):
+    """The parameters of an :class:`RPReLU` and the figures derived from them."""
 
-    ``u = x - gamma_c``; ``v = u << slope_shift`` if ``u >= 0`` else ``u * slope_c``;
-    ``y = clamp(round_shift(v + zeta_c, out_shift), low, high)``, channel ``c`` cycling as in
-    :class:`Requantise`. The per-element logic is :func:`rprelu_datapath`, which INSTA-PReLU
-    reuses with a per-image gamma. One word per cycle, registered output; :attr:`latency` cycles.
-
-    Parameters
-    ----------
-    in_shape : shape-castable
-        Integer element shape of the input.
-    channels, simd : int
-        Channels per pixel and elements per word (``simd`` divides ``channels``).
-    gamma, slope, zeta : int vectors of length ``channels``
-        Shift before the PReLU (units of ``x``), negative slope (units of ``2**-slope_shift``)
-        and shift after it (units of ``2**-slope_shift`` of ``x``).
-    slope_shift, out_shift : int
-        Fraction bits of the slope (0 to 64), and the rounding right shift of the result (0 to 128).
-    low, high : int
-        Output clamp; the output element shape is ``shape_for(low, high)``.
-
-    Members
-    -------
-    i : In(stream.Signature(channel_word(in_shape, simd)))
-    o : Out(stream.Signature(channel_word(out_shape, simd)))
-    """
+    lut_kind = "rprelu"
 
     _datapath_latency = RPRELU_LATENCY
 
@@ -516,7 +523,6 @@ class RPReLU(_PerChannel):
         if self._low > self._high:
             raise ValueError(f"low ({self._low}) must be <= high ({self._high})")
         self._out_shape = shape_for(self._low, self._high)
-        super().__init__(self._signature())
 
     @property
     def gamma(self) -> np.ndarray:
@@ -538,13 +544,65 @@ class RPReLU(_PerChannel):
     def out_shift(self) -> int:
         return self._out_shift
 
-    @property
-    def multipliers(self) -> int:
-        """Multipliers in the datapath (one per lane)."""
-        return self._simd
-
     def _columns(self) -> dict:
         return {"gamma": self._gamma, "slope": self._slope, "zeta": self._zeta}
+
+
+class RPReLU(RPReLUParameters, _PerChannel):
+    """RPReLU on a stream: :func:`rprelu` with per-channel ``gamma``, ``slope`` and ``zeta``.
+
+    ``u = x - gamma_c``; ``v = u << slope_shift`` if ``u >= 0`` else ``u * slope_c``;
+    ``y = clamp(round_shift(v + zeta_c, out_shift), low, high)``, channel ``c`` cycling as in
+    :class:`Requantise`. The per-element logic is :func:`rprelu_datapath`, which INSTA-PReLU
+    reuses with a per-image gamma. One word per cycle, registered output; :attr:`latency` cycles.
+
+    Parameters
+    ----------
+    in_shape : shape-castable
+        Integer element shape of the input.
+    channels, simd : int
+        Channels per pixel and elements per word (``simd`` divides ``channels``).
+    gamma, slope, zeta : int vectors of length ``channels``
+        Shift before the PReLU (units of ``x``), negative slope (units of ``2**-slope_shift``)
+        and shift after it (units of ``2**-slope_shift`` of ``x``).
+    slope_shift, out_shift : int
+        Fraction bits of the slope (0 to 64), and the rounding right shift of the result (0 to 128).
+    low, high : int
+        Output clamp; the output element shape is ``shape_for(low, high)``.
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(in_shape, simd)))
+    o : Out(stream.Signature(channel_word(out_shape, simd)))
+    """
+
+    def __init__(
+        self,
+        *,
+        in_shape,
+        channels: int,
+        simd: int,
+        gamma,
+        slope,
+        zeta,
+        slope_shift: int,
+        out_shift: int,
+        low: int,
+        high: int,
+    ) -> None:
+        super().__init__(
+            in_shape=in_shape,
+            channels=channels,
+            simd=simd,
+            gamma=gamma,
+            slope=slope,
+            zeta=zeta,
+            slope_shift=slope_shift,
+            out_shift=out_shift,
+            low=low,
+            high=high,
+        )
+        wiring.Component.__init__(self, self._signature())
 
     def _datapath(self, m, x, table, k, advance):
         return rprelu_datapath(

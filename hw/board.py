@@ -14,7 +14,7 @@ one, or reconfiguration). The host may send the next image before the previous a
 (the design takes pixels far faster than the line delivers them); answers come in image order.
 The receiver has no flow control: the design must take each pixel within about ``C`` byte
 times (``10 * C`` bit periods; the link holds one pixel and the next one's bytes), else a byte
-is dropped and ``ImageLink.overrun`` is set (an error LED where the board has a spare one). A
+is dropped and ``ImageLink.errors.overrun`` is set (an error LED where the board has a spare one). A
 design is far faster than the line (its frame period is a small fraction of the
 ``10 * H * W * C`` bit periods an image takes), so its input is waiting for each pixel.
 
@@ -22,7 +22,7 @@ design is far faster than the line (its frame period is a small fraction of the
 :class:`BoardTop` joins it to the design's Verilog module ``instabnn_top`` (an
 :class:`~amaranth.hdl.Instance`) on an amaranth-boards platform; :func:`board_files` renders the
 RTLIL and pin constraints for a board in :data:`BOARDS` without running any tool;
-:func:`design_ports` reads the port widths of a generated ``instabnn_top.v``.
+:class:`~instabnn_hw.design_folder.DesignPorts` (the manifest's ``ports``) gives the design's port widths.
 """
 
 from __future__ import annotations
@@ -43,20 +43,17 @@ from amaranth_boards.ulx3s import (
     ULX3S_85F_Platform,
 )
 
-from ..manifest import TOP_NAME
+from ..design_folder import TOP_NAME, DesignPorts
 from ._checks import check_int, check_int_array
-from .uart import UartRx, UartTx, divisor_for
+from .uart import UART_ERRORS, UartRx, UartTx, divisor_for
 
 __all__ = [
     "BOARDS",
     "Board",
     "BoardTop",
-    "DesignPorts",
     "ImageLink",
     "board_files",
-    "design_ports",
     "image_bytes",
-    "top_ports",
 ]
 
 #: Cycles :class:`BoardTop` holds the link and the design in reset after configuration.
@@ -84,7 +81,7 @@ class ImageLink(wiring.Component):
     ``pixels`` word; the last byte of a pixel moves the gathered bytes to the ``pixels`` output
     register, so ``pixels`` obeys the stream rules while the next pixel's bytes arrive. The
     ``index`` field (the low ``class_bits`` bits) of each ``result`` payload is sent on ``tx``
-    as one byte. ``overrun`` and ``framing_error`` are the receiver's sticky flags.
+    as one byte. ``errors`` are the receiver's sticky flags (:data:`~.uart.UART_ERRORS`).
 
     Parameters
     ----------
@@ -103,8 +100,7 @@ class ImageLink(wiring.Component):
     tx : Out(1, init=1)
     pixels : Out(stream.Signature(data.ArrayLayout(unsigned(8), channels)))
     result : In(stream.Signature(unsigned(result_width)))
-    overrun : Out(1)
-    framing_error : Out(1)
+    errors : Out(UART_ERRORS)
     """
 
     def __init__(self, *, channels: int, class_bits: int, result_width: int, divisor: int) -> None:
@@ -118,8 +114,7 @@ class ImageLink(wiring.Component):
                 "tx": Out(1, init=1),
                 "pixels": Out(stream.Signature(data.ArrayLayout(unsigned(8), self._channels))),
                 "result": In(stream.Signature(unsigned(self._result_width))),
-                "overrun": Out(1),
-                "framing_error": Out(1),
+                "errors": Out(UART_ERRORS),
             }
         )
 
@@ -148,12 +143,7 @@ class ImageLink(wiring.Component):
         m = Module()
         m.submodules.rx = rx = UartRx(divisor=self._divisor)
         m.submodules.tx = tx = UartTx(divisor=self._divisor)
-        m.d.comb += [
-            rx.rx.eq(self.rx),
-            self.tx.eq(tx.tx),
-            self.overrun.eq(rx.overrun),
-            self.framing_error.eq(rx.framing_error),
-        ]
+        m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), self.errors.eq(rx.errors)]
 
         last = self._channels - 1
         channel = Signal(range(self._channels))  # the channel the next byte belongs to
@@ -183,88 +173,6 @@ class ImageLink(wiring.Component):
             self.result.ready.eq(tx.i.ready),
         ]
         return m
-
-
-@dataclass(frozen=True)
-class DesignPorts:
-    """Port widths of a generated ``instabnn_top``: the ``i``, ``o`` and ``logits`` payloads."""
-
-    in_width: int
-    o_width: int
-    logits_width: int
-
-
-_PORT = re.compile(
-    r"^\s*(input|output|inout)\b\s*(?:wire\b|reg\b)?\s*(?:signed\b)?\s*(\[\s*(\d+)\s*:\s*(\d+)\s*\])?([^;]*);"
-)
-
-
-def top_ports(verilog_text: str) -> dict[str, tuple[str, int]]:
-    """``{port: (direction, width)}`` of module ``instabnn_top``, the first module in ``verilog_text``
-    (one ``input [7:0] i__payload;`` style declaration per port; a 1-bit port has no range).
-
-    Raises
-    ------
-    ValueError
-        When the first module of the text is not ``instabnn_top``.
-    """
-    if not isinstance(verilog_text, str):
-        raise TypeError(f"verilog_text must be a str, not {type(verilog_text).__name__}")
-    start = re.search(r"^\s*module\s+(\\?[\w$.]+)", verilog_text, re.MULTILINE)
-    if start is None or start.group(1) != TOP_NAME:
-        found = "no module" if start is None else f"module {start.group(1)}"
-        raise ValueError(f"expected module {TOP_NAME} first in the Verilog text, found {found}")
-    end = verilog_text.find("endmodule", start.end())
-    body = verilog_text[start.end() : end if end >= 0 else len(verilog_text)]
-    ports: dict[str, tuple[str, int]] = {}
-    for line in body.splitlines():
-        match = _PORT.match(line)
-        if match is None:
-            continue
-        direction, ranged, high, low, names = match.groups()
-        width = abs(int(high) - int(low)) + 1 if ranged else 1
-        for name in names.split(","):
-            name = name.strip()
-            if name:
-                ports[name] = (direction, width)
-    return ports
-
-
-def design_ports(verilog_text: str) -> DesignPorts:
-    """The payload widths of module ``instabnn_top``, the first module in ``verilog_text`` (as
-    :func:`~instabnn_hw.codegen.emit.emit` writes it: one ``input [7:0] i__payload;`` style
-    declaration per port; a 1-bit port has no range).
-
-    Raises
-    ------
-    ValueError
-        When the text has no module ``instabnn_top``, or it lacks one of the ports ``clk``, ``rst``,
-        ``i__valid``, ``i__ready``, ``i__payload``, ``o__valid``, ``o__ready``, ``o__payload``,
-        ``logits__valid``, ``logits__ready``, ``logits__payload`` or declares one in the wrong
-        direction.
-    """
-    ports = top_ports(verilog_text)
-    expected = {
-        "clk": "input",
-        "rst": "input",
-        "i__valid": "input",
-        "i__ready": "output",
-        "i__payload": "input",
-        "o__valid": "output",
-        "o__ready": "input",
-        "o__payload": "output",
-        "logits__valid": "output",
-        "logits__ready": "input",
-        "logits__payload": "output",
-    }
-    for name, direction in expected.items():
-        if name not in ports:
-            raise ValueError(f"module {TOP_NAME} has no port {name}")
-        if ports[name][0] != direction:
-            raise ValueError(f"port {name} of module {TOP_NAME} is an {ports[name][0]}, expected an {direction}")
-    return DesignPorts(
-        in_width=ports["i__payload"][1], o_width=ports["o__payload"][1], logits_width=ports["logits__payload"][1]
-    )
 
 
 @dataclass(frozen=True)
@@ -316,12 +224,12 @@ class BoardTop(Elaboratable):
     that have one: a way to resynchronise the host protocol), ties ``logits__ready`` high (the
     logits are not used), and shows the last class index on the board's LEDs ``led`` 0, 1, ...
     (as many as the board has, up to ``class_bits``; none is fine) and the link's sticky errors
-    (``overrun | framing_error``) on LED ``class_bits`` if the board has it.
+    (``errors.overrun | errors.framing``) on LED ``class_bits`` if the board has it.
 
     Parameters
     ----------
     ports : DesignPorts
-        The design's port widths (:func:`design_ports`); ``in_width`` must be ``8 * channels``.
+        The design's ports (the manifest's); ``i`` must be ``channels`` bytes wide.
     channels : int
         Pixel channels ``C``.
     class_bits : int
@@ -334,10 +242,10 @@ class BoardTop(Elaboratable):
         if not isinstance(ports, DesignPorts):
             raise TypeError(f"ports must be a DesignPorts, not {ports!r}")
         self._channels = check_int("channels", channels)
-        self._class_bits = check_int("class_bits", class_bits, high=min(8, ports.o_width))
+        self._class_bits = check_int("class_bits", class_bits, high=min(8, ports.o.width))
         self._baud = check_int("baud", baud)
-        if ports.in_width != 8 * self._channels:
-            raise ValueError(f"ports.in_width ({ports.in_width}) must be 8 * channels ({8 * self._channels})")
+        if ports.i.width != 8 * self._channels:
+            raise ValueError(f"ports.i.width ({ports.i.width}) must be 8 * channels ({8 * self._channels})")
         self._ports = ports
 
     @property
@@ -369,7 +277,7 @@ class BoardTop(Elaboratable):
         m.submodules.uart_tx = uart_tx = io.Buffer("o", uart.tx)
         divisor = divisor_for(platform.default_clk_frequency, self._baud)
         link = ImageLink(
-            channels=self._channels, class_bits=self._class_bits, result_width=self._ports.o_width, divisor=divisor
+            channels=self._channels, class_bits=self._class_bits, result_width=self._ports.o.width, divisor=divisor
         )
         m.submodules.link = ResetInserter(reset)(link)
         m.d.comb += [link.rx.eq(uart_rx.i), uart_tx.o.eq(link.tx)]
@@ -385,7 +293,7 @@ class BoardTop(Elaboratable):
             o_o__payload=link.result.payload,
             o_logits__valid=Signal(name="logits_valid"),
             i_logits__ready=1,
-            o_logits__payload=Signal(self._ports.logits_width, name="logits_payload"),
+            o_logits__payload=Signal(self._ports.logits.width, name="logits_payload"),
         )
 
         shown = Signal(self._class_bits)  # the last class sent
@@ -393,7 +301,7 @@ class BoardTop(Elaboratable):
             m.d.sync += shown.eq(0)
         with m.Elif(link.result.valid & link.result.ready):
             m.d.sync += shown.eq(link.result.payload[: self._class_bits])
-        lights = [*shown, link.overrun | link.framing_error]
+        lights = [*shown, link.errors.overrun | link.errors.framing]
         for k, light in enumerate(lights):
             try:
                 led = platform.request("led", k, dir="-")

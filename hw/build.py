@@ -51,9 +51,9 @@ from pathlib import Path
 
 from instabnn_hw.table import format_table
 
+from ..design_folder import TOP_NAME, DesignPorts, ManifestError, design_file, read_manifest
 from ..errors import UserError, check_clock, check_number
 from ..files import UnsafePathError, atomic_write, check_output_folder, inside, staged_folder
-from ..manifest import TOP_NAME, ManifestError, design_file, read_manifest
 from .synthesis import FAMILIES, SynthesisError, cell_counts, run_tool, tool_path
 
 __all__ = [
@@ -168,16 +168,6 @@ def _smaller_model_hint(device: Device) -> str:
     tail = f" or build for a bigger device ({', '.join(bigger)})" if bigger else ""
     # weights and frame buffers are the same at any folding
     return f"folding does not shrink memory: generate a smaller model (--width, --input-size){tail}"
-
-
-def port_bits(verilog_text: str) -> int:
-    """Pins the ports of the design's top module in ``verilog_text`` need (every input and output bit)."""
-    from .board import top_ports
-
-    try:
-        return sum(width for _direction, width in top_ports(verilog_text).values())
-    except ValueError as exc:
-        raise BuildError(f"no module {TOP_NAME} in the design's Verilog ({exc}); regenerate the design") from None
 
 
 def check_fit(manifest: dict, device: Device, *, io_bits: int | None = None, name: str = "the design") -> None:
@@ -482,13 +472,13 @@ def build_design(
         raise BuildError(f"{folder} lacks {missing[0]}; regenerate the design")
     report_path = _design_file(folder, "report.md", "the design's report")
     try:
-        top_text = top_path.read_text()
         if os.path.lexists(report_path):
             report_path.read_text()  # the section is added at the end: a report that cannot be read stops now
     except OSError as exc:
         raise BuildError(f"cannot read {exc.filename} ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
-        raise BuildError(f"{top_path} or {report_path} is not text; regenerate the design") from None
+        raise BuildError(f"{report_path} is not text; regenerate the design") from None
+    ports = DesignPorts.of_manifest(manifest)
 
     board_spec = None
     if board is not None:
@@ -515,7 +505,7 @@ def build_design(
     failed = _check_output(folder / FAILED_LOGS, _failed_logs_owner, "the logs of a failed build")
 
     started = time.monotonic()
-    check_fit(manifest, dev, io_bits=None if board else port_bits(top_text), name=design_name)
+    check_fit(manifest, dev, io_bits=None if board else ports.pins, name=design_name)
     report(f"fit check against {dev.name}: the estimate fits")
 
     _remove_stale_builds(folder)
@@ -530,7 +520,7 @@ def build_design(
                     dev=dev,
                     board=board,
                     board_spec=board_spec,
-                    top_text=top_text,
+                    ports=ports,
                     clock_mhz=clock_mhz,
                     seed=seed,
                     design_name=design_name,
@@ -561,7 +551,7 @@ def _run_build(
     dev: Device,
     board: str | None,
     board_spec,
-    top_text: str,
+    ports: DesignPorts,
     clock_mhz: float,
     seed: int,
     design_name: str,
@@ -576,12 +566,12 @@ def _run_build(
     top = TOP_NAME
     reads = [f"read_verilog -DSYNTHESIS {' '.join(p.name for p in sources)}"]
     if board_spec is not None:
-        from .board import board_files, design_ports
+        from .board import board_files
 
         top = "instabnn_board"
         files = board_files(
             board,
-            ports=design_ports(top_text),
+            ports=ports,
             channels=int(manifest["input_shape"][0]),
             class_bits=max(1, (int(manifest["num_classes"]) - 1).bit_length()),
             name=top,

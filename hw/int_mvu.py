@@ -14,18 +14,32 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
+from .figures import Figures, Parameters, bram_mux, rom_luts
 from .fixed import bounds, hdl_fit, int_array, product_range, shape_for
 from .layouts import channel_word, window_word
 from .ram import Ram, check_flag
 from .rom import Rom, check_init_file
 
-__all__ = ["Argmax", "IntMatrixVector", "argmax", "int_matvec", "int_matvec_bounds"]
+__all__ = [
+    "Argmax",
+    "ArgmaxParameters",
+    "IntMatrixVector",
+    "IntMatrixVectorParameters",
+    "argmax",
+    "int_matvec",
+    "int_matvec_bounds",
+]
 
 #: Widest weight and input element: one ECP5 MULT18X18D per product.
 MAX_OPERAND_BITS = 18
 
 #: Adder-tree levels between two pipeline registers.
 TREE_LEVELS_PER_STAGE = 2
+
+
+def _magnitude(array) -> int:
+    """The largest ``|element|`` of ``array``, at least 1."""
+    return max(1, abs(int(array.min())), abs(int(array.max()))) if array.size else 1
 
 
 def int_matvec(weights, vectors) -> np.ndarray:
@@ -36,11 +50,7 @@ def int_matvec(weights, vectors) -> np.ndarray:
     does not fit comfortably in int64.
     """
     weights, vectors = np.asarray(weights), np.asarray(vectors)
-
-    def magnitude(array) -> int:
-        return max(1, abs(int(array.min())), abs(int(array.max()))) if array.size else 1
-
-    bound = magnitude(weights) * magnitude(vectors) * weights.shape[-1]
+    bound = _magnitude(weights) * _magnitude(vectors) * weights.shape[-1]
     w, v = int_array(weights, -bound, bound), int_array(vectors, -bound, bound)
     return v @ w.T if w.dtype != object else np.dot(v, w.T)
 
@@ -52,74 +62,27 @@ def int_matvec_bounds(weights, in_shape) -> tuple[int, int]:
     ``w * x``; the range is the smallest row minimum and the largest row maximum. Partial sums
     over any subset of columns lie in it too (every term's range contains 0).
     """
-    weights = np.asarray(weights).astype(object)
+    weights = np.asarray(weights)
     low, high = bounds(Shape.cast(in_shape))
+    largest = _magnitude(weights) * max(1, -low, high) * max(1, weights.shape[1])
+    # int64 is exact (and fast on a classifier's matrix) while no product or row sum can reach 2**63
+    weights = weights.astype(np.int64 if largest < 1 << 63 else object)
     a, b = weights * low, weights * high
     lows = np.minimum(a, b).sum(axis=1)
     highs = np.maximum(a, b).sum(axis=1)
     return int(min(lows)), int(max(highs))
 
 
-class IntMatrixVector(wiring.Component):
-    """Folded integer matrix-vector unit: ``o = W @ x`` for every streamed vector ``x``.
+class IntMatrixVectorParameters(Parameters):
+    """The parameters of an :class:`IntMatrixVector` and the figures derived from them.
 
-    ``W`` (``rows x cols``) sits in on-chip memory as ``NF * SF`` words of ``pe * simd``
-    weights (``NF = rows / pe``, ``SF = cols / simd``; word ``f * SF + s`` holds
-    ``W[f*pe + p, s*simd + k]`` at element ``[p][k]``). One input vector is ``SF`` consecutive
-    words; for it the unit emits ``NF`` words of ``pe`` accumulators (channels
-    ``f*pe .. f*pe+pe-1``). As in FINN's MVAU, fold 0 consumes the input words and also stores
-    them in an ``SF``-word input buffer that folds 1 .. NF-1 replay; each cycle multiplies one
-    input word by one weight word (``pe * simd`` multipliers), so a vector takes
-    ``NF * SF`` cycles and vectors follow each other with no bubble.
-
-    Pipeline: memory read; products (registered); an adder tree per PE with a register every
-    :data:`TREE_LEVELS_PER_STAGE` levels; the accumulators, which write the output register on a
-    vector's last word. The whole pipeline advances unless a finished sum meets a full,
-    stalled output register. Widths come from bounds: products from the weight and input
-    ranges, sums of ``n`` products from ``n`` times that intersected with the accumulator range
-    :func:`int_matvec_bounds`.
-
-    Parameters
-    ----------
-    weights : int array, rows x cols
-        Its values set the weight shape ``shape_for(min, max)``, at most 18 bits.
-    pe : int
-        Output channels per cycle; divides ``rows``.
-    simd : int
-        Input elements per cycle; divides ``cols``.
-    in_shape : shape-castable
-        Integer element shape of the input, at most 18 bits (e.g. ``signed(9)`` for pixels
-        shifted by -128).
-    masked : bool
-        Take :func:`~.layouts.window_word` input (the mask is ignored: padding words carry zero
-        data, which adds zero) instead of :func:`~.layouts.channel_word`.
-    weights_file : str or None
-        ``None``: the weight memory is inline (Amaranth ``Memory`` with ``init``). A path: it is a
-        :class:`~.rom.Rom` loading this ``$readmemh`` file, which must hold
-        ``rom_hex(weight_words(), weight_word_width)`` (see :mod:`.rom` for how paths resolve).
-        Widths come from ``weights``: a weight edited in the file must stay within their range
-        and each row's :func:`int_matvec_bounds`, or sums may wrap.
-    external_memories : bool
-        Make the input buffer a :class:`~.ram.Ram` instance of the Verilog module, for Verilog
-        output; ``False`` (default): inline, for Amaranth's simulator.
-
-    Members
-    -------
-    i : In(stream.Signature(channel_word(in_shape, simd) or window_word(in_shape, simd)))
-    o : Out(stream.Signature(channel_word(acc_shape, pe)))
+    Cheap for any matrix: the weights are checked and bounded, not packed (:meth:`weight_words`
+    packs them).
     """
 
-    def __init__(
-        self,
-        *,
-        weights,
-        pe: int,
-        simd: int,
-        in_shape,
-        masked: bool = False,
-        weights_file: str | None = None,
-        external_memories: bool = False,
-    ) -> None:
+    lut_kind = "int_mvu"
+
+    def __init__(self, *, weights, pe: int, simd: int, in_shape, masked: bool = False) -> None:
         self._weights = check_int_array("weights", weights)
         if self._weights.ndim != 2 or self._weights.size == 0:
             raise ValueError(f"weights must be a non-empty 2-D array, not one of shape {self._weights.shape}")
@@ -130,8 +93,6 @@ class IntMatrixVector(wiring.Component):
         if not isinstance(masked, (bool, np.bool_)):
             raise TypeError(f"masked must be a bool, not {masked!r}")
         self._masked = bool(masked)
-        self._weights_file = check_init_file("weights_file", weights_file)
-        self._external = check_flag("external_memories", external_memories)
         self._weight_shape = shape_for(int(self._weights.min()), int(self._weights.max()))
         if self._weight_shape.width > MAX_OPERAND_BITS:
             raise ValueError(
@@ -140,13 +101,6 @@ class IntMatrixVector(wiring.Component):
             )
         self._acc_bounds = int_matvec_bounds(self._weights, self._in_shape)
         self._acc_shape = shape_for(*self._acc_bounds)
-        word = window_word if self._masked else channel_word
-        super().__init__(
-            {
-                "i": In(stream.Signature(word(self._in_shape, self._simd))),
-                "o": Out(stream.Signature(channel_word(self._acc_shape, self._pe))),
-            }
-        )
 
     @property
     def weights(self) -> np.ndarray:
@@ -167,15 +121,6 @@ class IntMatrixVector(wiring.Component):
     @property
     def masked(self) -> bool:
         return self._masked
-
-    @property
-    def weights_file(self) -> str | None:
-        """The ``$readmemh`` file of the weight memory, or ``None`` for an inline memory."""
-        return self._weights_file
-
-    @property
-    def external_memories(self) -> bool:
-        return self._external
 
     @property
     def weight_shape(self) -> Shape:
@@ -251,6 +196,106 @@ class IntMatrixVector(wiring.Component):
                 word |= (value & mask) << (index * width)
             words.append(word)
         return words
+
+    def lut_features(self) -> tuple[float, ...]:
+        pe, simd = self._pe, self._simd
+        depth, width = self.neuron_fold * self.synapse_fold, self.weight_word_width
+        return (
+            1.0,
+            float(pe * simd * (self._in_shape.width + self._weight_shape.width)),
+            float(pe * self._acc_shape.width),
+            float(rom_luts(depth, width)),
+            float(bram_mux(depth, width)),
+        )
+
+    def figures(self, words: int) -> Figures:
+        nf, sf = self.neuron_fold, self.synapse_fold
+        # the first output follows a vector's SF-th word; the later folds reread the buffered vector
+        latency = sf - 1 + self.latency
+        return Figures(words * nf, latency, latency, self.luts, self.memory_bits, self.multipliers, (nf - 1) * sf)
+
+
+class IntMatrixVector(IntMatrixVectorParameters, wiring.Component):
+    """Folded integer matrix-vector unit: ``o = W @ x`` for every streamed vector ``x``.
+
+    ``W`` (``rows x cols``) sits in on-chip memory as ``NF * SF`` words of ``pe * simd``
+    weights (``NF = rows / pe``, ``SF = cols / simd``; word ``f * SF + s`` holds
+    ``W[f*pe + p, s*simd + k]`` at element ``[p][k]``). One input vector is ``SF`` consecutive
+    words; for it the unit emits ``NF`` words of ``pe`` accumulators (channels
+    ``f*pe .. f*pe+pe-1``). As in FINN's MVAU, fold 0 consumes the input words and also stores
+    them in an ``SF``-word input buffer that folds 1 .. NF-1 replay; each cycle multiplies one
+    input word by one weight word (``pe * simd`` multipliers), so a vector takes
+    ``NF * SF`` cycles and vectors follow each other with no bubble.
+
+    Pipeline: memory read; products (registered); an adder tree per PE with a register every
+    :data:`TREE_LEVELS_PER_STAGE` levels; the accumulators, which write the output register on a
+    vector's last word. The whole pipeline advances unless a finished sum meets a full,
+    stalled output register. Widths come from bounds: products from the weight and input
+    ranges, sums of ``n`` products from ``n`` times that intersected with the accumulator range
+    :func:`int_matvec_bounds`.
+
+    Parameters
+    ----------
+    weights : int array, rows x cols
+        Its values set the weight shape ``shape_for(min, max)``, at most 18 bits.
+    pe : int
+        Output channels per cycle; divides ``rows``.
+    simd : int
+        Input elements per cycle; divides ``cols``.
+    in_shape : shape-castable
+        Integer element shape of the input, at most 18 bits (e.g. ``signed(9)`` for pixels
+        shifted by -128).
+    masked : bool
+        Take :func:`~.layouts.window_word` input (the mask is ignored: padding words carry zero
+        data, which adds zero) instead of :func:`~.layouts.channel_word`.
+    weights_file : str or None
+        ``None``: the weight memory is inline (Amaranth ``Memory`` with ``init``). A path: it is a
+        :class:`~.rom.Rom` loading this ``$readmemh`` file, which must hold
+        ``rom_hex(weight_words(), weight_word_width)`` (see :mod:`.rom` for how paths resolve).
+        Widths come from ``weights``: a weight edited in the file must stay within their range
+        and each row's :func:`int_matvec_bounds`, or sums may wrap.
+    external_modules : bool
+        Make the input buffer a :class:`~.ram.Ram` instance of the Verilog module, for Verilog
+        output; ``False`` (default): inline, for Amaranth's simulator.
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(in_shape, simd) or window_word(in_shape, simd)))
+    o : Out(stream.Signature(channel_word(acc_shape, pe)))
+    """
+
+    def __init__(
+        self,
+        *,
+        weights,
+        pe: int,
+        simd: int,
+        in_shape,
+        masked: bool = False,
+        weights_file: str | None = None,
+        external_modules: bool = False,
+    ) -> None:
+        super().__init__(weights=weights, pe=pe, simd=simd, in_shape=in_shape, masked=masked)
+        self._weights_file = check_init_file("weights_file", weights_file)
+        self._external = check_flag("external_modules", external_modules)
+        word = window_word if self._masked else channel_word
+        wiring.Component.__init__(
+            self,
+            {
+                "i": In(stream.Signature(word(self._in_shape, self._simd))),
+                "o": Out(stream.Signature(channel_word(self._acc_shape, self._pe))),
+            },
+        )
+
+    @property
+    def weights_file(self) -> str | None:
+        """The ``$readmemh`` file of the weight memory, or ``None`` for an inline memory."""
+        return self._weights_file
+
+    @property
+    def external_modules(self) -> bool:
+        """Whether the input buffer is an instance of the Verilog RAM module."""
+        return self._external
 
     def elaborate(self, platform):
         m = Module()
@@ -376,29 +421,10 @@ def argmax(logits) -> tuple[np.ndarray, np.ndarray]:
     return index.astype(np.int64), value
 
 
-class Argmax(wiring.Component):
-    """The class of a stream of logits: index and value of the first maximum per frame.
+class ArgmaxParameters(Parameters):
+    """The parameters of an :class:`Argmax` and the figures derived from them."""
 
-    A frame is ``classes / count`` words of ``count`` logits (classes ascending). Each word's
-    own first maximum is found by a comparison tree (a later element wins only when strictly
-    greater), then compared with the frame's running best (a later word wins only when strictly
-    greater), so ties go to the lowest index as in :func:`numpy.argmax`. One word per cycle; the
-    result (registered) is valid the cycle after the frame's last word.
-
-    Parameters
-    ----------
-    shape : shape-castable
-        Integer element shape of the logits.
-    count : int
-        Logits per word; divides ``classes``.
-    classes : int
-        Logits per frame.
-
-    Members
-    -------
-    i : In(stream.Signature(channel_word(shape, count)))
-    o : Out(stream.Signature(StructLayout({"index": unsigned(bits for classes - 1), "value": shape})))
-    """
+    lut_kind = "argmax"
 
     #: Cycles from the transfer of a frame's last word to the result's ``valid``.
     latency = 1
@@ -408,12 +434,6 @@ class Argmax(wiring.Component):
         self._classes = check_int("classes", classes)
         self._count = check_divides("count", check_int("count", count), "classes", self._classes)
         self._index_shape = shape_for(0, self._classes - 1)
-        super().__init__(
-            {
-                "i": In(stream.Signature(channel_word(self._shape, self._count))),
-                "o": Out(stream.Signature(data.StructLayout({"index": self._index_shape, "value": self._shape}))),
-            }
-        )
 
     @property
     def shape(self) -> Shape:
@@ -439,6 +459,49 @@ class Argmax(wiring.Component):
     def initiation_interval(self) -> int:
         """Cycles per result at full rate: the words of a frame."""
         return self.words_per_frame
+
+    def lut_features(self) -> tuple[float, ...]:
+        return (1.0, float(self._count * self._shape.width))
+
+    def figures(self, words: int) -> Figures:
+        """The figures of one frame of ``classes / count`` words (whatever ``words`` says)."""
+        n = self.words_per_frame
+        return Figures(n, n - 1 + self.latency, self.latency, self.luts)
+
+
+class Argmax(ArgmaxParameters, wiring.Component):
+    """The class of a stream of logits: index and value of the first maximum per frame.
+
+    A frame is ``classes / count`` words of ``count`` logits (classes ascending). Each word's
+    own first maximum is found by a comparison tree (a later element wins only when strictly
+    greater), then compared with the frame's running best (a later word wins only when strictly
+    greater), so ties go to the lowest index as in :func:`numpy.argmax`. One word per cycle; the
+    result (registered) is valid the cycle after the frame's last word.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Integer element shape of the logits.
+    count : int
+        Logits per word; divides ``classes``.
+    classes : int
+        Logits per frame.
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(shape, count)))
+    o : Out(stream.Signature(StructLayout({"index": unsigned(bits for classes - 1), "value": shape})))
+    """
+
+    def __init__(self, *, shape, count: int, classes: int) -> None:
+        super().__init__(shape=shape, count=count, classes=classes)
+        wiring.Component.__init__(
+            self,
+            {
+                "i": In(stream.Signature(channel_word(self._shape, self._count))),
+                "o": Out(stream.Signature(data.StructLayout({"index": self._index_shape, "value": self._shape}))),
+            },
+        )
 
     def elaborate(self, platform):
         m = Module()

@@ -15,13 +15,75 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, check_payload, check_shape
+from .figures import Figures, Parameters, bram_mux
 from .fixed import bounds, shape_for
 from .ram import Ram, check_flag
 
-__all__ = ["Fifo", "Fork", "JoinAdd", "Repeat", "WidthConverter", "join_add", "regroup", "repeat_channels"]
+__all__ = [
+    "Fifo",
+    "FifoParameters",
+    "Fork",
+    "ForkParameters",
+    "JoinAdd",
+    "JoinAddParameters",
+    "Repeat",
+    "RepeatParameters",
+    "WidthConverter",
+    "WidthConverterParameters",
+    "join_add",
+    "regroup",
+    "repeat_channels",
+]
 
 
-class Fifo(wiring.Component):
+class FifoParameters(Parameters):
+    """The parameters of a :class:`Fifo` and the figures derived from them."""
+
+    lut_kind = "fifo"
+
+    #: A full FIFO accepts and emits one payload per cycle.
+    initiation_interval = 1
+
+    def __init__(self, *, shape, depth: int) -> None:
+        self._shape = check_payload("shape", shape)
+        self._depth = check_int("depth", depth)
+
+    @property
+    def shape(self):
+        """Payload shape."""
+        return self._shape
+
+    @property
+    def depth(self) -> int:
+        """Payloads it holds."""
+        return self._depth
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an input transfer into an empty queue to its ``valid`` on the output: 2
+        (memory, then output register), 1 with ``depth = 1`` (the output register alone)."""
+        return 1 if self._depth == 1 else 2
+
+    @property
+    def memory_bits(self) -> int:
+        """``depth`` payloads."""
+        return self._depth * Shape.cast(self._shape).width
+
+    def lut_features(self) -> tuple[float, ...]:
+        bits = Shape.cast(self._shape).width
+        # up to 16 words a FIFO is LUT RAM (not LUT4s); deeper, block RAM with an output register
+        return (
+            1.0,
+            float(bits if self._depth > 16 else 0),
+            float(max(1, self._depth).bit_length()),
+            float(bram_mux(self._depth, bits)),
+        )
+
+    def figures(self, words: int) -> Figures:
+        return Figures(words, self.latency, self.latency, self.luts, self.memory_bits)
+
+
+class Fifo(FifoParameters, wiring.Component):
     """First-in first-out queue of ``depth`` payloads (memory-backed, registered output).
 
     The behaviour of :class:`amaranth.lib.fifo.SyncFIFOBuffered`, cycle for cycle (same
@@ -37,7 +99,7 @@ class Fifo(wiring.Component):
     depth : int
         Number of payloads it holds, >= 1. The residual bypass FIFOs take theirs from the
         compiler's cycle model.
-    external_memories : bool
+    external_modules : bool
         Make the memory a :class:`~.ram.Ram` instance of the Verilog module, for Verilog
         output; ``False`` (default): inline, for Amaranth's simulator.
 
@@ -47,22 +109,17 @@ class Fifo(wiring.Component):
     o : Out(stream.Signature(shape))
     """
 
-    def __init__(self, *, shape, depth: int, external_memories: bool = False) -> None:
-        self._shape = check_payload("shape", shape)
-        self._depth = check_int("depth", depth)
-        self._external = check_flag("external_memories", external_memories)
-        super().__init__({"i": In(stream.Signature(self._shape)), "o": Out(stream.Signature(self._shape))})
+    def __init__(self, *, shape, depth: int, external_modules: bool = False) -> None:
+        super().__init__(shape=shape, depth=depth)
+        self._external = check_flag("external_modules", external_modules)
+        wiring.Component.__init__(
+            self, {"i": In(stream.Signature(self._shape)), "o": Out(stream.Signature(self._shape))}
+        )
 
     @property
-    def depth(self) -> int:
-        return self._depth
-
-    @property
-    def external_memories(self) -> bool:
+    def external_modules(self) -> bool:
+        """Whether the memory is an instance of the Verilog RAM module."""
         return self._external
-
-    #: A full FIFO accepts and emits one payload per cycle.
-    initiation_interval = 1
 
     def elaborate(self, platform):
         m = Module()
@@ -108,7 +165,32 @@ def _increment(counter: Signal, modulus: int):
     return counter + 1 if modulus == 1 << len(counter) else Mux(counter == modulus - 1, 0, counter + 1)
 
 
-class Fork(wiring.Component):
+class ForkParameters(Parameters):
+    """The parameters of a :class:`Fork` and the figures derived from them."""
+
+    lut_kind = "fork"
+
+    initiation_interval = 1
+
+    #: Combinational: a payload is on both outputs in the cycle it is on the input.
+    latency = 0
+
+    def __init__(self, *, shape) -> None:
+        self._shape = check_payload("shape", shape)
+
+    @property
+    def shape(self):
+        """Payload shape."""
+        return self._shape
+
+    def lut_features(self) -> tuple[float, ...]:
+        return (1.0, float(Shape.cast(self._shape).width))
+
+    def figures(self, words: int) -> Figures:
+        return Figures(words, self.latency, self.latency, self.luts)
+
+
+class Fork(ForkParameters, wiring.Component):
     """Copies each input payload to two outputs that may take it in different cycles.
 
     The input transfer completes once both outputs have taken the payload, so a slow branch
@@ -125,11 +207,11 @@ class Fork(wiring.Component):
     o : Out(stream.Signature(shape)).array(2)
     """
 
-    initiation_interval = 1
-
     def __init__(self, *, shape) -> None:
-        self._shape = check_payload("shape", shape)
-        super().__init__({"i": In(stream.Signature(self._shape)), "o": Out(stream.Signature(self._shape)).array(2)})
+        super().__init__(shape=shape)
+        wiring.Component.__init__(
+            self, {"i": In(stream.Signature(self._shape)), "o": Out(stream.Signature(self._shape)).array(2)}
+        )
 
     def elaborate(self, platform):
         m = Module()
@@ -149,7 +231,53 @@ def join_add(a: np.ndarray, b: np.ndarray, *, shifts: tuple[int, int] = (0, 0)) 
     return (np.asarray(a, dtype=np.int64) << shifts[0]) + (np.asarray(b, dtype=np.int64) << shifts[1])
 
 
-class JoinAdd(wiring.Component):
+class JoinAddParameters(Parameters):
+    """The parameters of a :class:`JoinAdd` and the figures derived from them."""
+
+    lut_kind = "join_add"
+
+    initiation_interval = 1
+
+    #: Cycles from the transfer of both input words to the sum's ``valid`` (registered output).
+    latency = 1
+
+    def __init__(self, *, shape, count: int, shifts: tuple[int, int] = (0, 0)) -> None:
+        self._shape = check_shape("shape", shape)
+        self._count = check_int("count", count)
+        if not isinstance(shifts, (tuple, list)) or len(shifts) != 2:
+            raise TypeError(f"shifts must be a pair of integers, not {shifts!r}")
+        self._shifts = tuple(check_int(f"shifts[{k}]", s, low=0, high=32) for k, s in enumerate(shifts))
+        low, high = bounds(self._shape)
+        self._out_shape = shape_for(sum(low << s for s in self._shifts), sum(high << s for s in self._shifts))
+
+    @property
+    def shape(self) -> Shape:
+        """Element shape of both inputs."""
+        return self._shape
+
+    @property
+    def count(self) -> int:
+        """Elements per word."""
+        return self._count
+
+    @property
+    def shifts(self) -> tuple[int, int]:
+        """Left shift of each input."""
+        return self._shifts
+
+    @property
+    def out_shape(self) -> Shape:
+        """Element shape of the sum."""
+        return self._out_shape
+
+    def lut_features(self) -> tuple[float, ...]:
+        return (1.0, float(self._out_shape.width * self._count))
+
+    def figures(self, words: int) -> Figures:
+        return Figures(words, self.latency, self.latency, self.luts)
+
+
+class JoinAdd(JoinAddParameters, wiring.Component):
     """Element-wise sum of two streams of channel words: the residual join.
 
     ``o = (i[0] << shifts[0]) + (i[1] << shifts[1])``; the shifts align two power-of-two scales
@@ -171,27 +299,15 @@ class JoinAdd(wiring.Component):
     o : Out(stream.Signature(data.ArrayLayout(out_shape, count)))
     """
 
-    initiation_interval = 1
-
     def __init__(self, *, shape, count: int, shifts: tuple[int, int] = (0, 0)) -> None:
-        self._shape = check_shape("shape", shape)
-        self._count = check_int("count", count)
-        if not isinstance(shifts, (tuple, list)) or len(shifts) != 2:
-            raise TypeError(f"shifts must be a pair of integers, not {shifts!r}")
-        self._shifts = tuple(check_int(f"shifts[{k}]", s, low=0, high=32) for k, s in enumerate(shifts))
-        low, high = bounds(self._shape)
-        self._out_shape = shape_for(sum(low << s for s in self._shifts), sum(high << s for s in self._shifts))
-        super().__init__(
+        super().__init__(shape=shape, count=count, shifts=shifts)
+        wiring.Component.__init__(
+            self,
             {
-                "i": In(stream.Signature(data.ArrayLayout(self._shape, count))).array(2),
-                "o": Out(stream.Signature(data.ArrayLayout(self._out_shape, count))),
-            }
+                "i": In(stream.Signature(data.ArrayLayout(self._shape, self._count))).array(2),
+                "o": Out(stream.Signature(data.ArrayLayout(self._out_shape, self._count))),
+            },
         )
-
-    @property
-    def out_shape(self) -> Shape:
-        """Element shape of the sum."""
-        return self._out_shape
 
     def elaborate(self, platform):
         m = Module()
@@ -215,7 +331,59 @@ def regroup(words: np.ndarray, count: int) -> np.ndarray:
     return flat.reshape(-1, count)
 
 
-class WidthConverter(wiring.Component):
+class WidthConverterParameters(Parameters):
+    """The parameters of a :class:`WidthConverter` and the figures derived from them."""
+
+    lut_kind = "convert"
+
+    def __init__(self, *, shape, in_count: int, out_count: int) -> None:
+        self._shape = check_payload("shape", shape, max_width=64)
+        self._in_count = check_int("in_count", in_count)
+        self._out_count = check_int("out_count", out_count)
+        if max(in_count, out_count) % min(in_count, out_count):
+            raise ValueError(f"in_count ({in_count}) and out_count ({out_count}) must divide one another")
+
+    @property
+    def shape(self):
+        """Element shape."""
+        return self._shape
+
+    @property
+    def in_count(self) -> int:
+        """Elements per input word."""
+        return self._in_count
+
+    @property
+    def out_count(self) -> int:
+        """Elements per output word."""
+        return self._out_count
+
+    @property
+    def initiation_interval(self) -> int:
+        """Cycles per output word at full rate (a widened word needs several input words)."""
+        return max(1, self._out_count // self._in_count)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the first input word to the first output word: 1 when narrowing (the
+        held word), the ``out_count / in_count`` input words of one output word when widening."""
+        return self.initiation_interval
+
+    def lut_features(self) -> tuple[float, ...]:
+        bits = Shape.cast(self._shape).width
+        a, b = self._in_count, self._out_count
+        # narrowing: a (pieces)-way multiplexer per output bit; widening: a write enable per piece
+        if a >= b:
+            return (1.0, float(b * bits * (a // b - 1)), 0.0)
+        return (1.0, 0.0, float(b // a))
+
+    def figures(self, words: int) -> Figures:
+        """``words`` input words make ``words * in_count / out_count`` output words; the busier side sets the cycles."""
+        cycles = words * self._in_count // min(self._in_count, self._out_count)
+        return Figures(cycles, self.latency, 1, self.luts)
+
+
+class WidthConverter(WidthConverterParameters, wiring.Component):
     """Re-cuts a stream of element words into words of another width (SIMD packing).
 
     Elements keep their order (element 0 of word 0 first). One of the two counts must divide
@@ -236,22 +404,14 @@ class WidthConverter(wiring.Component):
     """
 
     def __init__(self, *, shape, in_count: int, out_count: int) -> None:
-        self._shape = check_payload("shape", shape, max_width=64)
-        self._in_count = check_int("in_count", in_count)
-        self._out_count = check_int("out_count", out_count)
-        if max(in_count, out_count) % min(in_count, out_count):
-            raise ValueError(f"in_count ({in_count}) and out_count ({out_count}) must divide one another")
-        super().__init__(
+        super().__init__(shape=shape, in_count=in_count, out_count=out_count)
+        wiring.Component.__init__(
+            self,
             {
-                "i": In(stream.Signature(data.ArrayLayout(self._shape, in_count))),
-                "o": Out(stream.Signature(data.ArrayLayout(self._shape, out_count))),
-            }
+                "i": In(stream.Signature(data.ArrayLayout(self._shape, self._in_count))),
+                "o": Out(stream.Signature(data.ArrayLayout(self._shape, self._out_count))),
+            },
         )
-
-    @property
-    def initiation_interval(self) -> int:
-        """Cycles per output word at full rate (a widened word needs several input words)."""
-        return max(1, self._out_count // self._in_count)
 
     def elaborate(self, platform):
         m = Module()
@@ -301,7 +461,62 @@ def repeat_channels(tensor: np.ndarray, times: int) -> np.ndarray:
     return np.concatenate([tensor] * times, axis=0)
 
 
-class Repeat(wiring.Component):
+class RepeatParameters(Parameters):
+    """The parameters of a :class:`Repeat` and the figures derived from them."""
+
+    lut_kind = "repeat"
+
+    #: Cycles per OUTPUT word at full rate; the input is taken ``words`` of every ``words * times`` cycles.
+    initiation_interval = 1
+
+    #: Cycles from an input word's transfer to its copy's ``valid`` on the output (registered).
+    latency = 1
+
+    def __init__(self, *, shape, count: int, words: int, times: int) -> None:
+        self._shape = check_payload("shape", shape, max_width=64)
+        self._count = check_int("count", count)
+        self._words = check_int("words", words)
+        self._times = check_int("times", times)
+
+    @property
+    def shape(self):
+        """Element shape."""
+        return self._shape
+
+    @property
+    def count(self) -> int:
+        """Elements per word."""
+        return self._count
+
+    @property
+    def words(self) -> int:
+        """Words per pixel."""
+        return self._words
+
+    @property
+    def times(self) -> int:
+        """Copies of each pixel."""
+        return self._times
+
+    @property
+    def cycles_per_pixel(self) -> int:
+        """``words * times``: output words, and cycles at full rate, per pixel."""
+        return self._words * self._times
+
+    @property
+    def buffer_bits(self) -> int:
+        """The replay buffer: ``words`` words (none when ``times = 1``)."""
+        return self._words * Shape.cast(data.ArrayLayout(self._shape, self._count)).width if self._times > 1 else 0
+
+    def lut_features(self) -> tuple[float, ...]:
+        return (1.0, float(self._count * Shape.cast(self._shape).width))
+
+    def figures(self, words: int) -> Figures:
+        """``words`` input words of a frame leave ``times`` times, one output word per cycle."""
+        return Figures(words * self._times, self.latency, self.latency, self.luts, self.buffer_bits)
+
+
+class Repeat(RepeatParameters, wiring.Component):
     """Repeats each pixel's channel words ``times`` times: the channel concatenation ``concat(x, x)``.
 
     A pixel is ``words`` consecutive channel words (``C = words * count`` channels). The first
@@ -329,41 +544,10 @@ class Repeat(wiring.Component):
     o : Out(stream.Signature(data.ArrayLayout(shape, count)))
     """
 
-    #: Cycles per OUTPUT word at full rate; the input is taken ``words`` of every ``words * times`` cycles.
-    initiation_interval = 1
-
-    #: Cycles from an input word's transfer to its copy's ``valid`` on the output (registered).
-    latency = 1
-
     def __init__(self, *, shape, count: int, words: int, times: int) -> None:
-        self._shape = check_payload("shape", shape, max_width=64)
-        self._count = check_int("count", count)
-        self._words = check_int("words", words)
-        self._times = check_int("times", times)
+        super().__init__(shape=shape, count=count, words=words, times=times)
         layout = data.ArrayLayout(self._shape, self._count)
-        super().__init__({"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
-
-    @property
-    def count(self) -> int:
-        return self._count
-
-    @property
-    def words(self) -> int:
-        return self._words
-
-    @property
-    def times(self) -> int:
-        return self._times
-
-    @property
-    def cycles_per_pixel(self) -> int:
-        """``words * times``: output words, and cycles at full rate, per pixel."""
-        return self._words * self._times
-
-    @property
-    def buffer_bits(self) -> int:
-        """The replay buffer: ``words`` words (none when ``times = 1``)."""
-        return self._words * Shape.cast(data.ArrayLayout(self._shape, self._count)).width if self._times > 1 else 0
+        wiring.Component.__init__(self, {"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
 
     def elaborate(self, platform):
         m = Module()

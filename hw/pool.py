@@ -22,10 +22,21 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
+from .figures import Figures, Parameters
 from .fixed import bounds, shape_for
 from .layouts import channel_word, window_word
 
-__all__ = ["GlobalSumPool", "MaxPool", "SumPool", "global_sum_pool", "max_pool", "sum_pool"]
+__all__ = [
+    "GlobalSumPool",
+    "GlobalSumPoolParameters",
+    "MaxPool",
+    "MaxPoolParameters",
+    "SumPool",
+    "SumPoolParameters",
+    "global_sum_pool",
+    "max_pool",
+    "sum_pool",
+]
 
 
 def _window_groups(words, mask, *, kernel: int, channels: int, simd: int) -> tuple[np.ndarray, np.ndarray]:
@@ -96,13 +107,14 @@ def global_sum_pool(tensor) -> np.ndarray:
     return tensor.sum(axis=(1, 2))
 
 
-class _Reduce(wiring.Component):
-    """Per-channel reduction of ``positions`` consecutive groups of ``C/simd`` words to one group.
+class _ReduceParameters(Parameters):
+    """The parameters shared by the reductions of ``positions`` consecutive groups of ``C/simd``
+    words to one group, and the figures derived from them.
 
-    Subclasses give the input layout, the accumulator (= output) element shape and the operator.
-    ``i.ready`` is high except on the last position while the output register is full and not
-    being taken, so all but the last position flow on under back-pressure.
+    Subclasses validate their own parameters and pass the (already checked) common ones here.
     """
+
+    lut_kind = "pool"
 
     #: One input word per cycle (the output comes at ``1 / positions`` of that rate).
     initiation_interval = 1
@@ -114,13 +126,6 @@ class _Reduce(wiring.Component):
         self._positions = positions
         self._out_shape = out_shape
         self._windowed = windowed
-        in_layout = window_word(shape, simd) if windowed else channel_word(shape, simd)
-        super().__init__(
-            {
-                "i": In(stream.Signature(in_layout)),
-                "o": Out(stream.Signature(channel_word(out_shape, simd))),
-            }
-        )
 
     @property
     def shape(self):
@@ -151,6 +156,45 @@ class _Reduce(wiring.Component):
     def input_words(self) -> int:
         """Input words (= cycles at full rate) per output pixel of ``C/simd`` words."""
         return self._positions * self.groups
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the first input word of an output pixel to its first output word: the
+        last position's first group arrives ``(positions - 1) * C/simd`` words later, then the
+        registered output."""
+        return (self._positions - 1) * self.groups + 1
+
+    def lut_features(self) -> tuple[float, ...]:
+        lanes = self._simd * self._out_shape.width
+        binary = self._shape.width == 1
+        return (1.0, float(lanes if binary else 0), float(0 if binary else lanes))
+
+    def figures(self, words: int) -> Figures:
+        return Figures(words, self.latency, self.latency, self.luts)
+
+
+class _Reduce(_ReduceParameters, wiring.Component):
+    """Per-channel reduction of ``positions`` consecutive groups of ``C/simd`` words to one group.
+
+    Subclasses give the input layout, the accumulator (= output) element shape and the operator.
+    ``i.ready`` is high except on the last position while the output register is full and not
+    being taken, so all but the last position flow on under back-pressure.
+
+    It has no ``__init__`` of its own, so a subclass's parameters class reaches
+    :class:`_ReduceParameters` with ``super().__init__``; the subclass then calls
+    :meth:`_build_ports`.
+    """
+
+    def _build_ports(self) -> None:
+        """The ports, once the parameters class has set the shapes."""
+        in_layout = window_word(self._shape, self._simd) if self._windowed else channel_word(self._shape, self._simd)
+        wiring.Component.__init__(
+            self,
+            {
+                "i": In(stream.Signature(in_layout)),
+                "o": Out(stream.Signature(channel_word(self._out_shape, self._simd))),
+            },
+        )
 
     def _combine(self, acc, value):
         raise NotImplementedError
@@ -199,7 +243,23 @@ def _check_common(shape, channels, simd) -> tuple[Shape, int, int]:
     return shape, channels, simd
 
 
-class MaxPool(_Reduce):
+class MaxPoolParameters(_ReduceParameters):
+    """The parameters of a :class:`MaxPool` and the figures derived from them."""
+
+    def __init__(self, *, shape, channels: int, simd: int, kernel: int) -> None:
+        shape, channels, simd = _check_common(shape, channels, simd)
+        self._kernel = check_int("kernel", kernel)
+        super().__init__(
+            shape=shape, channels=channels, simd=simd, positions=self._kernel**2, out_shape=shape, windowed=True
+        )
+
+    @property
+    def kernel(self) -> int:
+        """Window size K."""
+        return self._kernel
+
+
+class MaxPool(MaxPoolParameters, _Reduce):
     """Per-channel maximum over each window of a window stream (``K x K`` max pooling).
 
     Padding positions (``mask = 0``) are excluded, as with PyTorch's ``-inf`` padding; for
@@ -226,16 +286,8 @@ class MaxPool(_Reduce):
     """
 
     def __init__(self, *, shape, channels: int, simd: int, kernel: int) -> None:
-        shape, channels, simd = _check_common(shape, channels, simd)
-        self._kernel = check_int("kernel", kernel)
-        super().__init__(
-            shape=shape, channels=channels, simd=simd, positions=self._kernel**2, out_shape=shape, windowed=True
-        )
-
-    @property
-    def kernel(self) -> int:
-        """Window size K."""
-        return self._kernel
+        super().__init__(shape=shape, channels=channels, simd=simd, kernel=kernel)
+        self._build_ports()
 
     def _neutral(self) -> int:
         return bounds(self._shape)[0]
@@ -244,7 +296,30 @@ class MaxPool(_Reduce):
         return Mux(value > acc, value, acc)
 
 
-class SumPool(_Reduce):
+class SumPoolParameters(_ReduceParameters):
+    """The parameters of a :class:`SumPool` and the figures derived from them."""
+
+    def __init__(self, *, shape, channels: int, simd: int, kernel: int) -> None:
+        shape, channels, simd = _check_common(shape, channels, simd)
+        self._kernel = check_int("kernel", kernel)
+        low, high = bounds(shape)
+        n = self._kernel**2
+        super().__init__(
+            shape=shape,
+            channels=channels,
+            simd=simd,
+            positions=n,
+            out_shape=shape_for(n * low, n * high),
+            windowed=True,
+        )
+
+    @property
+    def kernel(self) -> int:
+        """Window size K."""
+        return self._kernel
+
+
+class SumPool(SumPoolParameters, _Reduce):
     """Per-channel sum over each window of a window stream (``K x K`` average pooling, unscaled).
 
     Padding positions add 0, so the sum divided by ``K*K`` is PyTorch's ``AvgPool2d`` with
@@ -270,23 +345,8 @@ class SumPool(_Reduce):
     """
 
     def __init__(self, *, shape, channels: int, simd: int, kernel: int) -> None:
-        shape, channels, simd = _check_common(shape, channels, simd)
-        self._kernel = check_int("kernel", kernel)
-        low, high = bounds(shape)
-        n = self._kernel**2
-        super().__init__(
-            shape=shape,
-            channels=channels,
-            simd=simd,
-            positions=n,
-            out_shape=shape_for(n * low, n * high),
-            windowed=True,
-        )
-
-    @property
-    def kernel(self) -> int:
-        """Window size K."""
-        return self._kernel
+        super().__init__(shape=shape, channels=channels, simd=simd, kernel=kernel)
+        self._build_ports()
 
     def _neutral(self) -> int:
         return 0
@@ -295,31 +355,8 @@ class SumPool(_Reduce):
         return acc + value
 
 
-class GlobalSumPool(_Reduce):
-    """Per-channel sum over all ``H*W`` pixels of each frame (global average pooling, unscaled).
-
-    The input is a tensor stream (channel words, not windows); once per frame, after its last
-    word, the ``C/simd`` channel words of the sums leave, one per cycle. The output element
-    shape is ``shape_for(H*W*low, H*W*high)``; ``1/(H*W)`` is folded into the next scale.
-
-    Parameters
-    ----------
-    shape : shape
-        Input element shape, 1 to 32 bits.
-    channels : int
-        Channels C.
-    simd : int
-        Channels per word; must divide ``channels``.
-    height, width : int
-        Frame size H x W.
-
-    Members
-    -------
-    i : In(stream.Signature(channel_word(shape, simd)))
-        ``H*W*C/simd`` words per frame.
-    o : Out(stream.Signature(channel_word(out_shape, simd)))
-        ``C/simd`` words per frame.
-    """
+class GlobalSumPoolParameters(_ReduceParameters):
+    """The parameters of a :class:`GlobalSumPool` and the figures derived from them."""
 
     def __init__(self, *, shape, channels: int, simd: int, height: int, width: int) -> None:
         shape, channels, simd = _check_common(shape, channels, simd)
@@ -350,6 +387,41 @@ class GlobalSumPool(_Reduce):
     def cycles_per_frame(self) -> int:
         """Design cycles per frame at full rate: ``H * W * C / simd`` (one per input word)."""
         return self.input_words
+
+    def figures(self, words: int) -> Figures:
+        """The figures of one frame (its own :attr:`cycles_per_frame`, whatever ``words`` says)."""
+        return Figures(self.cycles_per_frame, self.latency, self.latency, self.luts)
+
+
+class GlobalSumPool(GlobalSumPoolParameters, _Reduce):
+    """Per-channel sum over all ``H*W`` pixels of each frame (global average pooling, unscaled).
+
+    The input is a tensor stream (channel words, not windows); once per frame, after its last
+    word, the ``C/simd`` channel words of the sums leave, one per cycle. The output element
+    shape is ``shape_for(H*W*low, H*W*high)``; ``1/(H*W)`` is folded into the next scale.
+
+    Parameters
+    ----------
+    shape : shape
+        Input element shape, 1 to 32 bits.
+    channels : int
+        Channels C.
+    simd : int
+        Channels per word; must divide ``channels``.
+    height, width : int
+        Frame size H x W.
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(shape, simd)))
+        ``H*W*C/simd`` words per frame.
+    o : Out(stream.Signature(channel_word(out_shape, simd)))
+        ``C/simd`` words per frame.
+    """
+
+    def __init__(self, *, shape, channels: int, simd: int, height: int, width: int) -> None:
+        super().__init__(shape=shape, channels=channels, simd=simd, height=height, width=width)
+        self._build_ports()
 
     def _neutral(self) -> int:
         return 0

@@ -26,7 +26,7 @@ components read a word before its first write (a free-running or speculative rea
 what they read; no valid output depends on the zero start, which only keeps the Verilog equal to
 Amaranth's simulator on payloads while ``valid`` is low.
 
-Which memories are external: a component built with ``external_memories=True``
+Which memories are external: a component built with ``external_modules=True``
 (:class:`~.window.SlidingWindow`, :class:`~.insta.MomentsThreshold`, :class:`~.insta.InstaPReLU`,
 :class:`~.int_mvu.IntMatrixVector`, :class:`~.plumbing.Fifo`; the compiler sets it for Verilog
 output) makes every one of its read/write memories external, whatever its size (the size
@@ -65,7 +65,7 @@ MAX_READ_PORTS = 8
 
 
 def check_flag(name: str, value: object) -> bool:
-    """``value`` as a bool; anything but a ``bool`` is refused (the ``external_memories`` flags)."""
+    """``value`` as a bool; anything but a ``bool`` is refused (the ``external_modules`` flags)."""
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be a bool, not {value!r}")
     return bool(value)

@@ -13,11 +13,12 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
+from .figures import Figures, Parameters, rom_luts
 from .fixed import bounds, clamp, shape_for
 from .layouts import channel_word
 from .tables import channel_table
 
-__all__ = ["StaticThreshold", "effective_thresholds", "threshold"]
+__all__ = ["StaticThreshold", "ThresholdParameters", "effective_thresholds", "threshold"]
 
 
 def threshold(x, thresholds, flip=None) -> np.ndarray:
@@ -47,35 +48,10 @@ def effective_thresholds(thresholds, flip, shape) -> np.ndarray:
     return clamp(values, low, high + 1)
 
 
-class StaticThreshold(wiring.Component):
-    """Per-channel integer thresholds on a stream of channel words.
+class ThresholdParameters(Parameters):
+    """The parameters of a :class:`StaticThreshold` and the figures derived from them."""
 
-    Word ``n`` carries channels ``g*simd .. g*simd+simd-1`` with ``g = n mod (channels/simd)``
-    (see :mod:`.layouts`); each element becomes one bit, ``x >= T_c`` (``x <= T_c`` where
-    ``flip_c``). Thresholds outside the range of ``shape`` (always-on and always-off channels)
-    are fine: the stored thresholds are :func:`effective_thresholds`, one comparison each of
-    width ``shape_for(low, high + 1)``. With more than one channel group the thresholds sit in
-    a ROM of ``channels/simd`` words (synchronous read), otherwise they are constants. One
-    word per cycle; two register stages (table read, comparison), registered output.
-
-    Parameters
-    ----------
-    shape : shape-castable
-        Integer element shape of the input (e.g. an MVU's accumulator shape).
-    channels : int
-        Channels per pixel.
-    simd : int
-        Elements per word; divides ``channels`` (e.g. the producing MVU's ``pe``).
-    thresholds : int vector of length ``channels``
-        Any int64 values.
-    flip : 0/1 vector of length ``channels``, optional
-        Channels compared with ``<=`` (a negative batch-norm scale).
-
-    Members
-    -------
-    i : In(stream.Signature(channel_word(shape, simd)))
-    o : Out(stream.Signature(channel_word(unsigned(1), simd)))
-    """
+    lut_kind = "threshold"
 
     #: One word per cycle.
     initiation_interval = 1
@@ -89,12 +65,6 @@ class StaticThreshold(wiring.Component):
         self._simd = check_divides("simd", check_int("simd", simd), "channels", self._channels)
         self._thresholds = check_int_array("thresholds", thresholds, shape=(self._channels,))
         self._flip = None if flip is None else check_int_array("flip", flip, shape=(self._channels,), low=0, high=1)
-        super().__init__(
-            {
-                "i": In(stream.Signature(channel_word(self._shape, self._simd))),
-                "o": Out(stream.Signature(channel_word(unsigned(1), self._simd))),
-            }
-        )
 
     @property
     def shape(self) -> Shape:
@@ -135,6 +105,55 @@ class StaticThreshold(wiring.Component):
         if groups == 1:
             return 0
         return self._channels * (self.compare_shape.width + ("flip" in self._columns()))
+
+    def lut_features(self) -> tuple[float, ...]:
+        groups = self._channels // self._simd
+        rom = rom_luts(groups, self.memory_bits // max(1, groups))
+        return (1.0, float(self._simd * self.compare_shape.width), float(rom))
+
+    def figures(self, words: int) -> Figures:
+        return Figures(words, self.latency, self.latency, self.luts, self.memory_bits)
+
+
+class StaticThreshold(ThresholdParameters, wiring.Component):
+    """Per-channel integer thresholds on a stream of channel words.
+
+    Word ``n`` carries channels ``g*simd .. g*simd+simd-1`` with ``g = n mod (channels/simd)``
+    (see :mod:`.layouts`); each element becomes one bit, ``x >= T_c`` (``x <= T_c`` where
+    ``flip_c``). Thresholds outside the range of ``shape`` (always-on and always-off channels)
+    are fine: the stored thresholds are :func:`effective_thresholds`, one comparison each of
+    width ``shape_for(low, high + 1)``. With more than one channel group the thresholds sit in
+    a ROM of ``channels/simd`` words (synchronous read), otherwise they are constants. One
+    word per cycle; two register stages (table read, comparison), registered output.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Integer element shape of the input (e.g. an MVU's accumulator shape).
+    channels : int
+        Channels per pixel.
+    simd : int
+        Elements per word; divides ``channels`` (e.g. the producing MVU's ``pe``).
+    thresholds : int vector of length ``channels``
+        Any int64 values.
+    flip : 0/1 vector of length ``channels``, optional
+        Channels compared with ``<=`` (a negative batch-norm scale).
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(shape, simd)))
+    o : Out(stream.Signature(channel_word(unsigned(1), simd)))
+    """
+
+    def __init__(self, *, shape, channels: int, simd: int, thresholds, flip=None) -> None:
+        super().__init__(shape=shape, channels=channels, simd=simd, thresholds=thresholds, flip=flip)
+        wiring.Component.__init__(
+            self,
+            {
+                "i": In(stream.Signature(channel_word(self._shape, self._simd))),
+                "o": Out(stream.Signature(channel_word(unsigned(1), self._simd))),
+            },
+        )
 
     def elaborate(self, platform):
         m = Module()

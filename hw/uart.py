@@ -18,12 +18,13 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from amaranth.hdl import Cat, Module, Signal, unsigned
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int
 
-__all__ = ["UartRx", "UartTx", "divisor_for", "uart_decode", "uart_frame_bits", "uart_waveform"]
+__all__ = ["UART_ERRORS", "UartRx", "UartTx", "divisor_for", "uart_decode", "uart_frame_bits", "uart_waveform"]
 
 #: Bit periods per frame: start, eight data bits, stop.
 FRAME_BITS = 10
@@ -31,6 +32,10 @@ FRAME_BITS = 10
 #: Largest relative baud-rate error :func:`divisor_for` accepts (each end may be off by this much
 #: and the mid-bit sample of the stop bit still lands inside it).
 MAX_BAUD_ERROR = 0.02
+
+#: The layout of :class:`UartRx`'s sticky ``errors``: ``overrun`` (a good byte dropped because the
+#: previous one was still held) and ``framing`` (a frame dropped because its stop bit was low).
+UART_ERRORS = data.StructLayout({"overrun": 1, "framing": 1})
 
 
 def _check_divisor(divisor: object) -> int:
@@ -184,15 +189,16 @@ class UartTx(_UartTiming, wiring.Component):
 class UartRx(_UartTiming, wiring.Component):
     """UART receiver: 8N1 frames on ``rx`` become bytes on ``o``.
 
-    ``rx`` passes a two-flip-flop synchroniser. In idle, a falling edge of the synchronised line
-    starts a frame; the start bit is confirmed low ``divisor // 2`` cycles later (else the edge
-    was a glitch and the receiver returns to idle), then each data bit and the stop bit are
-    sampled one bit period apart, i.e. near the middle of each bit. A frame whose stop bit is
-    low is dropped and sets ``framing_error``. A good byte is put in the output register at the
-    stop-bit sample; if the previous byte is still held there (``o.valid`` and not ``o.ready``)
-    the new byte is dropped instead and ``overrun`` is set, so the held byte is never changed.
-    Both flags are sticky until reset. A line can not be back-pressured: the consumer must take
-    each byte within about one frame.
+    ``rx`` passes a two-flip-flop synchroniser (:class:`~amaranth.lib.cdc.FFSynchronizer`). In
+    idle, a falling edge of the synchronised line starts a frame; the start bit is confirmed low
+    ``divisor // 2`` cycles later (else the edge was a glitch and the receiver returns to idle),
+    then each data bit and the stop bit are sampled one bit period apart, i.e. near the middle of
+    each bit. A frame whose stop bit is low is dropped and sets ``errors.framing``. A good byte is
+    put in the output register at the stop-bit sample; if the previous byte is still held there
+    (``o.valid`` and not ``o.ready``) the new byte is dropped instead and ``errors.overrun`` is
+    set, so the held byte is never changed. Both flags (:data:`UART_ERRORS`) are sticky until
+    reset. A line can not be back-pressured: the consumer must take each byte within about one
+    frame.
 
     Parameters
     ----------
@@ -203,8 +209,7 @@ class UartRx(_UartTiming, wiring.Component):
     -------
     rx : In(1, init=1)
     o : Out(stream.Signature(unsigned(8)))
-    overrun : Out(1)
-    framing_error : Out(1)
+    errors : Out(UART_ERRORS)
     """
 
     def __init__(self, *, divisor: int) -> None:
@@ -213,8 +218,7 @@ class UartRx(_UartTiming, wiring.Component):
             {
                 "rx": In(1, init=1),
                 "o": Out(stream.Signature(unsigned(8))),
-                "overrun": Out(1),
-                "framing_error": Out(1),
+                "errors": Out(UART_ERRORS),
             }
         )
 
@@ -227,10 +231,11 @@ class UartRx(_UartTiming, wiring.Component):
     def elaborate(self, platform):
         m = Module()
         divisor = self._divisor
-        meta = Signal(init=1)
         line = Signal(init=1)  # the synchronised rx
+        # resettable, so a warm reset (not only configuration) leaves the line idle high, as out of reset
+        m.submodules.rx_sync = FFSynchronizer(self.rx, line, init=1, reset_less=False, stages=2)
         previous = Signal(init=1)
-        m.d.sync += [meta.eq(self.rx), line.eq(meta), previous.eq(line)]
+        m.d.sync += previous.eq(line)
 
         timer = Signal(range(divisor))  # cycles to the next sample
         bits = Signal(range(8))
@@ -262,7 +267,7 @@ class UartRx(_UartTiming, wiring.Component):
                     with m.If(line):
                         m.d.comb += deliver.eq(1)
                     with m.Else():
-                        m.d.sync += self.framing_error.eq(1)
+                        m.d.sync += self.errors.framing.eq(1)
                     m.next = "idle"
 
         room = ~self.o.valid | self.o.ready
@@ -271,5 +276,5 @@ class UartRx(_UartTiming, wiring.Component):
         with m.Elif(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(deliver & ~room):
-            m.d.sync += self.overrun.eq(1)
+            m.d.sync += self.errors.overrun.eq(1)
         return m

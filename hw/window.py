@@ -15,10 +15,11 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
+from .figures import Figures, Parameters, bram_mux
 from .layouts import channel_word, window_word
 from .ram import Ram, check_flag
 
-__all__ = ["SlidingWindow", "check_window_geometry", "output_size", "sliding_windows"]
+__all__ = ["SlidingWindow", "SlidingWindowParameters", "check_window_geometry", "output_size", "sliding_windows"]
 
 
 def output_size(size: int, *, kernel: int, stride: int = 1, padding: int = 0) -> int:
@@ -92,60 +93,17 @@ def _wrap_add(value: Value, increment: int, modulus: int) -> Value:
     return Mux(total >= modulus, total - modulus, total)
 
 
-class SlidingWindow(wiring.Component):
-    """Line-buffered ``K x K`` sliding-window generator with stride and zero padding.
+class SlidingWindowParameters(Parameters):
+    """The parameters of a :class:`SlidingWindow` and the figures derived from them."""
 
-    The input rows go, in sequence, into a circular buffer of :attr:`rows` row slots (one
-    :class:`~.ram.Ram` of ``rows * W * C/simd`` words, one write and one synchronous read
-    port); slots rotate across frame boundaries, so the next frame streams in while the last
-    windows of the current one are read. Rows are tracked by absolute (modular)
-    counts: the writer may write row ``n`` while ``n - released < rows``, and the reader emits
-    output row ``oy`` once every input row it needs (up to ``min(H, oy*s - p + K) - 1``) is
-    complete. The reader releases each row the moment it has issued its last read of it (rows
-    that no window uses, e.g. the last one with stride 2, are released in advance), which keeps
-    the writer going during the last pixel of a row. Padding positions are not read: they leave
-    with ``mask = 0`` and all-zero data.
-
-    Throughput: one output word per cycle whenever the rows it needs are present, so a frame
-    takes :attr:`cycles_per_frame` cycles at full rate, and :attr:`rows` is chosen so that
-    neither side waits for buffer space, within a frame or across frame boundaries:
-    ``rows = max(K + s, L + min(H, K - p))``, where ``L = H - max(0, (out_h - 1)*s - p)`` rows
-    are held while the last output row of a frame is read and ``min(H, K - p)`` rows of the next
-    frame are needed before its first output row (``K + s`` alone would stall the reader
-    between frames, e.g. for ``K = 3, s = 1, p = 0``). Latency: the first word of an output row
-    leaves 2 cycles after the input word that completes the last row it needs.
-
-    Parameters
-    ----------
-    shape : shape
-        Element shape, 1 to 32 bits: ``unsigned(1)`` for binary tensors, ``signed(n)`` or
-        ``unsigned(n)`` for multi-bit ones.
-    channels : int
-        Channels C of the tensor.
-    simd : int
-        Channels per word; must divide ``channels``.
-    height, width : int
-        Input size H x W.
-    kernel : int
-        Window size K.
-    stride : int
-        Window step s.
-    padding : int
-        Zero padding p on every side, 0 to K - 1.
-    external_memories : bool
-        Make the line buffer a :class:`~.ram.Ram` instance of the Verilog module, for Verilog
-        output; ``False`` (default): inline, for Amaranth's simulator.
-
-    Members
-    -------
-    i : In(stream.Signature(channel_word(shape, simd)))
-        The tensor, ``H*W*C/simd`` words per frame, frames back to back.
-    o : Out(stream.Signature(window_word(shape, simd)))
-        The windows, ``out_h*out_w*K*K*C/simd`` words per frame.
-    """
+    lut_kind = "window"
 
     #: One output word per cycle whenever the rows it needs are buffered.
     initiation_interval = 1
+
+    #: Cycles from the input word that completes the last row an output row needs to that row's
+    #: first word on the output (the read port's register, then the output register).
+    row_latency = 2
 
     def __init__(
         self,
@@ -158,10 +116,8 @@ class SlidingWindow(wiring.Component):
         kernel: int,
         stride: int = 1,
         padding: int = 0,
-        external_memories: bool = False,
     ) -> None:
         self._shape = check_shape("shape", shape, max_width=32)
-        self._external = check_flag("external_memories", external_memories)
         self._channels = check_int("channels", channels)
         self._simd = check_int("simd", simd)
         check_divides("simd", self._simd, "channels", self._channels)
@@ -177,12 +133,6 @@ class SlidingWindow(wiring.Component):
         last_held = self._height - max(0, last_top)
         first_needed = min(self._height, self._kernel - self._padding)
         self._rows = max(self._kernel + self._stride, last_held + first_needed)
-        super().__init__(
-            {
-                "i": In(stream.Signature(channel_word(self._shape, self._simd))),
-                "o": Out(stream.Signature(window_word(self._shape, self._simd))),
-            }
-        )
 
     @property
     def shape(self):
@@ -225,10 +175,6 @@ class SlidingWindow(wiring.Component):
         return self._padding
 
     @property
-    def external_memories(self) -> bool:
-        return self._external
-
-    @property
     def out_height(self):
         """Output rows, ``(H + 2p - K) // s + 1``."""
         return self._out_height
@@ -267,6 +213,112 @@ class SlidingWindow(wiring.Component):
     def memory_bits(self) -> int:
         """Bits of the line buffer: ``rows * W * C * element width``."""
         return self._rows * self._width * self._channels * self._shape.width
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the first input word of a frame to its first output word (idle, full
+        rate): the input rows the first output row needs, then :attr:`row_latency` less one."""
+        first_needed = min(self._height, self._kernel - self._padding)
+        return first_needed * self._width * self.groups + self.row_latency - 1
+
+    def lut_features(self) -> tuple[float, ...]:
+        depth = self._rows * self._width * self.groups
+        width = self._simd * self._shape.width
+        return (1.0, float(width), float(max(1, depth - 1).bit_length()), float(bram_mux(depth, width)))
+
+    def figures(self, words: int) -> Figures:
+        """The figures of one frame (its own :attr:`cycles_per_frame`, whatever ``words`` says)."""
+        return Figures(self.cycles_per_frame, self.latency, self.row_latency, self.luts, self.memory_bits)
+
+
+class SlidingWindow(SlidingWindowParameters, wiring.Component):
+    """Line-buffered ``K x K`` sliding-window generator with stride and zero padding.
+
+    The input rows go, in sequence, into a circular buffer of :attr:`rows` row slots (one
+    :class:`~.ram.Ram` of ``rows * W * C/simd`` words, one write and one synchronous read
+    port); slots rotate across frame boundaries, so the next frame streams in while the last
+    windows of the current one are read. Rows are tracked by absolute (modular)
+    counts: the writer may write row ``n`` while ``n - released < rows``, and the reader emits
+    output row ``oy`` once every input row it needs (up to ``min(H, oy*s - p + K) - 1``) is
+    complete. The reader releases each row the moment it has issued its last read of it (rows
+    that no window uses, e.g. the last one with stride 2, are released in advance), which keeps
+    the writer going during the last pixel of a row. Padding positions are not read: they leave
+    with ``mask = 0`` and all-zero data.
+
+    Throughput: one output word per cycle whenever the rows it needs are present, so a frame
+    takes :attr:`cycles_per_frame` cycles at full rate, and :attr:`rows` is chosen so that
+    neither side waits for buffer space, within a frame or across frame boundaries:
+    ``rows = max(K + s, L + min(H, K - p))``, where ``L = H - max(0, (out_h - 1)*s - p)`` rows
+    are held while the last output row of a frame is read and ``min(H, K - p)`` rows of the next
+    frame are needed before its first output row (``K + s`` alone would stall the reader
+    between frames, e.g. for ``K = 3, s = 1, p = 0``). Latency: the first word of an output row
+    leaves 2 cycles after the input word that completes the last row it needs.
+
+    Parameters
+    ----------
+    shape : shape
+        Element shape, 1 to 32 bits: ``unsigned(1)`` for binary tensors, ``signed(n)`` or
+        ``unsigned(n)`` for multi-bit ones.
+    channels : int
+        Channels C of the tensor.
+    simd : int
+        Channels per word; must divide ``channels``.
+    height, width : int
+        Input size H x W.
+    kernel : int
+        Window size K.
+    stride : int
+        Window step s.
+    padding : int
+        Zero padding p on every side, 0 to K - 1.
+    external_modules : bool
+        Make the line buffer a :class:`~.ram.Ram` instance of the Verilog module, for Verilog
+        output; ``False`` (default): inline, for Amaranth's simulator.
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(shape, simd)))
+        The tensor, ``H*W*C/simd`` words per frame, frames back to back.
+    o : Out(stream.Signature(window_word(shape, simd)))
+        The windows, ``out_h*out_w*K*K*C/simd`` words per frame.
+    """
+
+    def __init__(
+        self,
+        *,
+        shape,
+        channels: int,
+        simd: int,
+        height: int,
+        width: int,
+        kernel: int,
+        stride: int = 1,
+        padding: int = 0,
+        external_modules: bool = False,
+    ) -> None:
+        super().__init__(
+            shape=shape,
+            channels=channels,
+            simd=simd,
+            height=height,
+            width=width,
+            kernel=kernel,
+            stride=stride,
+            padding=padding,
+        )
+        self._external = check_flag("external_modules", external_modules)
+        wiring.Component.__init__(
+            self,
+            {
+                "i": In(stream.Signature(channel_word(self._shape, self._simd))),
+                "o": Out(stream.Signature(window_word(self._shape, self._simd))),
+            },
+        )
+
+    @property
+    def external_modules(self) -> bool:
+        """Whether the line buffer is an instance of the Verilog RAM module."""
+        return self._external
 
     def elaborate(self, platform):
         m = Module()

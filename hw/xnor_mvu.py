@@ -22,12 +22,13 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_choice, check_divides, check_int, check_int_array
+from .figures import Figures, Parameters, bram_mux, rom_luts
 from .fixed import shape_for
 from .layouts import channel_word, window_word
 from .popcount import PopCount, popcount_instance, popcount_levels
 from .rom import Rom, check_init_file
 
-__all__ = ["XnorMatrixVector", "vectors_from_words", "words_from_vectors", "xnor_matvec"]
+__all__ = ["XnorMatrixVector", "XnorMatrixVectorParameters", "vectors_from_words", "words_from_vectors", "xnor_matvec"]
 
 #: Memory styles Yosys knows (``ram_style`` attribute) for the input buffer.
 BUFFER_STYLES = ("block", "distributed", "logic")
@@ -137,69 +138,13 @@ def words_from_vectors(vectors, *, simd: int) -> np.ndarray:
     return vectors.reshape(-1, simd)
 
 
-class XnorMatrixVector(wiring.Component):
-    """Folded XNOR-popcount matrix-vector unit: ``o = xnor_matvec(weights, x)`` per streamed vector.
+class XnorMatrixVectorParameters(Parameters):
+    """The parameters of an :class:`XnorMatrixVector` and the figures derived from them.
 
-    The weights (``rows x cols``, bit 1 = +1) sit in on-chip memory as ``NF * SF`` words of
-    ``pe * simd`` bits (``NF = rows / pe``, ``SF = cols / simd``; word ``f * SF + s`` holds
-    ``weights[f*pe + p, s*simd + k]`` at bit ``p * simd + k``). One input vector is ``SF``
-    consecutive words; for it the unit emits ``NF`` words of ``pe`` signed dot products
-    (channels ``f*pe .. f*pe+pe-1`` for ``f = 0 .. NF-1``). As in FINN's MVAU, fold 0
-    consumes the input words and stores them in an ``SF``-word input buffer that folds
-    ``1 .. NF-1`` replay; each cycle compares one input word with one weight word (``pe *
-    simd`` XNOR lanes), so a vector takes ``NF * SF`` cycles and vectors follow each other with
-    no bubble.
-
-    Pipeline (every register advances unless a finished dot product meets a full, stalled
-    output register): issue; with ``NF > 1`` every word, fold 0's included, is written to the
-    input buffer and read back one cycle later, so no multiplexer sits in front of the XNORs;
-    the weight word is read; both are registered (a block RAM's clock-to-output takes most of
-    a cycle on ECP5); per PE, XNOR and a :class:`~.popcount.PopCount`; the accumulators, which
-    write the output register on a vector's last word. Latency: :attr:`latency`.
-
-    Accumulation without a final subtraction: each accumulator starts at ``-cols`` and adds
-    ``2 * popcount`` for a valid word and ``simd`` for a padding word (mask 0; its data is
-    ignored), so after the ``SF`` words it holds ``2 * P - K_valid`` exactly, and every partial
-    sum lies in ``[-cols, cols]``, the range of ``acc_shape``.
-
-    Resources (``bench/xnor_synth.py``, PE 1, 64 x 9*SIMD weights, ``synth_ecp5 -nowidelut``,
-    LFE5U-85F): 1.4 to 2.3 LUT4 and 2.5 to 3.8 LUT4 equivalents (LUT4 + 2 * CCU2C) per XNOR
-    lane for SIMD 256 down to 32, at about 140 MHz; the weights and the input buffer are in
-    block RAM. The input buffer takes ``ceil((simd + 1) / 36)`` block RAMs; ``buffer_style=
-    "distributed"`` moves it to LUT RAM (about 6 logic sites per 4 bits of width and 16 words).
-
-    Parameters
-    ----------
-    weights : 0/1 int array, rows x cols
-        Bit 1 is +1, bit 0 is -1; rows are output channels, columns (ky, kx, c).
-    pe : int
-        Output channels per cycle; divides ``rows``.
-    simd : int
-        Input bits per cycle; divides ``cols``.
-    masked : bool
-        Input words are :func:`~.layouts.window_word` (a mask bit per word; a padding word
-        contributes 0) instead of :func:`~.layouts.channel_word` (e.g. binary FC layers).
-    popcount_stages : int, optional
-        Pipeline registers of each popcount (see :class:`~.popcount.PopCount`; default: one
-        per tree level).
-    buffer_style : {"block", "distributed", "logic"}
-        Yosys ``ram_style`` of the input buffer when ``SF > 1`` (``"block"``: block RAM, no
-        LUTs; ``SF = 1`` always uses a register).
-    weights_file : str or None
-        ``None``: the weight memory is inline (Amaranth ``Memory`` with ``init``). A path: it is a
-        :class:`~.rom.Rom` loading this ``$readmemh`` file, which must hold
-        ``rom_hex(weight_words(), weight_word_width)`` (see :mod:`.rom` for how paths resolve).
-    shared_popcounts : bool
-        Each PE's popcount is an instance of the shared Verilog module of its size
-        (:func:`~.popcount.popcount_instance`; the compiler writes :func:`~.popcount.popcount_verilog`
-        of :attr:`popcount_sizes` beside the design), for Verilog output; ``False`` (default):
-        inline :class:`~.popcount.PopCount` logic, for Amaranth's simulator. The logic is the same.
-
-    Members
-    -------
-    i : In(stream.Signature(window_word(unsigned(1), simd) or channel_word(unsigned(1), simd)))
-    o : Out(stream.Signature(channel_word(acc_shape, pe)))
+    Cheap for any matrix: the weights are checked, not packed (:meth:`weight_words` packs them).
     """
+
+    lut_kind = "xnor_mvu"
 
     def __init__(
         self,
@@ -210,8 +155,6 @@ class XnorMatrixVector(wiring.Component):
         masked: bool = True,
         popcount_stages: int | None = None,
         buffer_style: str = "block",
-        weights_file: str | None = None,
-        shared_popcounts: bool = False,
     ) -> None:
         self._weights = _bits_array("weights", weights, ndim=2)
         if self._weights.size == 0:
@@ -223,23 +166,12 @@ class XnorMatrixVector(wiring.Component):
             raise TypeError(f"masked must be a bool, not {masked!r}")
         self._masked = bool(masked)
         self._buffer_style = check_choice("buffer_style", buffer_style, BUFFER_STYLES)
-        self._weights_file = check_init_file("weights_file", weights_file)
-        if not isinstance(shared_popcounts, (bool, np.bool_)):
-            raise TypeError(f"shared_popcounts must be a bool, not {shared_popcounts!r}")
-        self._shared_popcounts = bool(shared_popcounts)
         max_stages = 1 + popcount_levels(self._simd)
         if popcount_stages is None:
             self._popcount_stages = max_stages
         else:
             self._popcount_stages = check_int("popcount_stages", popcount_stages, low=1, high=max_stages)
         self._acc_shape = shape_for(-cols, cols)
-        word = window_word if self._masked else channel_word
-        super().__init__(
-            {
-                "i": In(stream.Signature(word(unsigned(1), self._simd))),
-                "o": Out(stream.Signature(channel_word(self._acc_shape, self._pe))),
-            }
-        )
 
     @property
     def weights(self) -> np.ndarray:
@@ -268,15 +200,6 @@ class XnorMatrixVector(wiring.Component):
     @property
     def buffer_style(self) -> str:
         return self._buffer_style
-
-    @property
-    def weights_file(self) -> str | None:
-        """The ``$readmemh`` file of the weight memory, or ``None`` for an inline memory."""
-        return self._weights_file
-
-    @property
-    def shared_popcounts(self) -> bool:
-        return self._shared_popcounts
 
     @property
     def popcount_sizes(self) -> set[tuple[int, int]]:
@@ -347,6 +270,125 @@ class XnorMatrixVector(wiring.Component):
         # bit p*simd + k of a word is element k of PE p: pack little-endian
         packed = np.packbits(blocks.astype(np.uint8), axis=1, bitorder="little")
         return [int.from_bytes(row.tobytes(), "little") for row in packed]
+
+    def lut_features(self) -> tuple[float, ...]:
+        depth, width = self.neuron_fold * self.synapse_fold, self.weight_word_width
+        return (
+            1.0,
+            float(width),
+            float(self._pe * self._acc_shape.width),
+            float(rom_luts(depth, width)),
+            float(bram_mux(depth, width)),
+        )
+
+    def figures(self, words: int) -> Figures:
+        nf, sf = self.neuron_fold, self.synapse_fold
+        # the first output follows a vector's SF-th word; the later folds reread the buffered vector
+        latency = sf - 1 + self.latency
+        return Figures(words * nf, latency, latency, self.luts, self.memory_bits, 0, (nf - 1) * sf)
+
+
+class XnorMatrixVector(XnorMatrixVectorParameters, wiring.Component):
+    """Folded XNOR-popcount matrix-vector unit: ``o = xnor_matvec(weights, x)`` per streamed vector.
+
+    The weights (``rows x cols``, bit 1 = +1) sit in on-chip memory as ``NF * SF`` words of
+    ``pe * simd`` bits (``NF = rows / pe``, ``SF = cols / simd``; word ``f * SF + s`` holds
+    ``weights[f*pe + p, s*simd + k]`` at bit ``p * simd + k``). One input vector is ``SF``
+    consecutive words; for it the unit emits ``NF`` words of ``pe`` signed dot products
+    (channels ``f*pe .. f*pe+pe-1`` for ``f = 0 .. NF-1``). As in FINN's MVAU, fold 0
+    consumes the input words and stores them in an ``SF``-word input buffer that folds
+    ``1 .. NF-1`` replay; each cycle compares one input word with one weight word (``pe *
+    simd`` XNOR lanes), so a vector takes ``NF * SF`` cycles and vectors follow each other with
+    no bubble.
+
+    Pipeline (every register advances unless a finished dot product meets a full, stalled
+    output register): issue; with ``NF > 1`` every word, fold 0's included, is written to the
+    input buffer and read back one cycle later, so no multiplexer sits in front of the XNORs;
+    the weight word is read; both are registered (a block RAM's clock-to-output takes most of
+    a cycle on ECP5); per PE, XNOR and a :class:`~.popcount.PopCount`; the accumulators, which
+    write the output register on a vector's last word. Latency: :attr:`latency`.
+
+    Accumulation without a final subtraction: each accumulator starts at ``-cols`` and adds
+    ``2 * popcount`` for a valid word and ``simd`` for a padding word (mask 0; its data is
+    ignored), so after the ``SF`` words it holds ``2 * P - K_valid`` exactly, and every partial
+    sum lies in ``[-cols, cols]``, the range of ``acc_shape``.
+
+    Resources (``bench/xnor_synth.py``, PE 1, 64 x 9*SIMD weights, ``synth_ecp5 -nowidelut``,
+    LFE5U-85F): 1.4 to 2.3 LUT4 and 2.5 to 3.8 LUT4 equivalents (LUT4 + 2 * CCU2C) per XNOR
+    lane for SIMD 256 down to 32, at about 140 MHz; the weights and the input buffer are in
+    block RAM. The input buffer takes ``ceil((simd + 1) / 36)`` block RAMs; ``buffer_style=
+    "distributed"`` moves it to LUT RAM (about 6 logic sites per 4 bits of width and 16 words).
+
+    Parameters
+    ----------
+    weights : 0/1 int array, rows x cols
+        Bit 1 is +1, bit 0 is -1; rows are output channels, columns (ky, kx, c).
+    pe : int
+        Output channels per cycle; divides ``rows``.
+    simd : int
+        Input bits per cycle; divides ``cols``.
+    masked : bool
+        Input words are :func:`~.layouts.window_word` (a mask bit per word; a padding word
+        contributes 0) instead of :func:`~.layouts.channel_word` (e.g. binary FC layers).
+    popcount_stages : int, optional
+        Pipeline registers of each popcount (see :class:`~.popcount.PopCount`; default: one
+        per tree level).
+    buffer_style : {"block", "distributed", "logic"}
+        Yosys ``ram_style`` of the input buffer when ``SF > 1`` (``"block"``: block RAM, no
+        LUTs; ``SF = 1`` always uses a register).
+    weights_file : str or None
+        ``None``: the weight memory is inline (Amaranth ``Memory`` with ``init``). A path: it is a
+        :class:`~.rom.Rom` loading this ``$readmemh`` file, which must hold
+        ``rom_hex(weight_words(), weight_word_width)`` (see :mod:`.rom` for how paths resolve).
+    external_modules : bool
+        Each PE's popcount is an instance of the shared Verilog module of its size
+        (:func:`~.popcount.popcount_instance`; the compiler writes :func:`~.popcount.popcount_verilog`
+        of :attr:`popcount_sizes` beside the design), for Verilog output; ``False`` (default):
+        inline :class:`~.popcount.PopCount` logic, for Amaranth's simulator. The logic is the same.
+
+    Members
+    -------
+    i : In(stream.Signature(window_word(unsigned(1), simd) or channel_word(unsigned(1), simd)))
+    o : Out(stream.Signature(channel_word(acc_shape, pe)))
+    """
+
+    def __init__(
+        self,
+        *,
+        weights,
+        pe: int,
+        simd: int,
+        masked: bool = True,
+        popcount_stages: int | None = None,
+        buffer_style: str = "block",
+        weights_file: str | None = None,
+        external_modules: bool = False,
+    ) -> None:
+        super().__init__(
+            weights=weights, pe=pe, simd=simd, masked=masked, popcount_stages=popcount_stages, buffer_style=buffer_style
+        )
+        self._weights_file = check_init_file("weights_file", weights_file)
+        if not isinstance(external_modules, (bool, np.bool_)):
+            raise TypeError(f"external_modules must be a bool, not {external_modules!r}")
+        self._external_modules = bool(external_modules)
+        word = window_word if self._masked else channel_word
+        wiring.Component.__init__(
+            self,
+            {
+                "i": In(stream.Signature(word(unsigned(1), self._simd))),
+                "o": Out(stream.Signature(channel_word(self._acc_shape, self._pe))),
+            },
+        )
+
+    @property
+    def weights_file(self) -> str | None:
+        """The ``$readmemh`` file of the weight memory, or ``None`` for an inline memory."""
+        return self._weights_file
+
+    @property
+    def external_modules(self) -> bool:
+        """Whether the popcounts are instances of the shared Verilog modules."""
+        return self._external_modules
 
     def elaborate(self, platform):
         m = Module()
@@ -435,7 +477,7 @@ class XnorMatrixVector(wiring.Component):
         counts = []
         for p in range(pe):
             agree = ~(activations ^ w_words[p])
-            if self._shared_popcounts:
+            if self._external_modules:
                 count = Signal(range(simd + 1), name=f"popcount{p}_o")
                 m.submodules[f"popcount{p}"] = popcount_instance(
                     simd, self._popcount_stages, i=agree, en=advance, o=count

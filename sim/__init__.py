@@ -5,6 +5,7 @@
   back-pressure, compare with the reference, measure cycles, localise the first mismatch;
 * :mod:`.design_tb`: its cocotb testbench;
 * :mod:`.streams` / :mod:`.stream_tb`: the generic stream testbench of hardware components;
+* :mod:`.cocotb_streams`: the driver, monitor, scoreboard and reset both testbenches share;
 * :mod:`.toolchain`: simulator set-up, builds (reused while unchanged) and runs.
 """
 

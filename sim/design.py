@@ -6,8 +6,9 @@ with Verilator (ccache; the build is kept in ``DIR/sim/<simulator>/`` and reused
 is unchanged) or Icarus, and runs the cocotb testbench :mod:`instabnn_hw.sim.design_tb` on a
 batch of images: a reset in the middle of a frame first, then the images, the first half at full
 rate (measured cycles per frame and latency) and the rest with random valid gaps and random
-back-pressure, every ``o`` and ``logits`` word compared in order with the reference executor
-(:func:`instabnn_hw.codegen.reference.run`, fed the same raw 8-bit pixels).
+back-pressure. The testbench records every ``o`` and ``logits`` word; here they are compared in
+order with the reference executor's (:func:`instabnn_hw.codegen.reference.run`, fed the same raw
+8-bit pixels).
 
 When an image fails, :func:`localise` runs the same stimulus again with every IR node's output
 stream tapped (the ``<node>__out`` streams of the generated Verilog, read through the
@@ -33,13 +34,12 @@ import numpy as np
 from amaranth.hdl import Shape
 
 from ..codegen import ir, reference
-from ..codegen.report import GRAPH_FILE, PLAN_FILE, read_plan
-from ..codegen.stages import element_shape
+from ..codegen.plan import Plan
+from ..design_folder import GRAPH_FILE, PLAN_FILE, TOP_NAME, ManifestError, design_file, read_manifest
 from ..errors import MAX_SEED, OptionError, UserError, check_number
 from ..files import UnsafePathError, check_output_folder, inside
 from ..hw.layouts import channel_word, tensor_to_words
-from ..hw.payload import pack, unpack
-from ..manifest import TOP_NAME, ManifestError, design_file, read_manifest
+from ..hw.payload import unpack
 from ..strict_json import short_repr
 from .streams import stimulus_seed
 from .toolchain import BUILD_STAMP, SIMULATORS, build_cocotb, check_simulator, run_cocotb_tests
@@ -98,7 +98,7 @@ class DesignFolder:
     path : Path
     manifest : dict
     graph : ir.Graph
-    plan : codegen.report.SavedPlan
+    plan : codegen.plan.Plan
     top : codegen.emit.Top
         The design rebuilt in Python from graph and plan (its port shapes and stream widths).
     sources : list of Path
@@ -157,12 +157,10 @@ def load_design(path) -> DesignFolder:
     plan_path = _confined(path, files.get("plan", PLAN_FILE), "manifest.json files.plan")
     for name, file in ((GRAPH_FILE, graph_path), (PLAN_FILE, plan_path)):
         if not file.is_file():
-            raise SimulationError(
-                f"{path} has no {name} (older versions of generate did not write it): generate it again"
-            )
+            raise SimulationError(f"{path} has no {name}: generate the design again")
     try:
         graph = ir.load_graph(graph_path)
-        plan = read_plan(plan_path)
+        plan = Plan.read(plan_path)
     except OSError as exc:
         raise SimulationError(f"cannot read {exc.filename or graph_path} ({exc.strerror or exc})") from None
     except (ValueError, TypeError, KeyError, IndexError, EOFError, zipfile.BadZipFile) as exc:
@@ -723,10 +721,8 @@ def _run(design: DesignFolder, spec: dict, build_dir: Path, simulator: str, wave
 
 def _spec(design: DesignFolder, pixels: np.ndarray, trace, *, seed, valid_probability, ready_probability, full, reset):
     graph, top = design.graph, design.top
-    words, results, logits = stream_payloads(graph, top.widths, pixels, trace)
+    words, _, logits = stream_payloads(graph, top.widths, pixels, trace)
     i_layout = top.i.payload.shape()
-    logits_layout = top.logits.payload.shape()
-    o_shape = top.o.payload.shape()
     per_image = len(words) // len(pixels)
     estimate = design.estimate
     period = max(1, int(estimate.get("cycles_per_frame", 0)) or per_image)
@@ -749,8 +745,6 @@ def _spec(design: DesignFolder, pixels: np.ndarray, trace, *, seed, valid_probab
         "words_per_image": per_image,
         "logits_words_per_image": len(logits) // n,
         "stimulus": _hex(pack_words(i_layout, np.array(words))),
-        "expected_o": _hex(pack(o_shape, r) for r in results),
-        "expected_logits": _hex(pack_words(logits_layout, np.array(logits))),
         "junk": _hex(pack_words(i_layout, junk)) if reset else [],
         "reset_cycles": RESET_CYCLES,
         "idle_limit": 4 * (period + latency) + 1000,
@@ -912,6 +906,7 @@ def simulate_design(
     for port, count in record["extra"].items():
         if count:
             problems.append(f"{count} words on {port} beyond the expected ones (from before the reset?)")
+    problems += [f"stream protocol: {line}" for line in record["protocol"]]
 
     o_times = [cycle for cycle, _ in record["o"][:full]]
     accept_times = record["first_accept"][:full]
@@ -969,7 +964,7 @@ def localise(
         if node.name in record["missing_taps"]:
             continue
         width = widths[node.name]
-        layout = channel_word(element_shape(t), width)
+        layout = channel_word(t.element_shape, width)
         got = unpack_words(layout, [int(w, 16) for w in record["taps"].get(node.name, [])])
         per_image = t.elements // width
         groups = t.channels // width

@@ -2,9 +2,10 @@
 
 Reads its specification from ``$INSTABNN_DESIGN_SPEC`` and writes what it saw to
 ``$INSTABNN_DESIGN_RECORD`` (both JSON; :func:`instabnn_hw.sim.design.simulate_design` writes
-the one and reads the other). One coroutine drives ``instabnn_top`` one clock cycle at a time:
-at the falling edge it drives the pixel stream ``i`` and the ``ready`` of ``o`` and ``logits``;
-in the read-only phase it samples every ``valid & ready``, so each transfer counts once, in order.
+the one and reads the other, and compares what came with the reference). The pixel stream ``i``
+has a :class:`~instabnn_hw.sim.cocotb_streams.Driver`; ``o`` and ``logits`` each have a
+:class:`~instabnn_hw.sim.cocotb_streams.ReadyDriver` and a
+:class:`~instabnn_hw.sim.cocotb_streams.Monitor`, called once per clock cycle.
 
 The run:
 
@@ -14,10 +15,15 @@ The run:
 2. the images, one pixel word per transfer: the first ``full_rate_images`` with ``valid`` and
    ``ready`` always high (the measured cycles per frame and latency), the rest with random valid
    gaps (``valid_probability``) and random back-pressure (``ready_probability``);
-3. the scoreboard compares every ``o`` and ``logits`` word in order with the expected ones and
-   records what came, when; the run ends when everything came and ``DRAIN_CYCLES`` more passed
-   (nothing extra may come), when the image ``stop_after_image`` came, when no stream moved for
-   ``idle_limit`` cycles, or after ``max_cycles``.
+3. every ``o`` and ``logits`` word is recorded in order with its cycle, up to ``images`` classes
+   and their logits; the run ends when those came and
+   :data:`~instabnn_hw.sim.cocotb_streams.DRAIN_CYCLES` more passed, when the image
+   ``stop_after_image`` came, when no stream moved for ``idle_limit`` cycles, or after
+   ``max_cycles``.
+
+The test fails when the run did not end with everything out (or the image ``stop_after_image``),
+when more words came than ``images`` asks for, or when ``o`` or ``logits`` dropped ``valid`` or
+changed its payload before the transfer; whether the words are right is for the host to say.
 
 ``taps`` name internal streams (``<name>__valid``, ``__ready``, ``__payload``: each IR node's
 output in the generated Verilog); every transfer on them after the mid-frame reset is recorded.
@@ -31,164 +37,118 @@ import os
 import random
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
+from cocotb.triggers import FallingEdge, ReadOnly
+
+from .cocotb_streams import DRAIN_CYCLES, Driver, Monitor, ReadyDriver, StreamSignals, reset, start_clock
 
 __all__ = ["design"]
 
-#: Cycles of full readiness after the last expected output in which nothing more may arrive.
-DRAIN_CYCLES = 64
 
-
-def _read(handle) -> int:
-    value = handle.value
-    return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
-
-
-class _Port:
-    def __init__(self, dut, name: str) -> None:
-        self.valid = getattr(dut, f"{name}__valid")
-        self.ready = getattr(dut, f"{name}__ready")
-        self.payload = getattr(dut, f"{name}__payload")
-        self.driven = None
-
-    def drive(self, signal: str, value: int) -> None:
-        """Writes ``valid`` (inputs) or ``ready`` (outputs) only when it changes."""
-        if value != self.driven:
-            getattr(self, signal).value = value
-            self.driven = value
-
-
-class _Tap:
-    def __init__(self, dut, spec: dict) -> None:
-        self.name = spec["name"]
-        self.limit = spec.get("limit")
-        self.valid = getattr(dut, f"{spec['signal']}__valid")
-        self.ready = getattr(dut, f"{spec['signal']}__ready")
-        self.payload = getattr(dut, f"{spec['signal']}__payload")
-        self.words: list[str] = []
-
-
-async def _reset(dut, i: _Port, cycles: int) -> None:
-    i.drive("valid", 0)
-    dut.rst.value = 1
-    await ClockCycles(dut.clk, cycles)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
-
-
-async def _junk_then_reset(dut, spec: dict, rng: random.Random, i: _Port, o: _Port, logits: _Port) -> dict:
-    """Pixel words with random flow, then a reset in the middle of a frame; returns what moved."""
-    words = [int(w, 16) for w in spec["junk"]]
-    sent = outputs = idle = 0
-    offered = False
-    while sent < len(words) and idle < spec["idle_limit"]:
+async def _junk_then_reset(
+    dut, spec: dict, rng: random.Random, i: StreamSignals, outputs: list[StreamSignals], readies: list[ReadyDriver]
+) -> tuple[dict, list[str]]:
+    """Pixel words with random flow, then a reset in the middle of a frame; returns what moved and the
+    protocol violations of the outputs."""
+    junk = Driver(i, [int(w, 16) for w in spec["junk"]], rng=rng, valid_probability=spec["valid_probability"])
+    monitors = [Monitor(signals) for signals in outputs]
+    cycle = idle = 0
+    while junk.sent < len(junk.words) and idle < spec["idle_limit"]:
         await FallingEdge(dut.clk)
-        if not offered and rng.random() < spec["valid_probability"]:
-            i.payload.value = words[sent]
-            offered = True
-        i.drive("valid", int(offered))
-        o_ready = int(rng.random() < spec["ready_probability"])
-        l_ready = int(rng.random() < spec["ready_probability"])
-        o.drive("ready", o_ready)
-        logits.drive("ready", l_ready)
+        junk.drive()
+        for ready in readies:
+            ready.drive()
         await ReadOnly()
-        idle += 1
-        if offered and _read(i.ready):
-            offered, sent, idle = False, sent + 1, 0
-        for port, ready in ((o, o_ready), (logits, l_ready)):
-            if ready and _read(port.valid):
-                outputs, idle = outputs + 1, 0
+        moved = junk.sample(cycle)
+        for monitor in monitors:
+            moved |= monitor.sample(cycle)
+        idle = 0 if moved else idle + 1
+        cycle += 1
     await FallingEdge(dut.clk)
-    await _reset(dut, i, spec["reset_cycles"])
-    return {"words": sent, "outputs": outputs}
+    junk.idle()
+    await reset(dut, spec["reset_cycles"])
+    pre_reset = {"words": junk.sent, "outputs": sum(monitor.transfers for monitor in monitors)}
+    return pre_reset, [f"before the reset: {line}" for monitor in monitors for line in monitor.violations]
+
+
+class _Progress:
+    """Writes ``<classes out> <cycle>`` to the host's progress file at each class."""
+
+    def __init__(self, path: str | None) -> None:
+        self._file = open(path, "w") if path else None
+        self._count = 0
+
+    def __call__(self, word: int, cycle: int) -> None:
+        self._count += 1
+        if self._file is not None:
+            self._file.write(f"{self._count} {cycle}\n")
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 @cocotb.test()
 async def design(dut) -> None:
-    """Stream the images through the design, check every output in order, record the cycles."""
+    """Stream the images through the design and record every output word with its cycle."""
     spec = json.loads(open(os.environ["INSTABNN_DESIGN_SPEC"]).read())
     record_path = os.environ["INSTABNN_DESIGN_RECORD"]
-    progress = open(spec["progress"], "w") if spec.get("progress") else None
+    progress = _Progress(spec.get("progress"))
     rng = random.Random(spec["seed"])
-    i, o, logits = _Port(dut, "i"), _Port(dut, "o"), _Port(dut, "logits")
-    missing = []
-    taps = []
-    for tap in spec.get("taps", []):
-        try:
-            taps.append(_Tap(dut, tap))
-        except AttributeError:
-            missing.append(tap["name"])
-
     images = spec["images"]
     full = spec["full_rate_images"]
     per_image = spec["words_per_image"]
     per_logits = spec["logits_words_per_image"]
-    words = [int(w, 16) for w in spec["stimulus"]]
-    expected_o = [int(w, 16) for w in spec["expected_o"]]
-    expected_logits = [int(w, 16) for w in spec["expected_logits"]]
     stop_after = spec.get("stop_after_image")
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    i.drive("valid", 0)
-    o.drive("ready", 0)
-    logits.drive("ready", 0)
-    await _reset(dut, i, spec["reset_cycles"])
-    pre_reset = None
-    if spec["junk"]:
-        pre_reset = await _junk_then_reset(dut, spec, rng, i, o, logits)
+    i = StreamSignals(dut, "i")
+    outputs = [StreamSignals(dut, "o"), StreamSignals(dut, "logits")]
+    readies = [ReadyDriver(signals, rng=rng, ready_probability=spec["ready_probability"]) for signals in outputs]
+    missing = []
+    taps = []
+    for tap in spec.get("taps", []):
+        try:
+            taps.append(Monitor(StreamSignals(dut, tap["signal"], name=tap["name"]), limit=tap.get("limit")))
+        except AttributeError:
+            missing.append(tap["name"])
 
-    first_accept: list[int] = []
-    o_seen: list[list] = []  # [cycle, hex]
-    logits_seen: list[list] = []
-    bad_images: set[int] = set()
-    extra = {"o": 0, "logits": 0}
-    sent = cycle = idle = drained = 0
-    offered = False
+    start_clock(dut)
+    for ready in readies:
+        ready.idle()
+    i.valid.value = 0
+    await reset(dut, spec["reset_cycles"])
+    pre_reset, violations = None, []
+    if spec["junk"]:
+        pre_reset, violations = await _junk_then_reset(dut, spec, rng, i, outputs, readies)
+
+    pixels = Driver(
+        i,
+        [int(w, 16) for w in spec["stimulus"]],
+        rng=rng,
+        valid_probability=spec["valid_probability"],
+        gapless=full * per_image,
+    )
+    classes = Monitor(outputs[0], limit=images, on_transfer=progress)
+    logits = Monitor(outputs[1], limit=images * per_logits)
+    o_ready, logits_ready = readies
+    cycle = idle = drained = 0
     stop = "done"
     while True:
         await FallingEdge(dut.clk)
-        if not offered and sent < len(words) and (sent // per_image < full or rng.random() < spec["valid_probability"]):
-            i.payload.value = words[sent]
-            offered = True
-        i.drive("valid", int(offered))
-        done = len(o_seen) >= images and len(logits_seen) >= images * per_logits
-        o_ready = int(done or len(o_seen) < full or rng.random() < spec["ready_probability"])
-        l_ready = int(done or len(logits_seen) < full * per_logits or rng.random() < spec["ready_probability"])
-        o.drive("ready", o_ready)
-        logits.drive("ready", l_ready)
+        pixels.drive()
+        done = classes.full and logits.full
+        o_ready.drive(always=done or classes.count < full)
+        logits_ready.drive(always=done or logits.count < full * per_logits)
         await ReadOnly()
-        idle += 1
-        if offered and _read(i.ready):
-            if sent % per_image == 0:
-                first_accept.append(cycle)
-            offered, sent, idle = False, sent + 1, 0
-        if o_ready and _read(o.valid):
-            got, idle = _read(o.payload), 0
-            k = len(o_seen)
-            if k >= images:
-                extra["o"] += 1
-            else:
-                if got != expected_o[k]:
-                    bad_images.add(k)
-                o_seen.append([cycle, format(got, "x")])
-                if progress is not None:
-                    progress.write(f"{k + 1} {cycle}\n")
-                    progress.flush()
-        if l_ready and _read(logits.valid):
-            got, idle = _read(logits.payload), 0
-            k = len(logits_seen)
-            if k >= images * per_logits:
-                extra["logits"] += 1
-            else:
-                if got != expected_logits[k]:
-                    bad_images.add(k // per_logits)
-                logits_seen.append([cycle, format(got, "x")])
+        moved = pixels.sample(cycle)
+        moved |= classes.sample(cycle)
+        moved |= logits.sample(cycle)
         for tap in taps:
-            if (tap.limit is None or len(tap.words) < tap.limit) and _read(tap.valid) and _read(tap.ready):
-                tap.words.append(format(_read(tap.payload), "x"))
+            if not tap.full:
+                tap.sample(cycle)
+        idle = 0 if moved else idle + 1
         cycle += 1
-        if stop_after is not None and len(o_seen) > stop_after:
+        if stop_after is not None and classes.count > stop_after:
             stop = "stop_after_image"
             break
         if done:
@@ -202,23 +162,24 @@ async def design(dut) -> None:
             stop = "max_cycles"
             break
 
-    if progress is not None:
-        progress.close()
+    progress.close()
+    extra = {"o": classes.extra, "logits": logits.extra}
+    violations += [line for monitor in [classes, logits, *taps] for line in monitor.violations]
     record = {
         "stop": stop,
         "cycles": cycle,
         "pre_reset": pre_reset,
-        "first_accept": first_accept,
-        "o": o_seen,
-        "logits": logits_seen,
+        "first_accept": pixels.cycles[::per_image],
+        "o": [[c, format(w, "x")] for c, w in zip(classes.cycles, classes.words, strict=True)],
+        "logits": [[c, format(w, "x")] for c, w in zip(logits.cycles, logits.words, strict=True)],
         "extra": extra,
-        "bad_images": sorted(bad_images),
-        "taps": {tap.name: tap.words for tap in taps},
+        "protocol": violations,
+        "taps": {tap.name: [format(w, "x") for w in tap.words] for tap in taps},
         "missing_taps": missing,
     }
     with open(record_path, "w") as f:
         json.dump(record, f)
     complete = stop in ("done", "stop_after_image")
-    assert complete and not bad_images and not any(extra.values()), (
-        f"stopped: {stop}; images with mismatches: {sorted(bad_images)[:10]}; extra outputs: {extra}"
+    assert complete and not any(extra.values()) and not violations, (
+        f"stopped: {stop}; extra outputs: {extra}; protocol: {violations[:5]}"
     )

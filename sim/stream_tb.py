@@ -1,10 +1,12 @@
-"""In-simulator half of :mod:`instabnn_hw.sim.streams`: drivers, monitors and an in-order scoreboard.
+"""In-simulator half of :mod:`instabnn_hw.sim.streams`: the components' streams driven, monitored and scored.
 
 Reads the stream specification from ``$INSTABNN_STREAMS`` and writes what it saw to
-``$INSTABNN_RECORD``. One coroutine handles every stream, one clock cycle at a time: at the
-falling edge it drives inputs (raising ``valid`` after a random gap and holding it, with the
-payload, until the transfer) and each output's ``ready`` at random; in the read-only phase it
-samples ``valid & ready``, so every transfer is counted exactly once, in order.
+``$INSTABNN_RECORD``. Each input has a :class:`~instabnn_hw.sim.cocotb_streams.Driver` (random
+valid gaps), each output a :class:`~instabnn_hw.sim.cocotb_streams.ReadyDriver` (random
+back-pressure), a :class:`~instabnn_hw.sim.cocotb_streams.Monitor` and an in-order
+:class:`~instabnn_hw.sim.cocotb_streams.Scoreboard`. The run ends when every output has all its
+words and :data:`~instabnn_hw.sim.cocotb_streams.DRAIN_CYCLES` more passed (nothing extra may
+come), or after ``max_cycles``.
 """
 
 from __future__ import annotations
@@ -14,42 +16,14 @@ import os
 import random
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, ReadOnly
+from cocotb.triggers import FallingEdge, ReadOnly
+
+from .cocotb_streams import DRAIN_CYCLES, Driver, Monitor, ReadyDriver, Scoreboard, StreamSignals, reset, start_clock
 
 __all__ = ["streams"]
 
-#: Cycles of full readiness after the last expected output in which nothing more may arrive.
-DRAIN_CYCLES = 64
-
-
-def _read(handle) -> int:
-    value = handle.value
-    return value.to_unsigned() if hasattr(value, "to_unsigned") else int(value)
-
-
-class _Driver:
-    def __init__(self, dut, spec: dict) -> None:
-        self.name = spec["name"]
-        self.payload = getattr(dut, f"{self.name}__payload")
-        self.valid = getattr(dut, f"{self.name}__valid")
-        self.ready = getattr(dut, f"{self.name}__ready")
-        self.words = [int(word, 16) for word in spec["words"]]
-        self.sent = 0
-        self.offered = False
-        self.cycles: list[int] = []
-
-
-class _Monitor:
-    def __init__(self, dut, spec: dict) -> None:
-        self.name = spec["name"]
-        self.payload = getattr(dut, f"{self.name}__payload")
-        self.valid = getattr(dut, f"{self.name}__valid")
-        self.ready = getattr(dut, f"{self.name}__ready")
-        self.expected = [int(word, 16) for word in spec["words"]]
-        self.received = 0
-        self.extra = 0
-        self.cycles: list[int] = []
+#: Cycles of reset at the start.
+RESET_CYCLES = 3
 
 
 @cocotb.test()
@@ -57,67 +31,57 @@ async def streams(dut) -> None:
     """Stream every input, check every output in order, and record the transfer cycles."""
     spec = json.loads(open(os.environ["INSTABNN_STREAMS"]).read())
     rng = random.Random(spec["seed"])
-    drivers = [_Driver(dut, s) for s in spec["streams"] if s["direction"] == "in"]
-    monitors = [_Monitor(dut, s) for s in spec["streams"] if s["direction"] == "out"]
-    mismatches: list[dict] = []
+    drivers = [
+        Driver(
+            StreamSignals(dut, s["name"]),
+            [int(word, 16) for word in s["words"]],
+            rng=rng,
+            valid_probability=spec["valid_probability"],
+        )
+        for s in spec["streams"]
+        if s["direction"] == "in"
+    ]
+    outputs = [StreamSignals(dut, s["name"]) for s in spec["streams"] if s["direction"] == "out"]
+    readies = [ReadyDriver(signals, rng=rng, ready_probability=spec["ready_probability"]) for signals in outputs]
+    boards = [
+        Scoreboard(s["name"], [int(word, 16) for word in s["words"]])
+        for s in spec["streams"]
+        if s["direction"] == "out"
+    ]
+    monitors = [Monitor(signals, on_transfer=board.receive) for signals, board in zip(outputs, boards, strict=True)]
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    for driver in drivers:
-        driver.valid.value = 0
-    for monitor in monitors:
-        monitor.ready.value = 0
-    await ClockCycles(dut.clk, 3)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
+    start_clock(dut)
+    for component in [*drivers, *readies]:
+        component.idle()
+    await reset(dut, RESET_CYCLES)
 
     cycle = drained = 0
     while drained < DRAIN_CYCLES and cycle < spec["max_cycles"]:
         await FallingEdge(dut.clk)
-        complete = all(m.received >= len(m.expected) for m in monitors)
+        complete = all(board.complete for board in boards)
         drained += complete
         for driver in drivers:
-            if not driver.offered and driver.sent < len(driver.words) and rng.random() < spec["valid_probability"]:
-                driver.payload.value = driver.words[driver.sent]
-                driver.offered = True
-            driver.valid.value = int(driver.offered)
-        for monitor in monitors:
-            monitor.ready.value = int(complete or rng.random() < spec["ready_probability"])
+            driver.drive()
+        for ready in readies:
+            ready.drive(always=complete)
         await ReadOnly()
         for driver in drivers:
-            if driver.offered and _read(driver.ready):
-                driver.offered = False
-                driver.sent += 1
-                driver.cycles.append(cycle)
+            driver.sample(cycle)
         for monitor in monitors:
-            if _read(monitor.valid) and _read(monitor.ready):
-                got = _read(monitor.payload)
-                if monitor.received >= len(monitor.expected):
-                    monitor.extra += 1
-                elif got != monitor.expected[monitor.received]:
-                    mismatches.append(
-                        {
-                            "stream": monitor.name,
-                            "index": monitor.received,
-                            "expected": format(monitor.expected[monitor.received], "x"),
-                            "got": format(got, "x"),
-                        }
-                    )
-                monitor.received += 1
-                monitor.cycles.append(cycle)
+            monitor.sample(cycle)
         cycle += 1
 
-    stalled = [
-        f"{m.name}: received {m.received} of {len(m.expected)}" for m in monitors if m.received < len(m.expected)
-    ]
-    stalled += [f"{m.name}: {m.extra} payloads beyond the expected {len(m.expected)}" for m in monitors if m.extra]
-    stalled += [f"{d.name}: consumed {d.sent} of {len(d.words)}" for d in drivers if d.sent < len(d.words)]
+    mismatches = sorted((m for board in boards for m in board.mismatches), key=lambda m: m["cycle"])
+    unsent = [f"{d.name}: consumed {d.sent} of {len(d.words)}" for d in drivers if d.sent < len(d.words)]
+    protocol = [line for monitor in monitors for line in monitor.violations]
     record = {
         "mismatches": mismatches,
-        "stalled": stalled,
+        "stalled": [line for board in boards for line in board.lost_and_extra()] + unsent,
+        "protocol": protocol,
         "cycles": cycle,
         "transfers": {s.name: s.cycles for s in [*drivers, *monitors]},
     }
     with open(os.environ["INSTABNN_RECORD"], "w") as f:
         json.dump(record, f)
-    assert not mismatches and not stalled, f"{len(mismatches)} mismatches; {stalled}"
+    problems = [line for board in boards for line in board.problems()] + unsent + protocol
+    assert not problems, f"{len(mismatches)} mismatches; " + "; ".join(problems)

@@ -2,8 +2,10 @@
 
 Several components, each with the payloads to feed it and the payloads it must produce, are
 built into one Verilog top (one simulator build serves them all) and run by the generic
-testbench :mod:`instabnn_hw.sim.stream_tb`: a driver per input stream with random valid gaps,
-random ready back-pressure per output, and an in-order scoreboard per output that compares
+testbench :mod:`instabnn_hw.sim.stream_tb` (its components are those of
+:mod:`instabnn_hw.sim.cocotb_streams`): a driver per input stream with random valid gaps, random
+ready back-pressure per output, a monitor per output that checks that the component holds
+``valid`` and the payload until the transfer, and an in-order scoreboard per output that compares
 every payload with the expected one and checks that nothing is lost or duplicated.
 """
 
@@ -112,7 +114,8 @@ def run_stream_cases(
 
     The record holds, per output stream, the cycle of every transfer. Raises ``AssertionError``
     naming the case, stream, index, expected and received payload of the first mismatches,
-    or the streams that stalled.
+    the streams that stalled, or the outputs that dropped ``valid`` or changed their payload
+    before the transfer.
     """
     build_dir = Path(build_dir)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +167,7 @@ def run_stream_cases(
             raise
         failure = error  # the record below says what went wrong
     record = json.loads(record_path.read_text())
-    problems = list(record["stalled"])
+    problems = [*record["stalled"], *record["protocol"]]
     shapes = {
         _member_name(case, path): interface.payload.shape()
         for case, c in cases.items()

@@ -8,8 +8,6 @@ simulating a whole network takes seconds.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 
 from instabnn_hw.codegen import ir, reference
@@ -358,6 +356,7 @@ def standin_plan(graph: ir.Graph, folding: dict[str, tuple[int, int]] | None = N
     """A plan with the planner's fields, for emitter tests: MVU folding (default: PE the largest
     divisor of C_out up to 4, SIMD of C_in up to 8), widths by the rules, ``parallel`` for every INSTA
     unit, and a FIFO on every fork branch (a frame of words plus 32) and every statistics edge (2C)."""
+    from instabnn_hw.codegen.plan import Fold, Plan
     from instabnn_hw.codegen.stages import data_consumers, mvu_nodes, stage_widths
 
     folding = dict(folding or {})
@@ -377,11 +376,11 @@ def standin_plan(graph: ir.Graph, folding: dict[str, tuple[int, int]] | None = N
         for consumer in graph.consumers(node.name):
             if isinstance(consumer, ir.InstaPReLU) and consumer.inputs[1] == node.name:
                 depths[(node.name, consumer.name)] = 2 * t.channels
-    folds = {n.name: SimpleNamespace(pe=widths[n.name], simd=widths[n.name]) for n in graph.nodes}
+    folds = {n.name: Fold(widths[n.name], widths[n.name]) for n in graph.nodes}
     for name, (pe, simd) in folding.items():
-        folds[name] = SimpleNamespace(pe=pe, simd=simd)
+        folds[name] = Fold(pe, simd)
     insta = {n.name: parallel for n in graph.nodes if isinstance(n, (ir.InstaThreshold, ir.InstaPReLU))}
-    return SimpleNamespace(folding=folds, widths=widths, parallel=insta, fifo_depths=depths)
+    return Plan(folding=folds, widths=widths, parallel=insta, fifo_depths=depths)
 
 
 def stream_payloads(graph: ir.Graph, widths: dict[str, int], pixels) -> tuple[list, list, list]:

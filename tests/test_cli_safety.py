@@ -336,8 +336,8 @@ def tiny_design(tmp_path_factory) -> Path:
     from graphs import tiny_cnv
 
     from instabnn_hw.codegen import ir
-    from instabnn_hw.codegen.generate import write_design
     from instabnn_hw.codegen.plan import plan
+    from instabnn_hw.design_folder import write_design
 
     graph = tiny_cnv(3)
     fold = {n.name: (1, 1) for n in graph.nodes if isinstance(n, (ir.XnorConv, ir.IntConv))}

@@ -15,8 +15,8 @@ from graphs import tiny_resnet
 
 from instabnn_hw import strict_json
 from instabnn_hw.cli import SIMULATE_IMAGES, build_parser
-from instabnn_hw.codegen.generate import write_design
 from instabnn_hw.codegen.plan import plan
+from instabnn_hw.design_folder import write_design
 from instabnn_hw.sim import design as sim_design
 from instabnn_hw.sim.design import BUILD_MARKER, design_images, load_design
 from instabnn_hw.sim.toolchain import BUILD_STAMP

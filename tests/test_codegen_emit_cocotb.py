@@ -72,7 +72,7 @@ def run_designs(cases: list[str], build_dir, simulator: str, *, images: int = 3)
         graph = factory()
         plan = standin_plan(graph, folding, parallel=parallel)
         rtl = build_dir / case
-        written = emit(graph, plan, rtl)
+        written, _ = emit(graph, plan, rtl)
         assert {rtl / f"{name}.v" for name in (TOP_NAME, ROM_MODULE, RAM_MODULE, POPCOUNT_MODULE)} <= set(written)
         text = (rtl / f"{TOP_NAME}.v").read_text()
         text = text.replace(TOP_NAME, f"{case}_top").replace('.INIT_FILE("mem/', f'.INIT_FILE("{case}_mem/')

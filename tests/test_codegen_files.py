@@ -1,4 +1,4 @@
-"""The files the compiler reads back, graph.npz (ir.load_graph) and plan.json (report.read_plan): every
+"""The files the compiler reads back, graph.npz (ir.load_graph) and plan.json (Plan.read): every
 malformed file is one line of the loader's ValueError subclass, never another exception."""
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import pytest
 from graphs import tiny_resnet
 
 from instabnn_hw.codegen import ir
-from instabnn_hw.codegen.plan import plan
-from instabnn_hw.codegen.report import plan_json, read_plan
+from instabnn_hw.codegen.plan import Plan, plan
 from instabnn_hw.strict_json import JSON_SIZE_LIMIT
 
 
@@ -346,7 +345,7 @@ def test_save_refuses_what_json_cannot_hold(tmp_path, graph):
 @pytest.fixture(scope="module")
 def plan_data(graph) -> dict:
     """plan.json of ``graph`` (with FIFO depths and INSTA parallelism), parsed."""
-    return json.loads(plan_json(plan(graph)))
+    return json.loads(plan(graph).to_json())
 
 
 def _plan_edit(**changes):
@@ -425,18 +424,18 @@ def test_a_malformed_plan_file_is_one_line(tmp_path, plan_data, edit, fragment):
         edit(data)
         path.write_text(json.dumps(data))
     with pytest.raises(ValueError) as info:
-        read_plan(path)
+        Plan.read(path)
     message = str(info.value)
     assert "\n" not in message and message.startswith(f"{path} is not a plan.json of version 1 ")
     assert fragment in message and len(message) < 300 + len(str(path))
 
 
 def test_the_unedited_plan_reads(tmp_path, graph, plan_data):
-    """The table's baseline: the file as plan_json writes it reads back as the plan."""
+    """The table's baseline: the file as Plan.to_json writes it reads back as the plan."""
     expected = plan(graph)
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan_data))
-    saved = read_plan(path)
+    saved = Plan.read(path)
     assert (saved.folding, saved.widths, saved.parallel, saved.fifo_depths) == (
         expected.folding,
         expected.widths,
@@ -452,7 +451,7 @@ def test_any_plan_value_replaced_gives_only_the_readers_error(tmp_path, plan_dat
         for replacement in REPLACEMENTS:
             path.write_text(json.dumps(_replaced(plan_data, where, replacement)))
             try:
-                read_plan(path)
+                Plan.read(path)
             except ValueError as exc:
                 assert "\n" not in str(exc) and type(exc) is ValueError, (where, replacement)
 
@@ -475,5 +474,5 @@ def test_a_plan_file_that_is_no_readable_file_is_one_line(tmp_path, make, fragme
     path = tmp_path / "plan.json"
     make(path)
     with pytest.raises(ValueError) as info:
-        read_plan(path)
+        Plan.read(path)
     assert str(info.value) == f"{path} is not a plan.json of version 1 {fragment}"

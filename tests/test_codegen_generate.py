@@ -10,8 +10,8 @@ from graphs import tiny_cnv, tiny_mobilenet, tiny_resnet
 from instabnn_hw.cli import main
 from instabnn_hw.codegen import ir
 from instabnn_hw.codegen.emit import build_top
-from instabnn_hw.codegen.plan import plan, read_fold_config
-from instabnn_hw.codegen.report import read_plan
+from instabnn_hw.codegen.fold_config import read_fold_config
+from instabnn_hw.codegen.plan import Plan, plan
 
 SMALL = ["--model", "resnet-tiny", "--input-size", "8", "--width", "4", "--no-progress"]
 FINN_CNV_FOLDING = [(16, 3), (32, 32), (16, 32), (16, 32), (4, 32), (1, 32), (1, 4), (1, 8), (5, 1)]
@@ -97,7 +97,7 @@ def test_loading_something_else_is_one_clear_error(tmp_path):
 def test_the_saved_graph_and_plan_rebuild_the_design(tmp_path):
     out = _generate(tmp_path, "a", *SMALL, "--insta", "th+", "--prelu", "insta", "--fps", "20000")
     graph = ir.load_graph(out / "graph.npz")
-    saved = read_plan(out / "plan.json")
+    saved = Plan.read(out / "plan.json")
     # the folding file alone also reproduces the plan
     again = plan(graph, fold=read_fold_config(out / "folding.json", graph))
     assert (saved.folding, saved.widths, saved.parallel, saved.fifo_depths) == (

@@ -8,27 +8,23 @@ import json
 import os
 import time
 
+import graphs
 import numpy as np
 import pytest
 
-from instabnn_hw.codegen import ir
+from instabnn_hw.codegen import emit, ir, stages
+from instabnn_hw.codegen.fifos import demand, fifo_depths
+from instabnn_hw.codegen.fold_config import fold_config, read_fold_config
 from instabnn_hw.codegen.plan import (
-    LUT_MODEL,
     Fold,
     PlanError,
-    demand,
-    fifo_depths,
-    fold_config,
     fold_path,
-    lut_features,
     plan,
-    read_fold_config,
-    stream_widths,
 )
+from instabnn_hw.codegen.stages import stage_spec, stage_widths
 from instabnn_hw.errors import OptionError
-from instabnn_hw.hw.fixed import shape_for
-from instabnn_hw.hw.int_mvu import IntMatrixVector
-from instabnn_hw.hw.xnor_mvu import XnorMatrixVector
+from instabnn_hw.hw.figures import lut_estimate
+from instabnn_hw.hw.simulate import simulate_streams
 from instabnn_hw.strict_json import JSON_SIZE_LIMIT
 
 #: FINN's CNV W1A1 folding (PE, SIMD) of the nine MVU layers, graph order.
@@ -260,7 +256,7 @@ def test_non_mvu_stage_widens_its_producer():
 
 def test_widths_follow_the_rule(cnv):
     fold = dict(zip(_mvus(cnv), (Fold(*f) for f in FINN_CNV), strict=True))
-    widths = stream_widths(cnv, fold)
+    widths = stage_widths(cnv, fold)
     assert widths["input"] == 3 and widths["conv0"] == 16 and widths["sign0"] == 16
     assert widths["pool1"] == 32 and widths["fc2"] == 5 and widths["argmax"] == 1
     result = plan(cnv, fold=fold)
@@ -565,13 +561,13 @@ def test_windowless_mvu_with_several_folds_gets_one_input_vector_of_fifo():
     # fc (8 -> 10 classes, 1x1 on the pooled 8x1x1 vector) at PE 1: ten folds; its input vector
     # is 8 elements, 2 words of the 4-wide pool stream
     folding = {"stem": Fold(4, 1), "conv": Fold(4, 8), "fc": Fold(1, 8)}
-    widths = stream_widths(graph, folding)
+    widths = stage_widths(graph, folding)
     assert widths["pool"] == 4
     assert fifo_depths(graph, widths)[("pool", "fc")] == 2
     # one fold (PE = all outputs), or a one-word vector: no FIFO
     for fc in (Fold(10, 8), Fold(5, 8)):
         folding = {"stem": Fold(8, 1), "conv": Fold(8, 8), "fc": fc}
-        depths = fifo_depths(graph, stream_widths(graph, folding))
+        depths = fifo_depths(graph, stage_widths(graph, folding))
         assert ("pool", "fc") not in depths
 
 
@@ -579,10 +575,6 @@ def test_pool_shortcut_gets_one_pixel_of_fifo_and_keeps_the_planned_rate():
     """The pool emits a pixel's 16 one-channel words after its 64-word window; without a FIFO of
     one pixel the Add holds the conv (PE 1, 16 folds of 9 cycles) at the start of every pixel
     (the MobileNetV1 case: 2,608 cycles per frame for 2,304)."""
-    emit = pytest.importorskip("instabnn_hw.codegen.emit")
-    graphs = pytest.importorskip("graphs")
-    from instabnn_hw.hw.simulate import simulate_streams
-
     graph = graphs.pool_shortcut_block(3)
     result = plan(graph, fold={"stem.conv": (1, 3), "b1.conv": (1, 16), "fc": (4, 16)})
     assert result.widths["b1.pool"] == 1 and result.estimate.cycles_per_frame == 16 * 16 * 9
@@ -603,14 +595,14 @@ def test_pool_shortcut_gets_one_pixel_of_fifo_and_keeps_the_planned_rate():
 def test_identity_residual_fifo_depth():
     graph = block_graph()
     folding = {"stem": Fold(8, 1), "conv": Fold(8, 8), "fc": Fold(1, 8)}
-    widths = stream_widths(graph, folding)
+    widths = stage_widths(graph, folding)
     depths = fifo_depths(graph, widths)
     # fork q0 (8 ch, 8x8, 8 per word): the conv branch needs 2 complete rows (2 * 8 * 8 elements)
     # before the Add's first word, the identity branch one word: (128 - 8) / 8 = 15 words, margin 2
     assert depths == {("q0", "add"): 15 + 2}
     # with a narrower stream the depth counts words at that width
     folding = {"stem": Fold(2, 1), "conv": Fold(4, 2), "fc": Fold(1, 8)}
-    widths = stream_widths(graph, folding)
+    widths = stage_widths(graph, folding)
     # the Add takes 4-wide words; identity input converted from 2: first word needs 4 elements
     assert fifo_depths(graph, widths)[("q0", "add")] == (128 - 4) // 2 + 2
 
@@ -618,7 +610,7 @@ def test_identity_residual_fifo_depth():
 def test_insta_residual_fifo_holds_a_frame_and_stats_their_channels():
     graph = block_graph(insta=True)
     folding = {"stem": Fold(8, 1), "conv": Fold(8, 8), "fc": Fold(1, 8)}
-    widths = stream_widths(graph, folding)
+    widths = stage_widths(graph, folding)
     depths = fifo_depths(graph, widths)
     # the InstaThreshold needs the whole frame (512 elements) before the block's first word
     assert depths[("q0", "add")] == (512 - 8) // 8 + 2
@@ -642,38 +634,26 @@ def test_plan_fifos_cover_every_join():
 
 
 @pytest.mark.parametrize(("pe", "simd"), [(1, 1), (2, 4), (8, 8), (4, 2)])
-def test_mvu_figures_match_the_components(pe, simd):
-    from instabnn_hw.codegen.plan import _Model
-
+def test_mvu_figures_are_the_built_components(pe, simd):
+    """The figures the planner reads from a spec are those of the component the emitter builds from it."""
     graph = block_graph()
-    model = _Model(graph)
     folding = {"stem": Fold(pe, 1), "conv": Fold(pe, simd), "fc": Fold(1, 8)}
-    widths = stream_widths(graph, folding)
+    widths = stage_widths(graph, folding)
     for name in ("stem", "conv", "fc"):
-        node = graph.node(name)
-        x = graph.types[node.inputs[0]]
-        fold = folding[name]
-        parts, extra = model.parts(name, folding, widths, {})
-        mvu = parts[-1]
-        masked = name != "fc"
-        if isinstance(node, ir.XnorConv):
-            c = XnorMatrixVector(weights=node.weights, pe=fold.pe, simd=fold.simd, masked=masked)
-        else:
-            in_shape = shape_for(x.low, x.high)
-            c = IntMatrixVector(weights=node.weights, pe=fold.pe, simd=fold.simd, in_shape=in_shape, masked=masked)
-        assert mvu.memory_bits == c.memory_bits, name
-        assert mvu.multipliers == getattr(c, "multipliers", 0), name
-        assert mvu.latency == c.synapse_fold - 1 + c.latency, name
-        assert extra == (c.neuron_fold - 1) * c.synapse_fold
-        kind, features = lut_features(c)
-        assert mvu.luts == max(0, round(sum(a * b for a, b in zip(LUT_MODEL[kind], features, strict=True)))), name
+        spec = stage_spec(graph, name, folding=folding, widths=widths)
+        part = spec.part("mvu")
+        mvu = spec.build().component("mvu")
+        assert mvu.masked == (name != "fc"), name
+        figures = part.figures
+        assert figures.memory_bits == mvu.memory_bits, name
+        assert figures.multipliers == getattr(mvu, "multipliers", 0), name
+        assert figures.latency == figures.post == mvu.synapse_fold - 1 + mvu.latency, name
+        assert figures.lag == (mvu.neuron_fold - 1) * mvu.synapse_fold, name
+        assert figures.luts == lut_estimate(mvu.lut_kind, mvu.lut_features()), name
+        assert figures.cycles == mvu.cycles_per_vector * graph.types[name].height * graph.types[name].width, name
 
 
-def test_estimates_equal_the_emitter_stages():
-    stages = pytest.importorskip("instabnn_hw.codegen.stages")
-    graphs = pytest.importorskip("graphs")
-    from instabnn_hw.codegen.plan import _Model
-
+def test_estimates_are_the_stage_figures():
     cases = [
         graphs.tiny_resnet(0),
         graphs.tiny_resnet(1, insta="th", prelu="insta"),
@@ -684,38 +664,29 @@ def test_estimates_equal_the_emitter_stages():
     # a fully connected layer may take SIMD wider than its input channels from a fold config
     wide_fc = {"conv0": (2, 3), "conv1": (4, 8), "fc0": (2, 16), "fc1": (5, 2)}
     for graph in cases:
-        model = _Model(graph)
         for kwargs in ({}, {"fps": 1}, {"fold": wide_fc} if graph.model == "tiny_cnv" else {"fps": 2}):
             result = plan(graph, **kwargs)
             folding = {n: result.folding[n] for n in _mvus(graph)}
             assert stages.stage_widths(graph, folding) == result.widths
             for layer in result.layers:
-                stage = stages.build_stage(
-                    graph,
-                    layer.name,
-                    folding=folding,
-                    widths=result.widths,
-                    parallel=result.parallel.get(layer.name, 1),
-                )
-                assert layer.cycles == stage.cycles, (graph.model, layer.name)
-                assert layer.latency == stage.latency, (graph.model, layer.name)
-                assert layer.multipliers == stage.multipliers, (graph.model, layer.name)
-                assert layer.memory_bits >= stage.memory_bits, (graph.model, layer.name)
-                # the planner's own fast figures agree with the stage's
-                cost = model.cost(layer.name, result.folding, result.widths, result.parallel)
-                assert cost.cycles == stage.cycles, (graph.model, layer.name)
-                assert cost.multipliers == stage.multipliers, (graph.model, layer.name)
-                assert cost.memory_bits == stage.memory_bits, (graph.model, layer.name)
+                parallel = result.parallel.get(layer.name, 1)
+                spec = stage_spec(graph, layer.name, folding=folding, widths=result.widths, parallel=parallel)
+                figures = spec.figures
+                assert layer.cycles == figures.cycles, (graph.model, layer.name)
+                assert layer.latency == figures.latency, (graph.model, layer.name)
+                assert layer.multipliers == figures.multipliers, (graph.model, layer.name)
+                # forks and FIFOs are attributed to the layer they feed
+                assert layer.memory_bits >= figures.memory_bits, (graph.model, layer.name)
+                assert layer.luts >= figures.luts, (graph.model, layer.name)
+                built = spec.build()
+                for (key, component), part in zip(built.components, spec.parts, strict=True):
+                    assert key == part.key and type(component) is part.component
 
 
 @pytest.mark.parametrize("design", ["resnet_th_insta", "mobilenet_fps"])
 def test_planned_design_runs_at_the_planned_rate(design):
     """The emitter's design with this plan's folding and FIFO depths, in Amaranth's simulator: the
     reference's results, and frames leave at the planned period (no FIFO starves a branch)."""
-    emit = pytest.importorskip("instabnn_hw.codegen.emit")
-    graphs = pytest.importorskip("graphs")
-    from instabnn_hw.hw.simulate import simulate_streams
-
     if design == "resnet_th_insta":
         graph = graphs.tiny_resnet(2, insta="th", prelu="insta")
         result = plan(graph)

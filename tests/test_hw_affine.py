@@ -10,12 +10,15 @@ from amaranth.lib.wiring import In, Out
 from instabnn_hw.hw.affine import (
     RPRELU_LATENCY,
     Requantise,
+    RequantiseParameters,
     RPReLU,
+    RPReLUParameters,
     requantise,
     rprelu,
     rprelu_bounds,
     rprelu_datapath,
 )
+from instabnn_hw.hw.figures import Figures
 from instabnn_hw.hw.fixed import bounds, round_shift
 from instabnn_hw.hw.simulate import simulate_streams
 
@@ -346,3 +349,44 @@ def test_memory_bits_count_the_constant_tables():
     assert _requantise(channels=8, simd=8, mult=[1] * 8, bias=[0] * 8).memory_bits == 0  # constants
     dut = _rprelu(gamma=[0, 1, 2, 3, 4, 5], slope=[-1] * 6, zeta=[0] * 6)
     assert dut.memory_bits == 6 * (3 + 1 + 1)  # gamma 0..5: unsigned(3); slope -1: signed(1); zeta 0: unsigned(1)
+
+
+def test_requantise_parameters_give_figures_without_ports():
+    params = dict(in_shape=signed(8), channels=6, simd=3, mult=[1, 2, 3, 4, 5, 6], bias=[-2, -1, 0, 1, 2, 3], shift=2)
+    with pytest.raises(ValueError, match=r"simd must divide channels \(6\), not 4"):
+        RequantiseParameters(**{**params, "simd": 4})
+    plain = Requantise.parameters(**params, low=-100, high=100)
+    assert type(plain) is RequantiseParameters and not isinstance(plain, wiring.Component)
+    # two channel groups: a table of mult unsigned(3) and bias signed(3) per lane; whole LUT4s for 2 x 18 bits
+    assert plain.lut_kind == "requantise" and plain.lut_features() == (1.0, 3 * 8, 3 * 8, 18.0)
+    luts = round(24.961 + 1.381 * 24 + 2.086 * 24 + 1.444 * 18)
+    assert plain.figures(12) == Figures(cycles=12, latency=4, post=4, luts=luts, memory_bits=36, multipliers=3)
+    dut = Requantise(**params, low=-100, high=100)
+    assert dut.figures(12) == plain.figures(12)
+    assert (dut.out_shape, dut.latency, dut.memory_bits) == (plain.out_shape, plain.latency, plain.memory_bits)
+
+
+def test_rprelu_parameters_give_figures_without_ports():
+    params = dict(
+        in_shape=signed(8),
+        channels=6,
+        simd=3,
+        gamma=[0, 1, 2, 3, 4, 5],
+        slope=[-1] * 6,
+        zeta=[0] * 6,
+        slope_shift=2,
+        out_shift=1,
+        low=-10,
+        high=10,
+    )
+    with pytest.raises(ValueError, match=r"low \(3\) must be <= high \(-3\)"):
+        RPReLUParameters(**{**params, "low": 3, "high": -3})
+    plain = RPReLU.parameters(**params)
+    assert type(plain) is RPReLUParameters and not isinstance(plain, wiring.Component)
+    # out_shape signed(5); the table is 2 words of 3 x (3 + 1 + 1) bits
+    assert plain.lut_kind == "rprelu" and plain.lut_features() == (1.0, 3 * 8, 3 * 5, 15.0)
+    luts = round(23.835 + 1.224 * 24 + 6.01 * 15 + 1.365 * 15)
+    assert plain.figures(6) == Figures(cycles=6, latency=4, post=4, luts=luts, memory_bits=30, multipliers=3)
+    dut = RPReLU(**params)
+    assert dut.figures(6) == plain.figures(6)
+    assert (dut.out_shape, dut.multipliers, dut.luts) == (plain.out_shape, plain.multipliers, plain.luts)

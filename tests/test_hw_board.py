@@ -13,17 +13,16 @@ from test_hw_uart import StreamSink, StreamSource, run
 
 from instabnn_hw.codegen.emit import build_top, emit
 from instabnn_hw.codegen.plan import plan
+from instabnn_hw.design_folder import DesignPorts, StreamPort
 from instabnn_hw.hw.board import (
     BOARDS,
     POWER_ON_CYCLES,
     BoardTop,
-    DesignPorts,
     ImageLink,
     board_files,
-    design_ports,
     image_bytes,
 )
-from instabnn_hw.hw.uart import uart_decode, uart_waveform
+from instabnn_hw.hw.uart import UART_ERRORS, uart_decode, uart_waveform
 
 
 def test_image_bytes_is_raster_order_channels_fastest():
@@ -58,7 +57,8 @@ def test_image_link_gathers_pixels_and_sends_classes(channels, divisor, ready_pr
         sink.step(ctx, cycle)
         source.step(ctx, cycle)
         tx.append(ctx.get(dut.tx))
-        flags.append((ctx.get(dut.overrun), ctx.get(dut.framing_error)))
+        errors = ctx.get(dut.errors)
+        flags.append((errors.overrun, errors.framing))
 
     run(dut, max(len(levels), 12 * divisor * len(results) * 4) + 20 * divisor, step)
     received = [[(word >> (8 * k)) & 0xFF for k in range(channels)] for word in sink.received]
@@ -66,6 +66,7 @@ def test_image_link_gathers_pixels_and_sends_classes(channels, divisor, ready_pr
     assert list(uart_decode(tx, divisor)) == [r & ((1 << class_bits) - 1) for r in results]
     assert flags[-1] == (0, 0)
     assert dut.initiation_interval == 10 * divisor * channels
+    assert dut.errors.shape() == UART_ERRORS
 
 
 class Harness(Elaboratable):
@@ -119,63 +120,43 @@ def test_images_over_the_uart_give_the_reference_classes(design, divisor, seed):
     def step(ctx, cycle):
         ctx.set(dut.link.rx, int(levels[cycle]) if cycle < len(levels) else 1)
         tx.append(ctx.get(dut.link.tx))
-        flags.append((ctx.get(dut.link.overrun), ctx.get(dut.link.framing_error)))
+        errors = ctx.get(dut.link.errors)
+        flags.append((errors.overrun, errors.framing))
 
     run(dut, len(levels) + result.estimate.latency_cycles + 12 * divisor, step)
     assert list(uart_decode(tx, divisor)) == expected
     assert flags[-1] == (0, 0)
 
 
-def test_design_ports_of_emitted_verilog(tmp_path):
+def test_manifest_ports_are_the_emitted_verilog_ports(tmp_path):
+    """The ports the manifest records are those the Verilog declares (read here, never by the tools)."""
     graph = graphs.tiny_mobilenet(5)
     result = plan(graph)
-    emit(graph, result, tmp_path)
-    ports = design_ports((tmp_path / "instabnn_top.v").read_text())
-    top, _ = build_top(graph, result, rom_dir=None)
-    widths = [Shape.cast(s.payload.shape()).width for s in (top.i, top.o, top.logits)]
-    assert ports == DesignPorts(*widths)
-    assert ports.in_width == 8 * graph.input_shape[0]
+    _, ports = emit(graph, result, tmp_path)
+    text = (tmp_path / "instabnn_top.v").read_text()
+    declared = {
+        name: int(high) + 1 if high else 1
+        for high, name in re.findall(r"^\s*(?:input|output)\s+(?:\[(\d+):0\]\s+)?(\w+__payload);", text, re.M)
+    }
+    assert declared == {f"{p.signal}__payload": p.width for p in (ports.i, ports.o, ports.logits)}
+    assert ports.i.width == 8 * graph.input_shape[0] and ports.i.words_per_image == 8 * 8
+    assert [name for name, _, _ in ports.o.fields] == ["index", "value"]
+    assert list(ports.taps) == [n.name for n in graph.nodes[:-1]] and ports.taps["input"].signal == "pixels"
+    assert re.search(rf"\b{ports.taps[graph.logits].signal}__payload\b", text)
+    assert DesignPorts.from_json(ports.to_json()) == ports
+    record = ports.to_json()
+    record["i"]["width"] += 1
+    with pytest.raises(ValueError, match=r"ports\.i\.width must be 24, not 25"):
+        DesignPorts.from_json(record)
+    with pytest.raises(ValueError, match=r"ports must be an object of i, o, logits and taps"):
+        DesignPorts.from_json("pixels, 3 x 8 bits per word")
 
 
-MINIMAL = """\
-module instabnn_top(clk, rst, i__valid, i__ready, i__payload, o__valid, o__ready, o__payload,
-    logits__valid, logits__ready, logits__payload);
-  input clk;
-  wire clk;
-  input rst;
-  input i__valid;
-  output reg i__ready;
-  input [7:0] i__payload;
-  output o__valid;
-  input o__ready;
-  output [12:0] o__payload;
-  wire [99:0] o__payload2;
-  output logits__valid;
-  input logits__ready;
-  output [0:40] logits__payload;
-endmodule
-
-module other(i__payload);
-  input [63:0] i__payload;
-endmodule
-"""
-
-
-def test_design_ports_rules():
-    assert design_ports(MINIMAL) == DesignPorts(in_width=8, o_width=13, logits_width=41)
-    with pytest.raises(ValueError, match=r"module instabnn_top has no port logits__ready"):
-        design_ports(MINIMAL.replace("input logits__ready;", ""))
-    with pytest.raises(ValueError, match=r"port o__ready of module instabnn_top is an output, expected an input"):
-        design_ports(MINIMAL.replace("input o__ready;", "output o__ready;"))
-    with pytest.raises(ValueError, match=r"expected module instabnn_top first .* found module other"):
-        design_ports(MINIMAL[MINIMAL.index("module other") :])
-    with pytest.raises(ValueError, match=r"found no module"):
-        design_ports("// nothing here\n")
-    with pytest.raises(TypeError, match=r"verilog_text must be a str, not bytes"):
-        design_ports(MINIMAL.encode())
-
-
-PORTS = DesignPorts(in_width=24, o_width=19, logits_width=17)
+PORTS = DesignPorts(
+    i=StreamPort("i", 3, 8, False, 64),
+    o=StreamPort("o", 1, 19, False, 1, (("index", 4, False), ("value", 15, True))),
+    logits=StreamPort("logits", 1, 17, True, 10),
+)
 
 
 @pytest.mark.parametrize(
@@ -219,7 +200,7 @@ def test_board_parameter_errors():
     known = ", ".join(sorted(BOARDS))
     with pytest.raises(ValueError, match=rf"unknown board 'de10'; known boards: {re.escape(known)}"):
         board_files("de10", ports=PORTS, channels=3, class_bits=2)
-    with pytest.raises(ValueError, match=r"ports.in_width \(24\) must be 8 \* channels \(8\)"):
+    with pytest.raises(ValueError, match=r"ports.i.width \(24\) must be 8 \* channels \(8\)"):
         BoardTop(ports=PORTS, channels=1, class_bits=2)
     with pytest.raises(ValueError, match=r"class_bits must be in \[1, 8\], not 9"):
         BoardTop(ports=PORTS, channels=3, class_bits=9)

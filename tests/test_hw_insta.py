@@ -1,5 +1,6 @@
 # amaranth: UnusedElaboratable=no
-"""hw.insta: the INSTA integer semantics against exact rational arithmetic, and the hardware against them."""
+"""The INSTA units (hw.insta, hw.moments, hw.insta_prelu): the integer semantics against exact rational
+arithmetic, and the hardware against them."""
 
 import itertools
 import math
@@ -12,11 +13,10 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from instabnn_hw.hw.figures import Figures
 from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.insta import (
     STATISTICS,
-    InstaPReLU,
-    MomentsThreshold,
     binarise,
     feature_bounds,
     insta_prelu,
@@ -26,7 +26,9 @@ from instabnn_hw.hw.insta import (
     th_thresholds,
     thplus_thresholds,
 )
+from instabnn_hw.hw.insta_prelu import InstaPReLU, InstaPReLUParameters
 from instabnn_hw.hw.layouts import tensor_to_words
+from instabnn_hw.hw.moments import MomentsThreshold, MomentsThresholdParameters
 from instabnn_hw.hw.simulate import simulate_streams
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
@@ -204,7 +206,7 @@ def auto_shifts(in_shape, pixels, stats, bits=8):
     return tuple(max(0, max(abs(lo), abs(hi)).bit_length() - bits) for lo, hi in limits)
 
 
-def make_unit(rng, *, mode="th", stats=("m3",), channels=6, simd=3, height=5, width=3, in_shape=None, **extra):
+def unit_params(rng, *, mode="th", stats=("m3",), channels=6, simd=3, height=5, width=3, in_shape=None, **extra):
     in_shape = signed(8) if in_shape is None else in_shape
     pixels = height * width
     kw = {
@@ -234,7 +236,11 @@ def make_unit(rng, *, mode="th", stats=("m3",), channels=6, simd=3, height=5, wi
             alpha=rng.integers(-100, 100, size=channels),
         )
     kw.update(extra)
-    return MomentsThreshold(**kw)
+    return kw
+
+
+def make_unit(rng, **kw):
+    return MomentsThreshold(**unit_params(rng, **kw))
 
 
 def expected_streams(dut, frames):
@@ -441,7 +447,7 @@ def memory_bits_of(dut):
         ({"height": 0, "shifts": (0,)}, r"height must be >= 1, not 0"),
         ({"in_shape": 40}, r"in_shape must be 1 to 32 bits wide"),
         ({"emit_stats": 1}, r"emit_stats must be a bool, not 1"),
-        ({"external_memories": "yes"}, r"external_memories must be a bool, not 'yes'"),
+        ({"external_modules": "yes"}, r"external_modules must be a bool, not 'yes'"),
         ({"w1": np.zeros((4, 6), dtype=int)}, r"w1, b1, hidden_shift, hidden_max and w2 are only used in mode 'th\+'"),
         ({"mode": "th+", "w1": np.zeros((4, 5), dtype=int)}, r"w1 must have shape \(hidden, 6\)"),
         ({"mode": "th+", "hidden_max": 0}, r"hidden_max must be in \[1, 4294967295\], not 0"),
@@ -451,16 +457,87 @@ def memory_bits_of(dut):
     ],
 )
 def test_invalid_moments_threshold_parameters_are_named(kw, message):
-    rng = np.random.default_rng(12)
     with pytest.raises((ValueError, TypeError), match=message):
-        make_unit(rng, **kw)
+        MomentsThreshold(**unit_params(np.random.default_rng(12), **kw))
+    if "external_modules" not in kw:  # an emission option: the component's alone
+        with pytest.raises((ValueError, TypeError), match=message):
+            MomentsThreshold.parameters(**unit_params(np.random.default_rng(12), **kw))
+
+
+#: What the parameters class and the component both give.
+UNIT_FIGURES = (
+    "in_shape",
+    "channels",
+    "simd",
+    "height",
+    "width",
+    "statistics",
+    "shifts",
+    "mode",
+    "emit_stats",
+    "parallel",
+    "feature_shape",
+    "feature_bounds",
+    "threshold_bounds",
+    "threshold_shape",
+    "sum_shapes",
+    "steps_per_channel",
+    "frame_words",
+    "eval_cycles",
+    "cycles_per_frame",
+    "initiation_interval",
+    "latency",
+    "memory_bits",
+    "multipliers",
+    "luts",
+)
+
+
+def test_moments_threshold_parameters_give_the_figures_without_ports():
+    p = {
+        "in_shape": signed(4),
+        "channels": 2,
+        "simd": 1,
+        "height": 2,
+        "width": 2,
+        "stats": ("m1",),
+        "shifts": (0,),
+        "alpha": [3, -2],
+        "beta": [[1], [-1]],
+    }
+    parameters = MomentsThreshold.parameters(**p)
+    assert type(parameters) is MomentsThresholdParameters and not hasattr(parameters, "signature")
+    # 8 words a frame; per channel 5 steps: load the sums, issue beta*F, product, commit, write
+    assert (parameters.frame_words, parameters.steps_per_channel, parameters.eval_cycles) == (8, 5, 1 + 2 * 5)
+    # S1 of 4 signed(4) pixels in [-32, 28]: signed(6) sums and features; thresholds in [-8, 8]: signed(5)
+    assert parameters.lut_features() == (1.0, 4.0, 6.0, 6.0 + 5.0)
+    # memory: frame 2*8*4, sums 2*2*6, thresholds 2*2*5, alpha 2*signed(3), beta 2*signed(2)
+    expected = Figures(cycles=11 + 4, latency=8 + 11 + 5, post=11 + 5, luts=367, memory_bits=118, multipliers=1)
+    assert parameters.figures(8) == expected
+    unit = MomentsThreshold(**p, external_modules=True)
+    assert unit.figures(8) == expected and unit.external_modules
+    assert unit.memory_bits == memory_bits_of(MomentsThreshold(**p))
+    for name in UNIT_FIGURES:
+        assert getattr(unit, name) == getattr(parameters, name), name
+    with pytest.raises(TypeError, match="external_modules"):
+        MomentsThreshold.parameters(**p, external_modules=True)
+
+
+def test_moments_threshold_th_plus_parameters_match_the_component():
+    p = unit_params(np.random.default_rng(13), mode="th+", stats=("m1", "var"), parallel=3, emit_stats=True)
+    parameters, unit = MomentsThreshold.parameters(**p), MomentsThreshold(**p)
+    for name in UNIT_FIGURES:
+        assert getattr(unit, name) == getattr(parameters, name), name
+    figures = parameters.figures(unit.frame_words)
+    assert figures == unit.figures(0)  # the unit knows its frame
+    assert (figures.cycles, figures.post) == (unit.cycles_per_frame, unit.latency - unit.frame_words)
 
 
 # ---------------------------------------------------------------------------------------------
 # InstaPReLU
 
 
-def make_prelu(rng, *, instance_slope=False, channels=6, simd=3, height=5, width=3, stats_channels=4, **extra):
+def prelu_params(rng, *, instance_slope=False, channels=6, simd=3, height=5, width=3, stats_channels=4, **extra):
     stats = extra.pop("stats", ("m1", "m2"))
     outputs = channels * (2 if instance_slope else 1)
     kw = {
@@ -489,7 +566,11 @@ def make_prelu(rng, *, instance_slope=False, channels=6, simd=3, height=5, width
         "parallel": 2,
     }
     kw.update(extra)
-    return InstaPReLU(**kw)
+    return kw
+
+
+def make_prelu(rng, **kw):
+    return InstaPReLU(**prelu_params(rng, **kw))
 
 
 def prelu_streams(dut, xs, features):
@@ -652,11 +733,83 @@ def test_insta_prelu_fed_by_a_moments_threshold(instance_slope):
         ({"low": 5, "high": 4}, r"low \(5\) must be <= high \(4\)"),
         ({"feature_shape": 300}, r"feature_shape must be 1 to 256 bits wide"),
         ({"instance_slope": "yes"}, r"instance_slope must be a bool, not 'yes'"),
-        ({"external_memories": 0}, r"external_memories must be a bool, not 0"),
+        ({"external_modules": 0}, r"external_modules must be a bool, not 0"),
         ({"parallel": 0}, r"parallel must be in \[1, 4\], not 0"),
         ({"stats": ("m1", "skew", "m1")}, r"stats must be distinct names"),
     ],
 )
 def test_invalid_insta_prelu_parameters_are_named(kw, message):
+    params = prelu_params(np.random.default_rng(0), **kw)
     with pytest.raises((ValueError, TypeError), match=message):
-        make_prelu(np.random.default_rng(0), **kw)
+        InstaPReLU(**params)
+    if "external_modules" not in kw:  # an emission option: the component's alone
+        with pytest.raises((ValueError, TypeError), match=message):
+            InstaPReLU.parameters(**params)
+
+
+#: What the parameters class and the component both give.
+PRELU_FIGURES = (
+    "in_shape",
+    "out_shape",
+    "channels",
+    "simd",
+    "height",
+    "width",
+    "feature_shape",
+    "stats_channels",
+    "statistics",
+    "instance_slope",
+    "parallel",
+    "frame_words",
+    "mlp_cycles",
+    "cycles_per_frame",
+    "initiation_interval",
+    "latency",
+    "memory_bits",
+    "multipliers",
+    "luts",
+)
+
+
+def test_insta_prelu_parameters_give_the_figures_without_ports():
+    p = {
+        "in_shape": signed(4),
+        "channels": 2,
+        "simd": 1,
+        "height": 2,
+        "width": 1,
+        "stats_channels": 1,
+        "stats": ("m1",),
+        "feature_shape": signed(3),
+        "w1": [[1]],
+        "b1": [0],
+        "hidden_shift": 0,
+        "hidden_max": 3,
+        "w2": [[1], [1]],
+        "delta_shift": 0,
+        "gamma": [0, 0],
+        "slope": [1, 1],
+        "zeta": [0, 0],
+        "slope_shift": 0,
+        "out_shift": 0,
+        "low": -8,
+        "high": 7,
+    }
+    parameters = InstaPReLU.parameters(**p)
+    assert type(parameters) is InstaPReLUParameters and not hasattr(parameters, "signature")
+    # MLP: 1 chunk x 1 feature (FC1) + 2 outputs x 1 chunk (FC2) + 3, then 2 to the last write
+    assert (parameters.frame_words, parameters.mlp_cycles) == (4, 1 + 2 + 3 + 2)
+    assert parameters.lut_features() == (1.0, 4.0, 4.0, 1.0)
+    # 1 statistics word + the MLP, then the parameter fetch and RPReLU's 3 stages
+    latency = 1 + 8 + 1 + 3
+    # memory: gamma banks 2*2*unsigned(2) (gamma + delta in [0, 3]), zeta 2*1, slope 2*1, base 2*1,
+    # MLP features 1*3, w1 1*1, b1 1*1, w2 2*1
+    expected = Figures(cycles=1 + 8, latency=latency, post=latency - 1 - 8, luts=841, memory_bits=21, multipliers=2)
+    assert parameters.figures(4) == expected
+    unit = InstaPReLU(**p, external_modules=True)
+    assert unit.figures(4) == expected and unit.external_modules
+    assert unit.memory_bits == memory_bits_of(InstaPReLU(**p))
+    for name in PRELU_FIGURES:
+        assert getattr(unit, name) == getattr(parameters, name), name
+    with pytest.raises(TypeError, match="external_modules"):
+        InstaPReLU.parameters(**p, external_modules=True)

@@ -1,7 +1,7 @@
 # amaranth: UnusedElaboratable=no
-"""hw.insta bit-exact under cocotb + Verilator / Icarus: INSTA-Th, INSTA-Th+, INSTA-PReLU, random flow control.
+"""The INSTA units bit-exact under cocotb + Verilator / Icarus: INSTA-Th, INSTA-Th+, INSTA-PReLU, random flow control.
 
-Some units keep their read/write memories in the RAM module (``external_memories``, as the
+Some units keep their read/write memories in the RAM module (``external_modules``, as the
 compiler's Verilog does), the others inline.
 """
 
@@ -10,8 +10,9 @@ import pytest
 from amaranth.hdl import signed
 
 from instabnn_hw.hw.fixed import bounds
-from instabnn_hw.hw.insta import InstaPReLU, MomentsThreshold
+from instabnn_hw.hw.insta_prelu import InstaPReLU
 from instabnn_hw.hw.layouts import tensor_to_words
+from instabnn_hw.hw.moments import MomentsThreshold
 from instabnn_hw.hw.ram import ram_verilog
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
@@ -67,7 +68,7 @@ def insta_cases(seed: int) -> dict[str, StreamCase]:
         beta=rng.integers(-8, 9, size=(6, 1)),
         out_shift=4,
         emit_stats=True,
-        external_memories=True,  # the RAM module, as in the compiler's Verilog
+        external_modules=True,  # the RAM module, as in the compiler's Verilog
     )
     th_skew = MomentsThreshold(
         **geometry,
@@ -90,7 +91,7 @@ def insta_cases(seed: int) -> dict[str, StreamCase]:
         alpha=rng.integers(-100, 100, size=6),
         parallel=3,
         emit_stats=True,
-        external_memories=True,
+        external_modules=True,
         **mlp,
     )
     thplus_m1_m2 = MomentsThreshold(
@@ -119,7 +120,7 @@ def insta_cases(seed: int) -> dict[str, StreamCase]:
         alpha=rng.integers(-400, 400, size=3),
         beta=rng.integers(-8, 9, size=(3, 2)),
         out_shift=4,
-        external_memories=True,
+        external_modules=True,
     )
     th_zero = MomentsThreshold(  # constant thresholds of 0: no signal ever changes in the evaluator
         in_shape=signed(4),
@@ -157,7 +158,7 @@ def insta_cases(seed: int) -> dict[str, StreamCase]:
         slope=rng.integers(0, 64, size=6),
         zeta=rng.integers(-300, 300, size=6),
         parallel=2,
-        external_memories=True,
+        external_modules=True,
         **prelu,
     )
     insta_prelu_slope = InstaPReLU(
@@ -173,7 +174,7 @@ def insta_cases(seed: int) -> dict[str, StreamCase]:
         slope=rng.integers(0, 64, size=3),
         zeta=rng.integers(-300, 300, size=3),
         instance_slope=True,
-        external_memories=True,
+        external_modules=True,
         **prelu,
     )
     return {

@@ -4,9 +4,19 @@
 import numpy as np
 import pytest
 from amaranth.hdl import signed, unsigned
+from amaranth.lib import wiring
 
+from instabnn_hw.hw.figures import Figures
 from instabnn_hw.hw.fixed import bounds, shape_for
-from instabnn_hw.hw.int_mvu import Argmax, IntMatrixVector, argmax, int_matvec, int_matvec_bounds
+from instabnn_hw.hw.int_mvu import (
+    Argmax,
+    ArgmaxParameters,
+    IntMatrixVector,
+    IntMatrixVectorParameters,
+    argmax,
+    int_matvec,
+    int_matvec_bounds,
+)
 from instabnn_hw.hw.simulate import simulate_streams
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
@@ -187,7 +197,7 @@ def test_argmax_numpy_model():
         ({"weights": np.zeros(27, dtype=int)}, r"weights must be a non-empty 2-D array, not one of shape \(27,\)"),
         ({"weights": np.zeros((6, 27)) + 0.5}, r"weights must be an integer array"),
         ({"masked": "yes"}, r"masked must be a bool, not 'yes'"),
-        ({"external_memories": None}, r"external_memories must be a bool, not None"),
+        ({"external_modules": None}, r"external_modules must be a bool, not None"),
     ],
 )
 def test_int_mvu_invalid_parameters_are_named(kwargs, message):
@@ -210,3 +220,44 @@ def test_argmax_invalid_parameters_are_named(kwargs, message):
     params.update(kwargs)
     with pytest.raises((ValueError, TypeError), match=message):
         Argmax(**params)
+
+
+def test_int_mvu_parameters_give_figures_without_ports():
+    weights = np.ones((6, 27), dtype=int)
+    weights[0, 0] = -2  # weights signed(2); row 0 spans [-14 - 26 * 8, 16 + 26 * 7] = [-222, 198]
+    params = dict(weights=weights, pe=3, simd=9, in_shape=signed(4))
+    with pytest.raises(ValueError, match=r"in_shape must be 1 to 18 bits wide"):
+        IntMatrixVectorParameters(**{**params, "in_shape": signed(19)})
+    plain = IntMatrixVector.parameters(**params)
+    assert type(plain) is IntMatrixVectorParameters and not isinstance(plain, wiring.Component)
+    assert plain.acc_shape == signed(9)
+    # 27 lanes of 4 x 2 bits; the 6 x 54 weight ROM in logic: 54 bits x 6/16 LUT4s
+    assert plain.lut_kind == "int_mvu" and plain.lut_features() == (1.0, 27 * 6, 3 * 9, 54 * 6 / 16, 0.0)
+    luts = round(89.905 + 1.826 * 162 + 0.079 * 27 + 1.197 * 54 * 6 / 16)
+    # NF 2, SF 3; pipeline: memory, products, 2 tree stages (4 levels), accumulator
+    assert plain.latency == 3 + 2
+    figures = Figures(24, 2 + 5, 2 + 5, luts, memory_bits=162 * 2 + 27 * 4, multipliers=27, lag=3)
+    assert plain.figures(12) == figures
+    dut = IntMatrixVector(**params, external_modules=True)
+    assert dut.external_modules and dut.figures(12) == figures
+    assert (dut.weight_shape, dut.acc_shape, dut.tree_stages) == (signed(2), plain.acc_shape, plain.tree_stages)
+
+
+def test_int_matvec_bounds_are_exact_near_the_int64_limit():
+    weights = np.array([[(1 << 20) - 1] * 4, [-(1 << 20)] * 4])
+    in_shape = signed(42)  # 2**41 * 2**20 * 4 = 2**63: beyond int64
+    assert int_matvec_bounds(weights, in_shape) == (-(1 << 20) * ((1 << 41) - 1) * 4, (1 << 20) * (1 << 41) * 4)
+    assert int_matvec_bounds(weights, signed(41)) == (-(1 << 20) * ((1 << 40) - 1) * 4, (1 << 20) * (1 << 40) * 4)
+
+
+def test_argmax_parameters_give_figures_without_ports():
+    with pytest.raises(ValueError, match=r"count must divide classes \(10\), not 4"):
+        ArgmaxParameters(shape=signed(8), count=4, classes=10)
+    plain = Argmax.parameters(shape=signed(8), count=5, classes=10)
+    assert type(plain) is ArgmaxParameters and not isinstance(plain, wiring.Component)
+    assert plain.lut_kind == "argmax" and plain.lut_features() == (1.0, 40.0)
+    # two words a frame, the result the cycle after the last
+    figures = Figures(cycles=2, latency=2, post=1, luts=round(11.712 + 2.964 * 40))
+    assert plain.figures(2) == figures
+    dut = Argmax(shape=signed(8), count=5, classes=10)
+    assert dut.figures(2) == figures and dut.words_per_frame == plain.words_per_frame == 2

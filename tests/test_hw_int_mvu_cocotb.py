@@ -18,7 +18,7 @@ def mvu_case(
     if weights is None:
         weights = rng.integers(weight_range[0], weight_range[1] + 1, size=(rows, cols))
     dut = IntMatrixVector(
-        weights=weights, pe=pe, simd=simd, in_shape=in_shape, masked=masked, external_memories=external
+        weights=weights, pe=pe, simd=simd, in_shape=in_shape, masked=masked, external_modules=external
     )
     low, high = bounds(in_shape)
     x = rng.integers(low, high + 1, size=(vectors, cols))

@@ -11,9 +11,24 @@ from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.sim import Simulator
 
+from instabnn_hw.hw.figures import Figures
 from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.layouts import tensor_to_words
-from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, Repeat, WidthConverter, join_add, regroup, repeat_channels
+from instabnn_hw.hw.plumbing import (
+    Fifo,
+    FifoParameters,
+    Fork,
+    ForkParameters,
+    JoinAdd,
+    JoinAddParameters,
+    Repeat,
+    RepeatParameters,
+    WidthConverter,
+    WidthConverterParameters,
+    join_add,
+    regroup,
+    repeat_channels,
+)
 from instabnn_hw.hw.simulate import simulate_streams
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
@@ -66,11 +81,11 @@ def test_fifo_behaves_as_amaranth_sync_fifo_buffered(depth):
     sim.run()
 
 
-def test_fifo_with_external_memories_instantiates_the_ram_module():
-    fifo = Fifo(shape=signed(8), depth=5, external_memories=True)
-    assert fifo.external_memories and ".DEPTH(32'd4)" in verilog.convert(fifo, name="top")
+def test_fifo_with_external_modules_instantiates_the_ram_module():
+    fifo = Fifo(shape=signed(8), depth=5, external_modules=True)
+    assert fifo.external_modules and ".DEPTH(32'd4)" in verilog.convert(fifo, name="top")
     assert "instabnn_ram" not in verilog.convert(Fifo(shape=signed(8), depth=5), name="top")
-    assert "instabnn_ram" not in verilog.convert(Fifo(shape=signed(8), depth=1, external_memories=True), name="top")
+    assert "instabnn_ram" not in verilog.convert(Fifo(shape=signed(8), depth=1, external_modules=True), name="top")
 
 
 def test_fifo_runs_at_one_word_per_cycle():
@@ -131,7 +146,7 @@ def test_width_converter_narrowing_emits_one_word_per_cycle():
         (lambda: Fifo(shape=8, depth=0), r"depth must be >= 1, not 0"),
         (lambda: Fifo(shape="x", depth=2), r"shape must be an Amaranth shape"),
         (lambda: Fifo(shape=8, depth=2.0), r"depth must be an integer, not 2.0"),
-        (lambda: Fifo(shape=8, depth=2, external_memories=None), r"external_memories must be a bool, not None"),
+        (lambda: Fifo(shape=8, depth=2, external_modules=None), r"external_modules must be a bool, not None"),
         (lambda: JoinAdd(shape=signed(8), count=0), r"count must be >= 1, not 0"),
         (lambda: JoinAdd(shape=signed(8), count=2, shifts=(0, 40)), r"shifts\[1\] must be in \[0, 32\], not 40"),
         (lambda: WidthConverter(shape=1, in_count=3, out_count=2), r"in_count \(3\) and out_count \(2\) must divide"),
@@ -196,3 +211,108 @@ def test_repeat_emits_one_word_per_cycle(channels, count, times):
     assert dut.cycles_per_pixel == channels // count * times
     assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency  # first copy straight through the register
     assert run.total_cycles <= len(expected) + dut.latency + 1
+
+
+# name: (component, parameters class, parameters, input words of a frame, figures), figures worked out by hand
+FIGURES = {
+    # 20 > 16 words: block RAM, (1, 8 bits, 20 .bit_length() = 5, no output multiplexer)
+    "fifo": (
+        Fifo,
+        FifoParameters,
+        {"shape": unsigned(8), "depth": 20},
+        10,
+        Figures(10, 2, 2, round(1.298 * 8 + 4.97 * 5), 20 * 8),
+    ),
+    "fifo-register": (Fifo, FifoParameters, {"shape": unsigned(8), "depth": 1}, 10, Figures(10, 1, 1, 5, 8)),
+    "fork": (Fork, ForkParameters, {"shape": unsigned(8)}, 12, Figures(12, 0, 0, 8)),
+    # (-128 << 1) + -128 .. (127 << 1) + 127 needs signed(10): 4 lanes of 10 bits
+    "join_add": (
+        JoinAdd,
+        JoinAddParameters,
+        {"shape": signed(8), "count": 4, "shifts": (1, 0)},
+        30,
+        Figures(30, 1, 1, round(1.368 + 0.892 * 40)),
+    ),
+    # narrowing 8 -> 2: a 4-way multiplexer on each of the 2 * 4 output bits
+    "narrowing": (
+        WidthConverter,
+        WidthConverterParameters,
+        {"shape": signed(4), "in_count": 8, "out_count": 2},
+        10,
+        Figures(40, 1, 1, round(0.737 + 1.143 * 2 * 4 * 3)),
+    ),
+    # widening 2 -> 6: three input words per output word
+    "widening": (
+        WidthConverter,
+        WidthConverterParameters,
+        {"shape": signed(4), "in_count": 2, "out_count": 6},
+        12,
+        Figures(12, 3, 1, round(0.737 + 2.309 * 3)),
+    ),
+    # 6 input words leave twice; the replay buffer holds a pixel's 3 words of 2 * 6 bits
+    "repeat": (
+        Repeat,
+        RepeatParameters,
+        {"shape": signed(6), "count": 2, "words": 3, "times": 2},
+        6,
+        Figures(12, 1, 1, round(21.835 + 0.855 * 12), 3 * 12),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_parameters_give_the_figures_without_ports(name):
+    component, parameters_class, params, words, figures = FIGURES[name]
+    parameters = component.parameters(**params)
+    assert type(parameters) is parameters_class and not hasattr(parameters, "signature")
+    assert parameters.figures(words) == figures
+    built = component(**params)
+    assert isinstance(built, parameters_class) and built.figures(words) == figures
+    for attribute in ("shape", "latency", "luts", "initiation_interval", *params):
+        assert getattr(built, attribute) == getattr(parameters, attribute)
+
+
+@pytest.mark.parametrize(
+    "component, params, error, message",
+    [
+        (Fifo, {"shape": 8, "depth": 0}, ValueError, r"depth must be >= 1, not 0"),
+        (Fifo, {"shape": "x", "depth": 2}, TypeError, r"shape must be an Amaranth shape"),
+        (Fork, {"shape": "x"}, TypeError, r"shape must be an Amaranth shape"),
+        (JoinAdd, {"shape": signed(8), "count": 2, "shifts": (0, 40)}, ValueError, r"shifts\[1\] must be in"),
+        (JoinAdd, {"shape": signed(8), "count": 2, "shifts": 3}, TypeError, r"shifts must be a pair of integers"),
+        (WidthConverter, {"shape": 1, "in_count": 3, "out_count": 2}, ValueError, r"in_count \(3\) and out_count"),
+        (Repeat, {"shape": signed(4), "count": 2, "words": 2, "times": 0}, ValueError, r"times must be >= 1, not 0"),
+    ],
+)
+def test_parameters_validate_as_the_components(component, params, error, message):
+    for make in (component, component.parameters):
+        with pytest.raises(error, match=message):
+            make(**params)
+
+
+def test_join_add_and_converter_expose_their_parameters():
+    join = JoinAdd(shape=signed(8), count=4, shifts=[2, 0])
+    assert (join.shape, join.count, join.shifts, join.out_shape) == (signed(8), 4, (2, 0), signed(11))
+    converter = WidthConverter(shape=unsigned(3), in_count=2, out_count=8)
+    assert (converter.shape, converter.in_count, converter.out_count) == (unsigned(3), 2, 8)
+    assert converter.latency == converter.initiation_interval == 4
+
+
+@pytest.mark.parametrize(
+    "make, inputs, outputs",
+    [
+        (lambda: Fifo(shape=8, depth=1), {"i": list(range(6))}, {"o": 6}),
+        (lambda: Fifo(shape=8, depth=2), {"i": list(range(6))}, {"o": 6}),
+        (lambda: Fifo(shape=8, depth=7), {"i": list(range(6))}, {"o": 6}),
+        (lambda: Fork(shape=8), {"i": list(range(6))}, {"o.0": 6, "o.1": 6}),
+        (lambda: JoinAdd(shape=signed(8), count=2), {"i.0": [[1, 2]] * 6, "i.1": [[3, 4]] * 6}, {"o": 6}),
+        (lambda: WidthConverter(shape=4, in_count=6, out_count=2), {"i": [[1] * 6] * 6}, {"o": 18}),
+        (lambda: WidthConverter(shape=4, in_count=2, out_count=6), {"i": [[1] * 2] * 6}, {"o": 2}),
+        (lambda: Repeat(shape=4, count=2, words=3, times=2), {"i": [[1] * 2] * 6}, {"o": 12}),
+    ],
+)
+def test_latency_is_the_first_output_after_the_first_input(make, inputs, outputs):
+    dut = make()
+    run = simulate_streams(dut, inputs, outputs)
+    first_in, first_out = next(iter(inputs)), next(iter(outputs))
+    assert run.cycles[first_out][0] - run.cycles[first_in][0] == dut.latency

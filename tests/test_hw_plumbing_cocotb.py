@@ -24,12 +24,12 @@ def plumbing_cases(seed: int) -> dict[str, StreamCase]:
         "fifo": StreamCase(Fifo(shape=signed(8), depth=3), {"i": words[:, 0].tolist()}, {"o": words[:, 0].tolist()}),
         # the memory as an instance of the RAM module (the compiler's Verilog)
         "fifo_ram": StreamCase(
-            Fifo(shape=signed(8), depth=6, external_memories=True),
+            Fifo(shape=signed(8), depth=6, external_modules=True),
             {"i": words[:, 2].tolist()},
             {"o": words[:, 2].tolist()},
         ),
         "fifo_ram2": StreamCase(
-            Fifo(shape=signed(8), depth=2, external_memories=True),
+            Fifo(shape=signed(8), depth=2, external_modules=True),
             {"i": words[:, 3].tolist()},
             {"o": words[:, 3].tolist()},
         ),

@@ -8,9 +8,20 @@ from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from instabnn_hw.hw.figures import Figures
 from instabnn_hw.hw.fixed import bounds, shape_for
 from instabnn_hw.hw.layouts import tensor_to_words
-from instabnn_hw.hw.pool import GlobalSumPool, MaxPool, SumPool, global_sum_pool, max_pool, sum_pool
+from instabnn_hw.hw.pool import (
+    GlobalSumPool,
+    GlobalSumPoolParameters,
+    MaxPool,
+    MaxPoolParameters,
+    SumPool,
+    SumPoolParameters,
+    global_sum_pool,
+    max_pool,
+    sum_pool,
+)
 from instabnn_hw.hw.simulate import simulate_streams
 from instabnn_hw.hw.window import SlidingWindow, sliding_windows
 
@@ -223,3 +234,76 @@ def test_models_check_their_arguments():
 def test_invalid_parameters_are_named(make, error, message):
     with pytest.raises(error, match=message):
         make()
+
+
+# name: (component, parameters class, parameters, input words of a frame, figures), figures worked out by hand
+FIGURES = {
+    # 2 channel groups, 9 positions: the last position's first group 16 words in, then the register;
+    # 2 lanes of 8 bits, multi-bit
+    "max": (
+        MaxPool,
+        MaxPoolParameters,
+        {"shape": signed(8), "channels": 4, "simd": 2, "kernel": 3},
+        630,
+        Figures(630, 17, 17, round(18.181 + 2.35 * 16)),
+    ),
+    # 4 positions of binary data sum into unsigned(3): 3 lanes of 3 bits, binary
+    "sum": (
+        SumPool,
+        SumPoolParameters,
+        {"shape": unsigned(1), "channels": 6, "simd": 3, "kernel": 2},
+        40,
+        Figures(40, 7, 7, round(18.181 + 0.721 * 9)),
+    ),
+    # 20 pixels of signed(4) sum into signed(9); a frame is its own 4 * 5 * 3 words
+    "global": (
+        GlobalSumPool,
+        GlobalSumPoolParameters,
+        {"shape": signed(4), "channels": 3, "simd": 1, "height": 4, "width": 5},
+        1,
+        Figures(60, 58, 58, round(18.181 + 2.35 * 9)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_parameters_give_the_figures_without_ports(name):
+    component, parameters_class, params, words, figures = FIGURES[name]
+    parameters = component.parameters(**params)
+    assert type(parameters) is parameters_class and not hasattr(parameters, "signature")
+    assert parameters.figures(words) == figures
+    built = component(**params)
+    assert isinstance(built, parameters_class) and built.figures(words) == figures
+    for attribute in ("shape", "out_shape", "groups", "input_words", "latency", "luts", *params):
+        assert getattr(built, attribute) == getattr(parameters, attribute)
+
+
+@pytest.mark.parametrize(
+    "component, params, error, message",
+    [
+        (MaxPool, {"shape": signed(8), "channels": 4, "simd": 3, "kernel": 2}, ValueError, r"simd must divide"),
+        (SumPool, {"shape": signed(8), "channels": 4, "simd": 2, "kernel": 2.0}, TypeError, r"kernel must be an"),
+        (
+            GlobalSumPool,
+            {"shape": signed(40), "channels": 4, "simd": 2, "height": 2, "width": 2},
+            ValueError,
+            r"shape must be 1 to 32 bits",
+        ),
+    ],
+)
+def test_parameters_validate_as_the_components(component, params, error, message):
+    for make in (component, component.parameters):
+        with pytest.raises(error, match=message):
+            make(**params)
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_latency_is_the_first_output_after_the_first_input(name):
+    component, _, params, _, _ = FIGURES[name]
+    dut = component(**params)
+    if name == "global":
+        inputs = [[0] * dut.simd] * dut.cycles_per_frame
+    else:
+        inputs = [{"data": [1] * dut.simd, "mask": 1}] * dut.input_words
+    run = simulate_streams(dut, {"i": inputs}, {"o": dut.groups})
+    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency

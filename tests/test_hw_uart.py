@@ -8,7 +8,7 @@ import pytest
 from amaranth.hdl import Elaboratable, Module, Value
 from amaranth.sim import Simulator
 
-from instabnn_hw.hw.uart import UartRx, UartTx, divisor_for, uart_decode, uart_frame_bits, uart_waveform
+from instabnn_hw.hw.uart import UART_ERRORS, UartRx, UartTx, divisor_for, uart_decode, uart_frame_bits, uart_waveform
 
 
 class Loopback(Elaboratable):
@@ -152,7 +152,8 @@ def test_loopback_random_flow_control(divisor, valid_probability, ready_probabil
         source.step(ctx, cycle)
         sink.step(ctx, cycle)
         levels.append(ctx.get(dut.tx.tx))
-        state["flags"] = (ctx.get(dut.rx.overrun), ctx.get(dut.rx.framing_error))
+        errors = ctx.get(dut.rx.errors)
+        state["flags"] = (errors.overrun, errors.framing)
 
     run(dut, int(len(data) * 10 * divisor / valid_probability) + 40 * divisor, step)
     assert bytes(sink.received) == data
@@ -170,7 +171,8 @@ def drive_rx(divisor, levels, *, ready=True):
     def step(ctx, cycle):
         ctx.set(dut.rx, int(levels[cycle]) if cycle < len(levels) else 1)
         sink.step(ctx, cycle)
-        flags.append((ctx.get(dut.overrun), ctx.get(dut.framing_error), ctx.get(dut.o.valid), ctx.get(dut.o.payload)))
+        errors = ctx.get(dut.errors)
+        flags.append((errors.overrun, errors.framing, ctx.get(dut.o.valid), ctx.get(dut.o.payload)))
 
     run(dut, len(levels) + dut.latency + 2, step)
     return sink, flags
@@ -208,7 +210,7 @@ def test_rx_ignores_a_short_glitch(divisor):
 @pytest.mark.parametrize("divisor", [2, 5])
 def test_rx_overrun_keeps_the_held_byte(divisor):
     """A consumer that is never ready: the first byte stays on ``o`` untouched, the next are
-    dropped and ``overrun`` is set (and stays set)."""
+    dropped and ``errors.overrun`` is set (and stays set)."""
     levels = np.concatenate([np.ones(4, dtype=np.uint8), uart_waveform(b"\xa7\x00\xff\x12", divisor)])
     sink, flags = drive_rx(divisor, levels, ready=False)
     assert sink.received == []
@@ -234,7 +236,7 @@ def test_rx_takes_a_new_byte_in_the_cycle_the_held_one_leaves():
         ctx.set(dut.o.ready, ready)
         if ctx.get(dut.o.valid) and ready:
             got.append((cycle, ctx.get(dut.o.payload)))
-        assert ctx.get(dut.overrun) == 0
+        assert ctx.get(dut.errors).overrun == 0
 
     run(dut, second_valid + 3, step)
     assert got == [(second_valid - 1, 0x10), (second_valid, 0x20)]
@@ -271,6 +273,7 @@ def test_bad_parameters():
             cls(divisor=2.5)
         with pytest.raises(TypeError):
             cls(4)  # keyword-only
+    assert UartRx(divisor=2).errors.shape() == UART_ERRORS  # one port, both sticky flags
     with pytest.raises(ValueError, match=r"divisor must be >= 2, not 0"):
         uart_waveform(b"x", 0)
     with pytest.raises(ValueError, match=r"levels must be 0 or 1"):

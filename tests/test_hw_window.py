@@ -6,10 +6,11 @@ import pytest
 import torch
 from amaranth.hdl import signed, unsigned
 
+from instabnn_hw.hw.figures import Figures
 from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.layouts import tensor_to_words
 from instabnn_hw.hw.simulate import simulate_streams
-from instabnn_hw.hw.window import SlidingWindow, output_size, sliding_windows
+from instabnn_hw.hw.window import SlidingWindow, SlidingWindowParameters, output_size, sliding_windows
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
 
@@ -167,7 +168,7 @@ def test_estimates():
         ({"height": 0}, ValueError, r"height must be >= 1, not 0"),
         ({"shape": signed(33)}, ValueError, r"shape must be 1 to 32 bits wide"),
         ({"shape": "int8"}, TypeError, r"shape must be an Amaranth shape"),
-        ({"external_memories": 1}, TypeError, r"external_memories must be a bool, not 1"),
+        ({"external_modules": 1}, TypeError, r"external_modules must be a bool, not 1"),
     ],
 )
 def test_invalid_parameters_are_named(changes, error, message):
@@ -184,3 +185,30 @@ def test_invalid_model_arguments_are_named():
         sliding_windows(np.zeros((1, 5, 7), dtype=int), kernel=1, padding=1, simd=1)
     with pytest.raises(TypeError, match=r"tensor must be an integer array"):
         sliding_windows(np.zeros((1, 5, 7)), kernel=1, simd=1)
+
+
+def test_parameters_give_the_figures_without_ports():
+    params = dict(shape=signed(8), channels=4, simd=2, height=5, width=7, kernel=3, stride=1, padding=1)
+    parameters = SlidingWindow.parameters(**params)
+    assert type(parameters) is SlidingWindowParameters and not hasattr(parameters, "signature")
+    # 4 row slots of 7 pixels of 2 words of 2 * 8 bits: 56 words in LUT-cheap memory, 55 .bit_length() = 6;
+    # 5 * 7 windows of 9 positions of 2 words; the first output row needs 2 input rows (14 pixels)
+    luts = round(258.212 + 0.7 * 16 + 4.406 * 6)
+    assert parameters.rows == 4
+    assert parameters.figures(70) == Figures(5 * 7 * 9 * 2, 2 * 7 * 2 + 1, 2, luts, 4 * 7 * 4 * 8)
+    built = SlidingWindow(**params)
+    assert isinstance(built, SlidingWindowParameters) and built.figures(70) == parameters.figures(70)
+    for attribute in ("rows", "groups", "out_height", "out_width", "memory_bits", "latency", "luts", *params):
+        assert getattr(built, attribute) == getattr(parameters, attribute)
+    with pytest.raises(ValueError, match=r"simd must divide channels \(4\), not 3"):
+        SlidingWindow.parameters(**{**params, "simd": 3})
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'external_modules'"):
+        SlidingWindow.parameters(**params, external_modules=True)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_latency_is_the_first_output_after_the_first_input(name):
+    dut = make(CONFIGS[name])
+    words, expected = frames_and_windows(dut, random_frames(dut, 1, seed=2))
+    run = simulate_streams(dut, {"i": words}, {"o": len(expected)})
+    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency

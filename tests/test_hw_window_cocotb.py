@@ -1,6 +1,6 @@
 """hw.window bit-exact under cocotb + Verilator / Icarus, three frames per case, random gaps and back-pressure.
 
-Every other configuration keeps its line buffer in the RAM module (``external_memories``, as the
+Every other configuration keeps its line buffer in the RAM module (``external_modules``, as the
 compiler's Verilog does), the others inline.
 """
 
@@ -49,7 +49,7 @@ def window_cases(seed: int) -> dict[str, StreamCase]:
             kernel=kernel,
             stride=stride,
             padding=padding,
-            external_memories=index % 2 == 0,
+            external_modules=index % 2 == 0,
         )
         cases[name] = StreamCase(dut, {"i": words}, {"o": expected})
     return cases

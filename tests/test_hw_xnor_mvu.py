@@ -7,12 +7,20 @@ import numpy as np
 import pytest
 from amaranth.back import verilog
 from amaranth.hdl import unsigned
+from amaranth.lib import wiring
 
+from instabnn_hw.hw.figures import Figures
 from instabnn_hw.hw.fixed import bounds, shape_for
 from instabnn_hw.hw.layouts import channel_word, window_word
-from instabnn_hw.hw.popcount import popcount_module_name, popcount_verilog
+from instabnn_hw.hw.popcount import popcount_levels, popcount_module_name, popcount_verilog
 from instabnn_hw.hw.simulate import simulate_streams
-from instabnn_hw.hw.xnor_mvu import XnorMatrixVector, vectors_from_words, words_from_vectors, xnor_matvec
+from instabnn_hw.hw.xnor_mvu import (
+    XnorMatrixVector,
+    XnorMatrixVectorParameters,
+    vectors_from_words,
+    words_from_vectors,
+    xnor_matvec,
+)
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
 
@@ -226,9 +234,9 @@ def test_payload_layouts_and_design_figures():
             r"popcount_stages must be in \[1, 4\], not 9",
         ),
         (
-            {"weights": np.zeros((2, 4), int), "pe": 1, "simd": 4, "shared_popcounts": "no"},
+            {"weights": np.zeros((2, 4), int), "pe": 1, "simd": 4, "external_modules": "no"},
             TypeError,
-            r"shared_popcounts must be a bool, not 'no'",
+            r"external_modules must be a bool, not 'no'",
         ),
     ],
 )
@@ -250,10 +258,10 @@ def test_padding_words_contribute_zero_whatever_their_data():
     assert run.outputs["o"] == expected.reshape(-1, 2).tolist()
 
 
-def test_shared_popcounts_instantiate_one_module_per_size():
-    """With ``shared_popcounts`` each PE's popcount is an instance of ``popcount_verilog``'s module of its size."""
-    dut = XnorMatrixVector(weights=np.zeros((6, 27), int), pe=3, simd=9, popcount_stages=2, shared_popcounts=True)
-    assert dut.shared_popcounts and dut.popcount_sizes == {(9, 2)}
+def test_external_modules_make_one_popcount_module_per_size():
+    """With ``external_modules`` each PE's popcount is an instance of ``popcount_verilog``'s module of its size."""
+    dut = XnorMatrixVector(weights=np.zeros((6, 27), int), pe=3, simd=9, popcount_stages=2, external_modules=True)
+    assert dut.external_modules and dut.popcount_sizes == {(9, 2)}
     name = popcount_module_name(9, 2)
     text = verilog.convert(dut, name="top")
     assert text.count(f"{name} ") == 3 and "module top(" in text
@@ -261,3 +269,24 @@ def test_shared_popcounts_instantiate_one_module_per_size():
     assert [module for module, _ in headers] == [popcount_module_name(4, 1), name]  # sorted, each once
     assert all(set(ports.split(", ")) == {"clk", "rst", "en", "i", "o"} for _, ports in headers)
     assert name not in verilog.convert(XnorMatrixVector(weights=np.zeros((6, 27), int), pe=3, simd=9), name="top")
+
+
+def test_parameters_give_figures_without_ports():
+    params = dict(weights=np.zeros((6, 27), int), pe=3, simd=9)
+    with pytest.raises(ValueError, match=r"pe must divide rows \(6\), not 4"):
+        XnorMatrixVectorParameters(**{**params, "pe": 4})
+    plain = XnorMatrixVector.parameters(**params)
+    assert type(plain) is XnorMatrixVectorParameters and not isinstance(plain, wiring.Component)
+    # NF 2, SF 3; acc signed(6); the 6 x 27 weight ROM in logic: 27 bits x 6/16 LUT4s
+    assert plain.lut_kind == "xnor_mvu" and plain.lut_features() == (1.0, 27.0, 3 * 6, 27 * 6 / 16, 0.0)
+    luts = round(44.458 + 2.411 * 27 + 0.987 * 18 + 0.869 * 27 * 6 / 16)
+    # 4 vectors of 3 words; with NF > 1 a pipeline of 4 registers and 2 popcount stages
+    assert plain.latency == 4 + 1 + popcount_levels(9) == 6
+    figures = Figures(cycles=24, latency=2 + 6, post=2 + 6, luts=luts, memory_bits=6 * 27 + 3 * (9 + 1), lag=3)
+    assert plain.figures(12) == figures
+    dut = XnorMatrixVector(**params, external_modules=True)
+    assert dut.figures(12) == figures
+    assert (dut.acc_shape, dut.memory_bits, dut.popcount_sizes) == (plain.acc_shape, plain.memory_bits, {(9, 2)})
+    single = XnorMatrixVector.parameters(weights=np.zeros((4, 8), int), pe=4, simd=8, masked=False)
+    assert single.latency == 3 + 1 + popcount_levels(8)  # NF = 1: no buffer read-back
+    assert single.figures(5) == Figures(5, single.latency, single.latency, single.luts, 32, 0, 0)

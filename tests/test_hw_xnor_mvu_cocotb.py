@@ -1,6 +1,6 @@
 """hw.xnor_mvu bit-exact under cocotb + Verilator / Icarus, with random gaps and back-pressure.
 
-Every other case instantiates the shared popcount modules (``shared_popcounts``, as the
+Every other case instantiates the shared popcount modules (``external_modules``, as the
 compiler's Verilog does), the others hold the popcount logic inline.
 """
 
@@ -30,7 +30,7 @@ def xnor_cases(seed: int) -> tuple[dict[str, StreamCase], dict[str, int]]:
     for index, (name, (rows, cols, pe, simd, masked, count)) in enumerate(CASES.items()):
         weights = rng.integers(0, 2, size=(rows, cols))
         weights[0] = 1  # row 0 meets the all-ones / all-zeros vectors below: dot = +cols / -cols
-        dut = XnorMatrixVector(weights=weights, pe=pe, simd=simd, masked=masked, shared_popcounts=index % 2 == 0)
+        dut = XnorMatrixVector(weights=weights, pe=pe, simd=simd, masked=masked, external_modules=index % 2 == 0)
         vectors = rng.integers(0, 2, size=(count, cols))
         vectors[0], vectors[1] = 1, 0
         words = words_from_vectors(vectors, simd=simd)
@@ -54,7 +54,7 @@ def check(simulator, tmp_path_factory):
     seed = stimulus_seed()
     cases, counts = xnor_cases(seed)
     build_dir = tmp_path_factory.mktemp(f"xnor-mvu-{simulator}")
-    sizes = set().union(*(c.component.popcount_sizes for c in cases.values() if c.component.shared_popcounts))
+    sizes = set().union(*(c.component.popcount_sizes for c in cases.values() if c.component.external_modules))
     (build_dir / "popcount.v").write_text(popcount_verilog(sizes))
     record = run_stream_cases(
         cases, build_dir=build_dir, simulator=simulator, seed=seed, extra_sources=[build_dir / "popcount.v"]

@@ -64,6 +64,10 @@ def test_tiny_design_is_bit_exact_with_back_pressure_and_a_mid_frame_reset(desig
     result = simulate_design(design, pixels, labels=[0, 1, 2, 3, 4, 5], seed=3, design=loaded)
     assert result.ok and result.passed == 6 and result.failed == 0, result.problems
     assert result.built and (design / "sim" / "verilator" / "instabnn_top").exists()
+    # the testbench records what came (the host compares it): it ended drained, with no protocol violation
+    record = json.loads((design / "sim" / "verilator" / "design_record.json").read_text())
+    assert record["stop"] == "done" and record["protocol"] == [] and record["extra"] == {"o": 0, "logits": 0}
+    assert len(record["o"]) == 6 and "expected_o" not in (design / "sim" / "verilator" / "design_spec.json").read_text()
     # the reset came in the middle of a frame, after more than one whole frame
     per_image = int(np.prod(loaded.graph.input_shape[1:]))
     assert result.pre_reset["words"] > per_image and result.pre_reset["words"] % per_image
@@ -156,8 +160,8 @@ def written(tmp_path_factory):
     """A design folder of a tests/graphs.py network (no torch, no build)."""
     from graphs import tiny_resnet
 
-    from instabnn_hw.codegen.generate import write_design
     from instabnn_hw.codegen.plan import plan
+    from instabnn_hw.design_folder import write_design
 
     graph = tiny_resnet(31)
     out = tmp_path_factory.mktemp("checks") / "design"

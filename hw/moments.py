@@ -1,0 +1,782 @@
+"""INSTA-Th / INSTA-Th+ in hardware: per-image thresholds from the frame's own moments, then binarisation.
+
+:class:`MomentsThreshold` implements :func:`~.insta.statistic_features`,
+:func:`~.insta.th_thresholds` / :func:`~.insta.thplus_thresholds` and :func:`~.insta.binarise`
+bit for bit; :class:`MomentsThresholdParameters` validates its parameters and gives its
+widths, timing and cost without building it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from types import SimpleNamespace
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ._checks import check_choice, check_divides, check_int, check_int_array, check_shape
+from .banks import bank_bits, constant_memory, counter, ram_ports
+from .figures import Figures, Parameters
+from .fixed import bounds, hdl_ceil_shift, hdl_clamp, shape_for
+from .insta import (
+    MAX_SHIFT,
+    MODES,
+    binarise,
+    check_shifts,
+    check_stats,
+    feature_bounds,
+    moment_sums,
+    polynomial_bounds,
+    statistic_features,
+    sum_bounds,
+    sums_needed,
+    th_thresholds,
+    thplus_thresholds,
+)
+from .intervals import array_bounds, hull, iadd, imul, iscale, isquare, prefix_bounds, shape_of
+from .layouts import channel_word
+from .ram import check_flag
+from .se_mlp import SeMlp, SeMlpParameters, check_mlp
+
+__all__ = ["MomentsThreshold", "MomentsThresholdParameters"]
+
+
+class MomentsThresholdParameters(Parameters):
+    """The parameters of a :class:`MomentsThreshold` and the figures derived from them."""
+
+    lut_kind = "moments"
+
+    #: Cycles the evaluator rests after each frame: the round trip from its end through the
+    #: reader, the writer and the sums pipeline to its next start, which makes
+    #: ``max(frame_words, eval_cycles + EVAL_GAP)`` the exact steady-state frame period.
+    EVAL_GAP = 4
+
+    #: Cycles from a multiplication's issue (operands registered) to its commit (product used).
+    MUL_LATENCY = 2
+
+    def __init__(
+        self,
+        *,
+        in_shape,
+        channels: int,
+        simd: int,
+        height: int,
+        width: int,
+        stats: Sequence[str] = ("m3",),
+        shifts: Sequence[int] = (0,),
+        mode: str = "th",
+        alpha=None,
+        beta=None,
+        out_shift: int = 0,
+        w1=None,
+        b1=None,
+        hidden_shift: int | None = None,
+        hidden_max: int | None = None,
+        w2=None,
+        parallel: int = 1,
+        emit_stats: bool = False,
+    ) -> None:
+        self._in_shape = check_shape("in_shape", in_shape, max_width=32)
+        self._channels = check_int("channels", channels)
+        self._simd = check_divides("simd", check_int("simd", simd), "channels", self._channels)
+        self._height = check_int("height", height)
+        self._width = check_int("width", width)
+        self._stats = check_stats(stats)
+        self._shifts = check_shifts("shifts", shifts, len(self._stats))
+        self._mode = check_choice("mode", mode, MODES)
+        self._emit_stats = check_flag("emit_stats", emit_stats)
+        self._parallel = check_int("parallel", parallel)
+        self._out_shift = check_int("out_shift", out_shift, low=0, high=MAX_SHIFT)
+        C, ns = self._channels, len(self._stats)
+        if alpha is None:
+            raise TypeError("alpha is required (an array of one integer per channel)")
+        self._alpha = check_int_array("alpha", alpha, shape=(C,))
+        pixels = self._height * self._width
+        self._groups = C // self._simd
+        self._frame_words = pixels * self._groups
+        x_low, x_high = bounds(self._in_shape)
+        self._low, self._high = x_low, x_high + 1
+        self._threshold_shape = shape_for(self._low, self._high)
+
+        # widths, from the bounds of in_shape
+        self._sums = sums_needed(self._stats)
+        sums_range = sum_bounds(self._in_shape, pixels)
+        self._sum_shapes = {k: shape_for(*sums_range[k]) for k in self._sums}
+        x = bounds(self._in_shape)
+        self._square_shape = shape_for(*isquare(x))
+        self._cube_shape = shape_for(x[0] ** 3, x[1] ** 3)
+        self._feature_bounds = feature_bounds(self._in_shape, pixels, self._stats, self._shifts)
+        self._polys = polynomial_bounds(self._in_shape, pixels, self._stats)
+        self._feature_shape = shape_of(*self._feature_bounds)
+        self._q_bounds = isquare(sums_range[1])
+        self._r_bounds = iadd(iscale(2, self._q_bounds), iscale(-3 * pixels, sums_range[2]))
+
+        self._program = self._feature_program()
+        if self._mode == "th":
+            if any(v is not None for v in (w1, b1, hidden_shift, hidden_max, w2)):
+                raise ValueError("w1, b1, hidden_shift, hidden_max and w2 are only used in mode 'th+'")
+            if beta is None:
+                raise TypeError("mode 'th' needs beta, an array of shape (channels, len(stats))")
+            self._beta = check_int_array("beta", beta, shape=(C, ns))
+            self._mlp = None
+            mlp_cycles = 0
+        else:
+            if beta is not None:
+                raise ValueError("beta is only used in mode 'th'")
+            w1, b1, hidden_shift, hidden_max, w2 = check_mlp(
+                "mode 'th+'",
+                w1=w1,
+                b1=b1,
+                hidden_shift=hidden_shift,
+                hidden_max=hidden_max,
+                w2=w2,
+                inputs=ns * C,
+                outputs=C,
+            )
+            check_int("parallel", parallel, high=w1.shape[0])
+            self._w1, self._b1, self._hidden_shift, self._hidden_max, self._w2 = w1, b1, hidden_shift, hidden_max, w2
+            self._mlp = SeMlpParameters(
+                stats_channels=C,
+                n_stats=ns,
+                feature_shape=self._feature_shape,
+                feature_bounds=self._feature_bounds,
+                w1=w1,
+                b1=b1,
+                hidden_shift=hidden_shift,
+                hidden_max=hidden_max,
+                w2=w2,
+                parallel=self._parallel,
+            )
+            mlp_cycles = self._mlp.cycles + 1
+        # start cycle, the channels, then (th+) the MLP and the threshold write after its last output
+        self._eval_cycles = 1 + C * len(self._program) + mlp_cycles
+
+    def _feature_program(self) -> list[list[str]]:
+        """Per-channel steps of the evaluator: a list scheduler over the one shared multiplier.
+
+        Step 0 latches the channel's sums. A multiplication is issued (operands into registers)
+        in one step, its product registered in the next, and committed ``MUL_LATENCY`` steps
+        after the issue; at most one issue per step, in this order: ``sq`` (``q = S1 * S1``),
+        the ``beta . F`` multiply-accumulates (``macJ``, ``"th"`` only) of the statistics other
+        than ``skew``, ``sk`` (``p = N**2*S3 + S1 * r``, the skew polynomial in Horner form,
+        after ``r = 2q - 3N*S2``), then ``skew``'s. The last step (``w``) writes the threshold
+        (``"th"``) or the features (``"th+"``) once every value it needs is committed.
+        """
+        names, th = self._stats, self._mode == "th"
+        steps: dict[int, list[str]] = {0: ["load"]}
+        ready = {"s": 1}  # the step from which each value can be read
+        ops = [("sq", ["s"], "q")] if {"var", "skew"} & set(names) else []
+        if th:
+            ops += [(f"mac{j}", ["s", "q"] if n == "var" else ["s"], "acc") for j, n in enumerate(names) if n != "skew"]
+        if "skew" in names:
+            ops.append(("sk", ["s", "r"], "p"))
+            if th:
+                ops.append((f"mac{names.index('skew')}", ["p"], "acc"))
+        t = 1
+        for name, needs, dest in ops:
+            if name == "sk":  # r, without the multiplier, as soon as q is there
+                steps.setdefault(ready["q"], []).append("r")
+                ready["r"] = ready["q"] + 1
+            t = max([t] + [ready[n] for n in needs])
+            steps.setdefault(t, []).append(f"issue:{name}")
+            steps.setdefault(t + self.MUL_LATENCY, []).append(f"commit:{name}")
+            ready[dest] = t + self.MUL_LATENCY + 1
+            t += 1
+        last = max(ready.values())
+        steps.setdefault(last, []).append("w")
+        return [steps.get(k, []) for k in range(last + 1)]
+
+    def _accumulator_bounds(self) -> tuple[int, int]:
+        """``"th"``: bounds of ``alpha_c + beta_c . F_c`` and of its partial sums, over every channel."""
+        ns = len(self._stats)
+        terms = [
+            [imul((int(self._beta[c, j]),) * 2, self._feature_bounds[j]) for j in range(ns)]
+            for c in range(self._channels)
+        ]
+        return hull(
+            *(
+                prefix_bounds([t[0] for t in row], [t[1] for t in row], (int(self._alpha[c]),) * 2)
+                for c, row in enumerate(terms)
+            )
+        )
+
+    @property
+    def in_shape(self) -> Shape:
+        return self._in_shape
+
+    @property
+    def channels(self) -> int:
+        return self._channels
+
+    @property
+    def simd(self) -> int:
+        return self._simd
+
+    @property
+    def height(self) -> int:
+        return self._height
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    @property
+    def statistics(self) -> tuple[str, ...]:
+        """The ``stats`` names (the member ``stats`` is the stream)."""
+        return self._stats
+
+    @property
+    def shifts(self) -> tuple[int, ...]:
+        return self._shifts
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def emit_stats(self) -> bool:
+        return self._emit_stats
+
+    @property
+    def parallel(self) -> int:
+        return self._parallel
+
+    @property
+    def feature_shape(self) -> Shape:
+        """Element shape of the features (covers every statistic's :func:`~.insta.feature_bounds`)."""
+        return self._feature_shape
+
+    @property
+    def feature_bounds(self) -> list[tuple[int, int]]:
+        return list(self._feature_bounds)
+
+    @property
+    def threshold_bounds(self) -> tuple[int, int]:
+        """``(low, high)`` the thresholds are clamped to: the input minimum and maximum + 1."""
+        return self._low, self._high
+
+    @property
+    def threshold_shape(self) -> Shape:
+        return self._threshold_shape
+
+    @property
+    def sum_shapes(self) -> dict[int, Shape]:
+        """Accumulator shape of each sum ``S_k`` kept (``k`` in 1, 2, 3)."""
+        return dict(self._sum_shapes)
+
+    @property
+    def steps_per_channel(self) -> int:
+        """Evaluator cycles per channel of the feature (and, for ``"th"``, threshold) phase."""
+        return len(self._program)
+
+    @property
+    def frame_words(self) -> int:
+        """Words per frame: ``H * W * C / simd``."""
+        return self._frame_words
+
+    @property
+    def eval_cycles(self) -> int:
+        """Exact cycles the evaluator is busy per frame (no back-pressure on ``stats``)."""
+        return self._eval_cycles
+
+    @property
+    def cycles_per_frame(self) -> int:
+        """Steady-state cycles per frame at full rate: ``max(frame_words, eval_cycles + EVAL_GAP)``."""
+        return max(self._frame_words, self._eval_cycles + self.EVAL_GAP)
+
+    @property
+    def initiation_interval(self) -> int | Fraction:
+        """Cycles per output word at full rate, over a frame: 1 unless the evaluator is the bottleneck."""
+        ii = Fraction(self.cycles_per_frame, self._frame_words)
+        return int(ii) if ii.denominator == 1 else ii
+
+    @property
+    def latency(self) -> int:
+        """Cycles from an idle unit taking a frame's first word to emitting its first word, at full rate."""
+        return self._frame_words + self._eval_cycles + 5
+
+    @property
+    def memory_bits(self) -> int:
+        """Bits of RAM and ROM: frame buffer, sums, thresholds, constants (and the MLP's)."""
+        S, G, F, C = self._simd, self._groups, self._frame_words, self._channels
+        lane = sum(s.width for s in self._sum_shapes.values())
+        bits = 2 * F * S * self._in_shape.width + 2 * G * S * lane + 2 * G * S * self._threshold_shape.width
+        bits += C * shape_of(array_bounds(self._alpha)).width
+        if self._mode == "th":
+            bits += C * len(self._stats) * shape_of(array_bounds(self._beta)).width
+        else:
+            bits += self._mlp.memory_bits
+        return bits
+
+    @property
+    def multipliers(self) -> int:
+        """Variable-by-variable multipliers (constant products by N, 3N, N**2 are adders).
+
+        ``simd`` squares and/or cubes for the sums, the evaluator's shared one, and ``parallel``
+        for the INSTA-Th+ MLP.
+        """
+        per_lane = (2 in self._sums or 3 in self._sums) + (3 in self._sums)
+        shared = any(action.startswith("issue:") for step in self._program for action in step)
+        return self._simd * per_lane + shared + (self._parallel if self._mode == "th+" else 0)
+
+    def lut_features(self) -> tuple[float, ...]:
+        lane = sum(s.width for s in self._sum_shapes.values())
+        return (
+            1.0,
+            float(self._simd * self._in_shape.width),
+            float(self._simd * lane),
+            float(self._feature_shape.width * len(self._stats) + self._threshold_shape.width),
+        )
+
+    def figures(self, words: int) -> Figures:
+        """The unit's own frame; ``post`` leaves out the frame it waits for before its first word."""
+        latency = self.latency
+        return Figures(
+            self.cycles_per_frame, latency, latency - self._frame_words, self.luts, self.memory_bits, self.multipliers
+        )
+
+    def reference(self, frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(bits, thresholds, features)`` of one ``C x H x W`` frame, from :mod:`.insta`'s numpy functions."""
+        pixels = self._height * self._width
+        features = statistic_features(moment_sums(frame), pixels=pixels, stats=self._stats, shifts=self._shifts)
+        if self._mode == "th":
+            t = th_thresholds(
+                features, alpha=self._alpha, beta=self._beta, out_shift=self._out_shift, low=self._low, high=self._high
+            )
+        else:
+            t = thplus_thresholds(
+                features,
+                w1=self._w1,
+                b1=self._b1,
+                hidden_shift=self._hidden_shift,
+                hidden_max=self._hidden_max,
+                w2=self._w2,
+                alpha=self._alpha,
+                out_shift=self._out_shift,
+                low=self._low,
+                high=self._high,
+            )
+        return binarise(frame, t), t, features
+
+
+class MomentsThreshold(MomentsThresholdParameters, wiring.Component):
+    """INSTA-Th / INSTA-Th+: per-image thresholds from the frame's own moments, then binarisation.
+
+    A frame (``C x H x W`` channel words, raster order) is written into one half of a
+    double-buffered frame buffer while the per-channel sums ``S1, S2, S3`` (those the
+    statistics need) accumulate. Once it is complete, a sequential evaluator computes the
+    features (:func:`~.insta.statistic_features`) and the thresholds (:func:`~.insta.th_thresholds` or
+    :func:`~.insta.thplus_thresholds`); the frame is then read out, each element compared with its
+    channel's threshold (:func:`~.insta.binarise`), while the next frame is written into the other half
+    (a word may be overwritten as soon as the previous frame's reader has fetched it).
+
+    Timing (full rate, no back-pressure): the evaluator is busy ``eval_cycles`` per frame and
+    then rests ``EVAL_GAP`` cycles, so a frame takes ``cycles_per_frame = max(frame_words,
+    eval_cycles + EVAL_GAP)`` cycles in steady state; ``initiation_interval`` is 1 when
+    ``eval_cycles + EVAL_GAP <= frame_words`` (the rate of a static threshold unit). An idle
+    unit emits a frame's first word ``latency = frame_words + eval_cycles + 5`` cycles after
+    taking its first word.
+
+    Evaluator (``eval_cycles``): one start cycle, then ``channels * steps_per_channel`` cycles
+    (per channel: latch its sums; the multiplications of ``var`` / ``skew`` and, for ``"th"``,
+    one multiply-accumulate of ``beta . F`` per statistic, scheduled on one shared multiplier
+    with registered operands and product (:attr:`MUL_LATENCY`); one write step); for ``"th+"``
+    then FC1 (``ceil(hidden / parallel) * len(stats) * C`` cycles) and FC2 (``ceil(hidden /
+    parallel) * C`` cycles) on ``parallel`` multipliers, plus 4. For example
+    ``steps_per_channel`` is 5 for ``"th"`` with ``("m3",)``, 12 with ``("m1", "var", "skew")``,
+    2 for ``"th+"`` with raw moments only.
+
+    Storage (:attr:`memory_bits`): the frame buffer (``2 * frame_words`` words of ``simd``
+    inputs), the sums and the thresholds (``2 * C / simd`` words each, banked like the frame),
+    ROMs of ``alpha`` and ``beta`` (or of the MLP's weights, and its feature memory). Every
+    width comes from the bounds of ``in_shape`` and of the constants, so nothing can overflow.
+
+    With ``emit_stats`` a channel's features leave on ``stats`` while the evaluator processes
+    it, before the frame's bits; the evaluator waits while ``stats`` is not taken, so that
+    stream must be consumed (a FIFO of C words decouples a consumer that takes them later).
+
+    Parameters
+    ----------
+    in_shape : shape
+        Integer element shape of the input (signed or unsigned, up to 32 bits).
+    channels, simd, height, width : int
+        Frame geometry ``C x H x W``; ``simd`` (dividing C) channels per word.
+    stats : sequence of str
+        Distinct names from :data:`~.insta.STATISTICS`.
+    shifts : sequence of int
+        Right shift (floor) of each statistic's polynomial, 0 to 256.
+    mode : {"th", "th+"}
+        INSTA-Th (``alpha``, ``beta``, ``out_shift``) or INSTA-Th+ (``w1``, ``b1``,
+        ``hidden_shift``, ``hidden_max``, ``w2``, ``alpha``, ``out_shift``).
+    alpha : array of C ints
+        Threshold offsets (for ``"th+"`` including FC2's bias), in units of ``2**-out_shift``.
+    beta : array (C, len(stats)) of ints
+        ``"th"`` only: the per-channel feature weights.
+    out_shift : int
+        Final ceiling shift, 0 to 256.
+    w1, b1, hidden_shift, hidden_max, w2 : arrays and ints
+        ``"th+"`` only: see :func:`~.insta.se_mlp`; ``w1`` is ``(hidden, len(stats) * C)``, ``w2``
+        ``(C, hidden)``.
+    parallel : int
+        ``"th+"``: multiply-accumulates per cycle of the MLP, 1 to ``hidden`` (unused by ``"th"``).
+    emit_stats : bool
+        Add the ``stats`` output: per frame, C words (channel ascending) holding that
+        channel's features ``F[:, c]`` (for an :class:`~.insta_prelu.InstaPReLU` downstream).
+    external_modules : bool
+        Make every read/write memory (frame buffer, sums, thresholds, the MLP's features) a
+        :class:`~.ram.Ram` instance of the Verilog module, for Verilog output; ``False``
+        (default): inline, for Amaranth's simulator. The constant ROMs stay inline.
+
+    Members
+    -------
+    i : In(stream.Signature(channel_word(in_shape, simd)))
+    o : Out(stream.Signature(channel_word(unsigned(1), simd)))
+    stats : Out(stream.Signature(data.ArrayLayout(feature_shape, len(stats)))), with ``emit_stats``
+    """
+
+    def __init__(
+        self,
+        *,
+        in_shape,
+        channels: int,
+        simd: int,
+        height: int,
+        width: int,
+        stats: Sequence[str] = ("m3",),
+        shifts: Sequence[int] = (0,),
+        mode: str = "th",
+        alpha=None,
+        beta=None,
+        out_shift: int = 0,
+        w1=None,
+        b1=None,
+        hidden_shift: int | None = None,
+        hidden_max: int | None = None,
+        w2=None,
+        parallel: int = 1,
+        emit_stats: bool = False,
+        external_modules: bool = False,
+    ) -> None:
+        super().__init__(
+            in_shape=in_shape,
+            channels=channels,
+            simd=simd,
+            height=height,
+            width=width,
+            stats=stats,
+            shifts=shifts,
+            mode=mode,
+            alpha=alpha,
+            beta=beta,
+            out_shift=out_shift,
+            w1=w1,
+            b1=b1,
+            hidden_shift=hidden_shift,
+            hidden_max=hidden_max,
+            w2=w2,
+            parallel=parallel,
+            emit_stats=emit_stats,
+        )
+        self._external = check_flag("external_modules", external_modules)
+        members = {
+            "i": In(stream.Signature(channel_word(self._in_shape, self._simd))),
+            "o": Out(stream.Signature(channel_word(unsigned(1), self._simd))),
+        }
+        if self._emit_stats:
+            members["stats"] = Out(stream.Signature(data.ArrayLayout(self._feature_shape, len(self._stats))))
+        wiring.Component.__init__(self, members)
+
+    @property
+    def external_modules(self) -> bool:
+        """Whether the read/write memories are instances of the Verilog RAM module."""
+        return self._external
+
+    def elaborate(self, platform):
+        m = Module()
+        mlp = SeMlp(self._mlp, external_modules=self._external) if self._mode == "th+" else None
+        net = self._memories(m)
+        self._bank_state(m, net)
+        self._frame_writer(m, net)
+        self._frame_reader(m, net)
+        self._feature_phase(m, net)
+        self._shared_multiplier(m, net)
+        self._threshold_writer(m, net, mlp)
+        self._evaluator_control(m, net)
+        return m
+
+    # The sections of the logic, in the order they are built; ``net`` holds the signals and
+    # memory ports that later sections use.
+
+    def _memories(self, m: Module) -> SimpleNamespace:
+        """The frame buffer, the sums and the thresholds (two banks each), and the alpha ROM."""
+        C, S, G, F = self._channels, self._simd, self._groups, self._frame_words
+        external = self._external
+        fw, (fr,) = ram_ports(m, "frame", channel_word(self._in_shape, S), 2 * F, external=external)
+        lane_layout = data.StructLayout({f"s{k}": self._sum_shapes[k] for k in self._sums})
+        # read ports: the accumulation's read-modify-write (transparent), the evaluator's
+        sw, (sa, se) = ram_ports(
+            m, "sums", data.ArrayLayout(lane_layout, S), 2 * G, external=external, read_ports=("transparent", "sync")
+        )
+        tw, (tr,) = ram_ports(
+            m, "thresholds", channel_word(self._threshold_shape, S), 2 * G, external=external, granular=True
+        )
+        alpha_shape = shape_of(array_bounds(self._alpha))
+        m.submodules.alpha = alpha_rom = constant_memory(C, alpha_shape, [int(a) for a in self._alpha])
+        ar = alpha_rom.read_port()
+        return SimpleNamespace(fw=fw, fr=fr, sw=sw, sa=sa, se=se, tw=tw, tr=tr, ar=ar)
+
+    def _bank_state(self, m: Module, net: SimpleNamespace) -> None:
+        """The flags of the two banks and the bank and position of the writer, reader and evaluator."""
+        G, F = self._groups, self._frame_words
+        # bank state: written = the writer has taken the whole frame; full = its sums are complete too
+        # (both until it is evaluated); ready = evaluated, not yet fully read
+        for name in ("written", "full", "ready", "written_set", "full_set", "full_clr", "ready_set", "ready_clr"):
+            setattr(net, name, Signal(2, name=name))
+        m.d.sync += [
+            net.written.eq((net.written & ~net.full_clr) | net.written_set),
+            net.full.eq((net.full & ~net.full_clr) | net.full_set),
+            net.ready.eq((net.ready & ~net.ready_clr) | net.ready_set),
+        ]
+        # banks of the writer, reader and evaluator
+        net.wb, net.rb, net.eb = Signal(name="wb"), Signal(name="rb"), Signal(name="eb")
+        net.wpos, net.rpos = counter(F, name="wpos"), counter(F, name="rpos")
+        net.wgrp, net.rgrp = counter(G, name="wgrp"), counter(G, name="rgrp")
+
+    def _frame_writer(self, m: Module, net: SimpleNamespace) -> None:
+        """The writer: the frame buffer, and the sums pipeline (powers, read-modify-write of the sums)."""
+        S, G, F = self._simd, self._groups, self._frame_words
+        fw, sa, sw = net.fw, net.sa, net.sw
+        wb, wpos, wgrp = net.wb, net.wpos, net.wgrp
+        w_written, w_ready = net.written.bit_select(wb, 1), net.ready.bit_select(wb, 1)
+        m.d.comb += self.i.ready.eq((~w_written & ~w_ready) | (w_ready & (net.rb == wb) & (net.rpos > wpos)))
+        accept = self.i.valid & self.i.ready
+        m.d.comb += [fw.addr.eq(Mux(wb, F, 0) + wpos), fw.data.eq(self.i.payload), fw.en.eq(accept)]
+        with m.If(accept):
+            w_last = wpos == F - 1
+            m.d.sync += [wpos.eq(Mux(w_last, 0, wpos + 1)), wb.eq(wb ^ w_last)]
+            m.d.sync += wgrp.eq(Mux(wgrp == G - 1, 0, wgrp + 1))
+        m.d.comb += net.written_set.eq(bank_bits(wb, accept & (wpos == F - 1)))
+
+        def stage(name):
+            return {
+                "v": Signal(name=f"{name}_valid"),
+                "g": counter(G, name=f"{name}_group"),
+                "b": Signal(name=f"{name}_bank"),
+                "first": Signal(name=f"{name}_first"),
+                "last": Signal(name=f"{name}_last"),
+                "x": Signal(channel_word(self._in_shape, S), name=f"{name}_x"),
+            }
+
+        p1, p2, p3 = stage("p1"), stage("p2"), stage("p3")
+        m.d.sync += [
+            p1["v"].eq(accept),
+            p1["g"].eq(wgrp),
+            p1["b"].eq(wb),
+            p1["first"].eq(wpos < G),
+            p1["last"].eq(wpos == F - 1),
+            p1["x"].eq(self.i.payload),
+        ]
+        for prev, cur in ((p1, p2), (p2, p3)):
+            m.d.sync += [cur[key].eq(prev[key]) for key in cur]
+        sq2 = Signal(data.ArrayLayout(self._square_shape, S))
+        sq3 = Signal(data.ArrayLayout(self._square_shape, S))
+        cu3 = Signal(data.ArrayLayout(self._cube_shape, S))
+        for lane in range(S):
+            if 2 in self._sums or 3 in self._sums:
+                m.d.sync += [sq2[lane].eq(p1["x"][lane] * p1["x"][lane]), sq3[lane].eq(sq2[lane])]
+            if 3 in self._sums:
+                m.d.sync += cu3[lane].eq(sq2[lane] * p2["x"][lane])
+        m.d.comb += sa.addr.eq(Mux(p2["b"], G, 0) + p2["g"])
+        powers = {1: p3["x"], 2: sq3, 3: cu3}
+        m.d.comb += [sw.addr.eq(Mux(p3["b"], G, 0) + p3["g"]), sw.en.eq(p3["v"])]
+        new_sums = []  # whole signals, then one Cat: see bank_bits on Icarus and partial assignments
+        for lane in range(S):
+            for k in self._sums:
+                total = Signal(self._sum_shapes[k], name=f"new_s{k}_{lane}")
+                m.d.comb += total.eq(Mux(p3["first"], 0, sa.data[lane][f"s{k}"]) + powers[k][lane])
+                new_sums.append(total)
+        m.d.comb += Value.cast(sw.data).eq(Cat(*new_sums))
+        m.d.comb += net.full_set.eq(bank_bits(p3["b"], p3["v"] & p3["last"]))
+
+    def _frame_reader(self, m: Module, net: SimpleNamespace) -> None:
+        """The reader: frame buffer and thresholds fetched together, compared into the output register."""
+        S, G, F = self._simd, self._groups, self._frame_words
+        fr, tr, rb, rpos, rgrp = net.fr, net.tr, net.rb, net.rpos, net.rgrp
+        advance = ~self.o.valid | self.o.ready
+        issue = advance & net.ready.bit_select(rb, 1)
+        m.d.comb += [fr.addr.eq(Mux(rb, F, 0) + rpos), fr.en.eq(advance)]
+        m.d.comb += [tr.addr.eq(Mux(rb, G, 0) + rgrp), tr.en.eq(advance)]
+        fetched = Signal()
+        with m.If(advance):
+            m.d.sync += [fetched.eq(issue), self.o.valid.eq(fetched)]
+            m.d.sync += [self.o.payload[lane].eq(fr.data[lane] >= tr.data[lane]) for lane in range(S)]
+        with m.If(issue):
+            r_last = rpos == F - 1
+            m.d.sync += [rpos.eq(Mux(r_last, 0, rpos + 1)), rb.eq(rb ^ r_last)]
+            m.d.sync += rgrp.eq(Mux(rgrp == G - 1, 0, rgrp + 1))
+        m.d.comb += net.ready_clr.eq(bank_bits(rb, issue & (rpos == F - 1)))
+
+    def _feature_phase(self, m: Module, net: SimpleNamespace) -> None:
+        """The evaluator's feature phase: one channel every ``steps_per_channel`` cycles, its sums
+        latched and its features computed (the products come from :meth:`_shared_multiplier`)."""
+        C, S, G = self._channels, self._simd, self._groups
+        pixels = self._height * self._width
+        program = self._program
+        K = len(program)
+        step, ec = counter(K, name="step"), counter(C, name="ec")
+        eg, el = counter(G, name="eg"), counter(S, name="el")
+        feat_phase = Signal()
+        at_w = feat_phase & (step == K - 1)
+        if self._emit_stats:
+            stall = at_w & self.stats.valid & ~self.stats.ready
+            with m.If(self.stats.ready):
+                m.d.sync += self.stats.valid.eq(0)
+        else:
+            stall = Const(0)
+        go = feat_phase & ~stall
+        # ports read the current channel, or the next one in the write step (data one cycle later)
+        rd_c = Mux(at_w, Mux(ec == C - 1, 0, ec + 1), ec)
+        rd_g = Mux(at_w & (el == S - 1), Mux(eg == G - 1, 0, eg + 1), eg)
+        se = net.se
+        m.d.comb += [se.addr.eq(Mux(net.eb, G, 0) + rd_g), se.en.eq(~stall)]
+        lane_sums = se.data[el]
+        with m.If(go):
+            m.d.sync += step.eq(Mux(at_w, 0, step + 1))
+        at = [go & (step == k) for k in range(K)]
+        actions = {action: k for k, step_actions in enumerate(program) for action in step_actions}
+
+        # the channel's sums, latched in step 0 (the ports hold its word from the previous write step)
+        sums_c = {k: Signal(self._sum_shapes[k], name=f"s{k}") for k in self._sums}
+        with m.If(at[0]):
+            m.d.sync += [sums_c[k].eq(lane_sums[f"s{k}"]) for k in self._sums]
+        q = Signal(shape_for(*self._q_bounds), name="q") if "commit:sq" in actions else None
+        r = Signal(shape_for(*self._r_bounds), name="r") if "r" in actions else None
+        sk_index = self._stats.index("skew") if "skew" in self._stats else None
+        p_sk = Signal(shape_for(*self._polys[sk_index]), name="p_skew") if sk_index is not None else None
+        fe = [Signal(self._feature_shape, name=f"feature_{name}") for name in self._stats]
+        for j, name in enumerate(self._stats):
+            poly = {
+                "m1": lambda: sums_c[1],
+                "m2": lambda: sums_c[2],
+                "m3": lambda: sums_c[3],
+                "var": lambda: pixels * sums_c[2] - q,
+                "skew": lambda: p_sk,
+            }[name]()
+            m.d.comb += fe[j].eq(poly >> self._shifts[j])
+        if r is not None:
+            with m.If(at[actions["r"]]):
+                m.d.sync += r.eq(2 * q - 3 * pixels * sums_c[2])
+        net.step, net.ec, net.eg, net.el, net.feat_phase = step, ec, eg, el, feat_phase
+        net.at_w, net.stall, net.rd_c, net.at, net.actions = at_w, stall, rd_c, at, actions
+        net.sums_c, net.q, net.r, net.p_sk, net.fe = sums_c, q, r, p_sk, fe
+
+    def _shared_multiplier(self, m: Module, net: SimpleNamespace) -> None:
+        """The evaluator's one multiplier: operands registered at the issue, product one step later,
+        committed to ``q``, the skew polynomial or (``"th"``, with the beta ROM) the accumulator."""
+        C, ns = self._channels, len(self._stats)
+        pixels = self._height * self._width
+        at, actions, sums_c, q, r, p_sk, fe = net.at, net.actions, net.sums_c, net.q, net.r, net.p_sk, net.fe
+        ar, stall, rd_c = net.ar, net.stall, net.rd_c
+        if self._mode == "th":
+            beta_shape = shape_of(array_bounds(self._beta))
+            beta_words = [[int(b) for b in row] for row in self._beta]
+            m.submodules.beta = beta_rom = constant_memory(C, data.ArrayLayout(beta_shape, ns), beta_words)
+            br = beta_rom.read_port()
+            m.d.comb += [br.addr.eq(rd_c), br.en.eq(~stall), ar.addr.eq(rd_c), ar.en.eq(~stall)]
+            net.acc = acc = Signal(shape_for(*self._accumulator_bounds()), name="acc")
+        operands = {}  # operation -> (a, a bounds, b, b bounds)
+        s1_bounds = bounds(self._sum_shapes[1]) if 1 in self._sum_shapes else None
+        if q is not None:
+            operands["sq"] = (sums_c.get(1), s1_bounds, sums_c.get(1), s1_bounds)
+        if p_sk is not None:
+            operands["sk"] = (sums_c[1], s1_bounds, r, self._r_bounds)
+        if self._mode == "th":
+            for j in range(ns):
+                operands[f"mac{j}"] = (br.data[j], array_bounds(self._beta), fe[j], self._feature_bounds[j])
+        if operands:
+            mul_a = Signal(shape_of(*(o[1] for o in operands.values())), name="mul_a")
+            mul_b = Signal(shape_of(*(o[3] for o in operands.values())), name="mul_b")
+            product = Signal(shape_of(*(imul(o[1], o[3]) for o in operands.values())), name="product")
+            order = list(operands)
+            a_sel, b_sel = operands[order[0]][0], operands[order[0]][2]
+            for name in order[1:]:
+                issuing = net.step == actions[f"issue:{name}"]
+                a_sel, b_sel = Mux(issuing, operands[name][0], a_sel), Mux(issuing, operands[name][2], b_sel)
+            m.d.sync += [mul_a.eq(a_sel), mul_b.eq(b_sel), product.eq(mul_a * mul_b)]
+        first_mac = min((actions[f"commit:mac{j}"] for j in range(ns)), default=None) if self._mode == "th" else None
+        for name in operands:
+            with m.If(at[actions[f"commit:{name}"]]):
+                if name == "sq":
+                    m.d.sync += q.eq(product)
+                elif name == "sk":
+                    m.d.sync += p_sk.eq(pixels * pixels * sums_c[3] + product)
+                else:
+                    first = actions[f"commit:{name}"] == first_mac
+                    m.d.sync += acc.eq((ar.data if first else acc) + product)
+
+    def _threshold_writer(self, m: Module, net: SimpleNamespace, mlp: SeMlp | None) -> None:
+        """The write step of each channel (features out on ``stats``) and the thresholds into their
+        bank: ``"th"`` from the accumulator, ``"th+"`` from the MLP's outputs once it has run."""
+        C, S, G, ns = self._channels, self._simd, self._groups, len(self._stats)
+        ec, eg, el, fe, tw, ar, eb = net.ec, net.eg, net.el, net.fe, net.tw, net.ar, net.eb
+        write = net.at_w & ~net.stall
+        net.last_channel = last_channel = write & (ec == C - 1)
+        with m.If(write):
+            m.d.sync += [el.eq(Mux(el == S - 1, 0, el + 1)), ec.eq(ec + 1)]
+            with m.If(el == S - 1):
+                m.d.sync += eg.eq(eg + 1)
+            if self._emit_stats:
+                m.d.sync += self.stats.valid.eq(1)
+                m.d.sync += [self.stats.payload[j].eq(fe[j]) for j in range(ns)]
+        if self._mode == "th":
+            threshold = hdl_clamp(hdl_ceil_shift(net.acc, self._out_shift), self._low, self._high)
+            m.d.comb += [tw.addr.eq(Mux(eb, G, 0) + eg), tw.en.eq(Mux(write, Const(1, S) << el, 0))]
+            m.d.comb += Value.cast(tw.data).eq(Cat(*[threshold] * S))
+            net.done = last_channel  # the thresholds of bank eb are complete
+        else:
+            m.submodules.mlp = mlp
+            m.d.comb += [mlp.feat_w_addr.eq(ec), mlp.feat_w_en.eq(write), mlp.start.eq(last_channel)]
+            m.d.comb += [mlp.feat_w_data[j].eq(fe[j]) for j in range(ns)]
+            # FC2 output o -> T_o = clamp(ceil_shift(alpha_o + out_o)), one cycle later (alpha ROM)
+            m.d.comb += [ar.addr.eq(mlp.out_index), ar.en.eq(1)]
+            d_valid, d_last = Signal(name="d_valid"), Signal(name="d_last")
+            d_value = Signal(self._mlp.out_shape)
+            m.d.sync += [d_valid.eq(mlp.out_valid), d_last.eq(mlp.out_last), d_value.eq(mlp.out_value)]
+            tg, tl = counter(G, name="tg"), counter(S, name="tl")
+            threshold = hdl_clamp(hdl_ceil_shift(ar.data + d_value, self._out_shift), self._low, self._high)
+            m.d.comb += [tw.addr.eq(Mux(eb, G, 0) + tg), tw.en.eq(Mux(d_valid, Const(1, S) << tl, 0))]
+            m.d.comb += Value.cast(tw.data).eq(Cat(*[threshold] * S))
+            with m.If(d_valid):
+                m.d.sync += tl.eq(Mux(tl == S - 1, 0, tl + 1))
+                with m.If(tl == S - 1):
+                    m.d.sync += tg.eq(Mux(tg == G - 1, 0, tg + 1))
+            net.done = d_valid & d_last
+
+    def _evaluator_control(self, m: Module, net: SimpleNamespace) -> None:
+        """The evaluator's FSM (idle, features, MLP, rest) and the hand-over of its bank to the reader."""
+        eb, done = net.eb, net.done
+        gap = counter(self.EVAL_GAP + 1)
+        with m.FSM(name="evaluator") as fsm:
+            with m.State("IDLE"):
+                with m.If(net.full.bit_select(eb, 1)):  # channel 0's ports are read in this cycle
+                    m.next = "FEATURES"
+            with m.State("FEATURES"):
+                with m.If(net.last_channel):
+                    m.d.sync += [net.step.eq(0), net.ec.eq(0), net.eg.eq(0), net.el.eq(0)]
+                    m.next = "REST" if self._mode == "th" else "MLP"
+            if self._mode == "th+":
+                with m.State("MLP"):
+                    with m.If(done):
+                        m.next = "REST"
+            with m.State("REST"):
+                m.d.sync += gap.eq(gap + 1)
+                with m.If(gap == self.EVAL_GAP - 1):
+                    m.d.sync += gap.eq(0)
+                    m.next = "IDLE"
+        m.d.comb += net.feat_phase.eq(fsm.ongoing("FEATURES"))
+        m.d.comb += [net.ready_set.eq(bank_bits(eb, done)), net.full_clr.eq(bank_bits(eb, done))]
+        with m.If(done):
+            m.d.sync += eb.eq(~eb)

@@ -1,0 +1,347 @@
+"""The squeeze-and-excitation MLP of the INSTA units (:func:`~.insta.se_mlp`) on shared multipliers.
+
+:class:`SeMlpParameters` sizes it (widths, cycles, memory bits) from its constants;
+:class:`SeMlp` is the hardware, which an INSTA-Th+ :class:`~.moments.MomentsThreshold` and an
+:class:`~.insta_prelu.InstaPReLU` build from their parameters.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+from amaranth.hdl import Cat, Elaboratable, Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import data
+
+from ._checks import check_int, check_int_array
+from .banks import constant_memory, counter, ram_ports
+from .fixed import bounds, hdl_round_shift
+from .insta import MAX_SHIFT
+from .intervals import array_bounds, prefix_bounds, shape_of
+
+__all__ = ["SeMlp", "SeMlpParameters", "check_mlp"]
+
+
+def check_mlp(name_prefix, *, w1, b1, hidden_shift, hidden_max, w2, inputs: int, outputs: int):
+    """Validated (w1, b1, hidden_shift, hidden_max, w2) of an SE branch with ``inputs`` features."""
+    if w1 is None or b1 is None or w2 is None or hidden_shift is None or hidden_max is None:
+        raise TypeError(f"{name_prefix} needs w1, b1, hidden_shift, hidden_max and w2")
+    w1 = check_int_array("w1", w1)
+    if w1.ndim != 2 or w1.shape[0] < 1 or w1.shape[1] != inputs:
+        raise ValueError(f"w1 must have shape (hidden, {inputs}) with hidden >= 1, not {w1.shape}")
+    hidden = w1.shape[0]
+    b1 = check_int_array("b1", b1, shape=(hidden,))
+    w2 = check_int_array("w2", w2, shape=(outputs, hidden))
+    hidden_shift = check_int("hidden_shift", hidden_shift, low=0, high=MAX_SHIFT)
+    hidden_max = check_int("hidden_max", hidden_max, low=1, high=(1 << 32) - 1)
+    return w1, b1, hidden_shift, hidden_max, w2
+
+
+def _memory_bits(depth: int, shape) -> int:
+    return depth * Shape.cast(shape).width
+
+
+class SeMlpParameters:
+    """Sizes, widths and cycle count of an :class:`SeMlp` (plain numbers: nothing to elaborate).
+
+    Parameters
+    ----------
+    stats_channels : int
+        Channels whose features feed the MLP.
+    n_stats : int
+        Features per channel (statistics).
+    feature_shape : shape
+        Element shape of a feature.
+    feature_bounds : sequence of (int, int)
+        ``(low, high)`` of each statistic's features.
+    w1, b1, hidden_shift, hidden_max, w2 : arrays and ints
+        The constants of :func:`~.insta.se_mlp`, validated by :func:`check_mlp`.
+    parallel : int
+        Multiply-accumulates per cycle, 1 to ``hidden``.
+    """
+
+    def __init__(
+        self,
+        *,
+        stats_channels: int,
+        n_stats: int,
+        feature_shape,
+        feature_bounds,
+        w1,
+        b1,
+        hidden_shift: int,
+        hidden_max: int,
+        w2,
+        parallel: int,
+    ) -> None:
+        self._stats_channels, self._n_stats = stats_channels, n_stats
+        self._features = n_stats * stats_channels
+        hidden = w1.shape[0]
+        self._parallel = parallel
+        self._chunks = -(-hidden // parallel)
+        padded = self._chunks * parallel
+        self._outputs = w2.shape[0]
+        self._hidden_shift, self._hidden_max = hidden_shift, hidden_max
+        # weights padded with zero hidden units to whole chunks of ``parallel``
+        self._w1 = np.zeros((padded, self._features), dtype=np.int64)
+        self._w1[:hidden] = w1
+        self._b1 = np.zeros(padded, dtype=np.int64)
+        self._b1[:hidden] = b1
+        self._w2 = np.zeros((self._outputs, padded), dtype=np.int64)
+        self._w2[:, :hidden] = w2
+        self._feature_shape = feature_shape
+        self._feature_bounds = list(feature_bounds)
+        self._w1_shape = shape_of(array_bounds(self._w1))
+        self._b1_shape = shape_of(array_bounds(self._b1))
+        self._h_shape = unsigned(hidden_max.bit_length())
+        self._w2_shape = shape_of(array_bounds(self._w2))
+        self._out_bounds = [
+            prefix_bounds([min(0, int(w) * hidden_max) for w in row], [max(0, int(w) * hidden_max) for w in row])
+            for row in self._w2
+        ]
+        self._out_shape = shape_of(*self._out_bounds)
+
+    @property
+    def stats_channels(self) -> int:
+        return self._stats_channels
+
+    @property
+    def n_stats(self) -> int:
+        return self._n_stats
+
+    @property
+    def features(self) -> int:
+        """Inputs of FC1: ``n_stats * stats_channels`` (index ``j * stats_channels + c``)."""
+        return self._features
+
+    @property
+    def parallel(self) -> int:
+        return self._parallel
+
+    @property
+    def chunks(self) -> int:
+        """Passes of FC1 over the features: ``ceil(hidden / parallel)``."""
+        return self._chunks
+
+    @property
+    def outputs(self) -> int:
+        """Rows of FC2."""
+        return self._outputs
+
+    @property
+    def hidden_shift(self) -> int:
+        return self._hidden_shift
+
+    @property
+    def hidden_max(self) -> int:
+        return self._hidden_max
+
+    @property
+    def w1(self) -> np.ndarray:
+        """FC1 weights, ``(chunks * parallel, features)``: ``w1`` with zero rows to whole chunks."""
+        return self._w1
+
+    @property
+    def b1(self) -> np.ndarray:
+        """FC1 biases, ``chunks * parallel`` (zeros after ``hidden``)."""
+        return self._b1
+
+    @property
+    def w2(self) -> np.ndarray:
+        """FC2 weights, ``(outputs, chunks * parallel)`` (zero columns after ``hidden``)."""
+        return self._w2
+
+    @property
+    def feature_shape(self) -> Shape:
+        return self._feature_shape
+
+    @property
+    def w1_shape(self) -> Shape:
+        return self._w1_shape
+
+    @property
+    def b1_shape(self) -> Shape:
+        return self._b1_shape
+
+    @property
+    def h_shape(self) -> Shape:
+        """Shape of a hidden activation, ``0 .. hidden_max``."""
+        return self._h_shape
+
+    @property
+    def w2_shape(self) -> Shape:
+        return self._w2_shape
+
+    @property
+    def out_bounds(self) -> list[tuple[int, int]]:
+        """``(low, high)`` of each output (and of its partial sums)."""
+        return list(self._out_bounds)
+
+    @property
+    def out_shape(self) -> Shape:
+        """Shape of an output (covers every row's :attr:`out_bounds`)."""
+        return self._out_shape
+
+    @cached_property
+    def acc1_shape(self) -> Shape:
+        """Shape of an FC1 accumulator: the partial sums of every row (``b1`` is added after the last feature)."""
+        f_bounds = [self._feature_bounds[i // self._stats_channels] for i in range(self._features)]
+        acc1 = [
+            prefix_bounds(
+                [min(int(w) * b[0], int(w) * b[1]) for w, b in zip(row, f_bounds, strict=True)],
+                [max(int(w) * b[0], int(w) * b[1]) for w, b in zip(row, f_bounds, strict=True)],
+            )
+            for row in self._w1
+        ]
+        return shape_of(*acc1)
+
+    @property
+    def cycles(self) -> int:
+        """Cycles from the ``start`` cycle to the last output."""
+        return self._chunks * self._features + self._outputs * self._chunks + 3
+
+    @property
+    def memory_bits(self) -> int:
+        """Bits of the feature memory and the weight ROMs."""
+        return (
+            _memory_bits(self._stats_channels, data.ArrayLayout(self._feature_shape, self._n_stats))
+            + _memory_bits(self._chunks * self._features, data.ArrayLayout(self._w1_shape, self._parallel))
+            + _memory_bits(self._chunks, data.ArrayLayout(self._b1_shape, self._parallel))
+            + _memory_bits(self._outputs * self._chunks, data.ArrayLayout(self._w2_shape, self._parallel))
+        )
+
+
+class SeMlp(Elaboratable):
+    """The squeeze-and-excitation MLP (:func:`~.insta.se_mlp`) on ``parallel`` shared multipliers.
+
+    Holds the feature memory (``stats_channels`` words of ``len(stats)`` features, written
+    through ``feat_w_*``), the weight ROMs and the hidden registers. A ``start`` pulse (when
+    idle, features complete) runs FC1 (``parallel`` hidden units per pass over the ``nf``
+    features, one feature per cycle), then FC2 (one output row at a time, ``parallel`` hidden
+    units per cycle) and emits each output ``o = 0 .. outputs-1`` as a one-cycle pulse of
+    ``out_valid`` with ``out_index``, ``out_value`` and ``out_last``. The last output is seen
+    ``cycles`` cycles after the ``start`` cycle.
+
+    Parameters
+    ----------
+    plan : SeMlpParameters
+        Its constants, widths and sizes.
+    external_modules : bool
+        Make the feature memory a :class:`~.ram.Ram` instance of the Verilog module (the weight
+        ROMs stay inline).
+    """
+
+    def __init__(self, plan: SeMlpParameters, *, external_modules: bool = False):
+        self.plan = plan
+        self.external_modules = external_modules
+        self.start = Signal()
+        self.feat_w_addr = counter(plan.stats_channels)
+        self.feat_w_data = Signal(data.ArrayLayout(plan.feature_shape, plan.n_stats))
+        self.feat_w_en = Signal()
+        self.out_valid = Signal()
+        self.out_last = Signal()
+        self.out_index = counter(plan.outputs)
+        self.out_value = Signal(plan.out_shape)
+
+    def elaborate(self, platform):
+        m = Module()
+        plan = self.plan
+        cs, ns, nf, nc, par, nout = (
+            plan.stats_channels,
+            plan.n_stats,
+            plan.features,
+            plan.chunks,
+            plan.parallel,
+            plan.outputs,
+        )
+        fw, (fr,) = ram_ports(
+            m, "features", data.ArrayLayout(plan.feature_shape, ns), cs, external=self.external_modules
+        )
+        m.d.comb += [fw.addr.eq(self.feat_w_addr), fw.data.eq(self.feat_w_data), fw.en.eq(self.feat_w_en)]
+        # w1 in FC1 order: chunk q, then feature i = j*C + c; lane p is hidden unit q*P + p
+        w1_words = [[int(plan.w1[q * par + p, i]) for p in range(par)] for q in range(nc) for i in range(nf)]
+        m.submodules.w1 = w1_rom = constant_memory(nc * nf, data.ArrayLayout(plan.w1_shape, par), w1_words)
+        b1_words = [[int(plan.b1[q * par + p]) for p in range(par)] for q in range(nc)]
+        m.submodules.b1 = b1_rom = constant_memory(nc, data.ArrayLayout(plan.b1_shape, par), b1_words)
+        w2_words = [[int(plan.w2[o, q * par + p]) for p in range(par)] for o in range(nout) for q in range(nc)]
+        m.submodules.w2 = w2_rom = constant_memory(nout * nc, data.ArrayLayout(plan.w2_shape, par), w2_words)
+        w1r, b1r, w2r = w1_rom.read_port(), b1_rom.read_port(), w2_rom.read_port()
+        h = [Signal(plan.h_shape, name=f"h{k}") for k in range(nc * par)]
+
+        # stage 0: address counters
+        q, j, c, o = counter(nc, name="q"), counter(ns, name="j"), counter(cs, name="c"), counter(nout, name="o")
+        k1, k2 = counter(nc * nf, name="k1"), counter(nout * nc, name="k2")
+        m.d.comb += [fr.addr.eq(c), w1r.addr.eq(k1), w2r.addr.eq(k2)]
+        # stage 1 (multiply-accumulate) and stage 2 (FC1 post-processing) registers
+        v1_fc1, v1_fc2 = Signal(name="v1_fc1"), Signal(name="v1_fc2")
+        first1, last1 = Signal(name="first1"), Signal(name="last1")
+        j1, q1, o1 = counter(ns, name="j1"), counter(nc, name="q1"), counter(nout, name="o1")
+        v2, q2 = Signal(name="v2"), counter(nc, name="q2")
+        m.d.sync += [v1_fc1.eq(0), v1_fc2.eq(0), v2.eq(0), self.out_valid.eq(0), self.out_last.eq(0)]
+
+        with m.FSM(name="mlp"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [q.eq(0), j.eq(0), c.eq(0), k1.eq(0), k2.eq(0), o.eq(0)]
+                    m.next = "FC1"
+            with m.State("FC1"):
+                end_c = c == cs - 1
+                end_j = end_c & (j == ns - 1)
+                m.d.sync += [v1_fc1.eq(1), first1.eq((c == 0) & (j == 0)), last1.eq(end_j), j1.eq(j), q1.eq(q)]
+                m.d.sync += [c.eq(Mux(end_c, 0, c + 1)), k1.eq(Mux(k1 == nc * nf - 1, 0, k1 + 1))]
+                with m.If(end_c):
+                    m.d.sync += j.eq(Mux(end_j, 0, j + 1))
+                with m.If(end_j):
+                    m.d.sync += q.eq(Mux(q == nc - 1, 0, q + 1))
+                    with m.If(q == nc - 1):
+                        m.next = "DRAIN"
+            with m.State("DRAIN"):  # the last chunk's hidden units are written in the next cycle
+                m.next = "FC2"
+            with m.State("FC2"):
+                end_q = q == nc - 1
+                m.d.sync += [v1_fc2.eq(1), first1.eq(q == 0), last1.eq(end_q), q1.eq(q), o1.eq(o)]
+                m.d.sync += k2.eq(Mux(k2 == nout * nc - 1, 0, k2 + 1))
+                m.d.sync += q.eq(Mux(end_q, 0, q + 1))
+                with m.If(end_q):
+                    m.d.sync += o.eq(Mux(o == nout - 1, 0, o + 1))
+                    with m.If(o == nout - 1):
+                        m.next = "IDLE"
+
+        # the shared multipliers: FC1 (w1 x feature) or FC2 (w2 x hidden)
+        f_sel = fr.data[j1]
+        width = plan.h_shape.width
+        chunk = Cat(*h).word_select(q1, par * width)
+        h_sel = [chunk[p * width : (p + 1) * width] for p in range(par)]
+        a_shape = shape_of(bounds(plan.w1_shape), bounds(plan.w2_shape))
+        b_shape = shape_of(bounds(plan.feature_shape), (0, plan.hidden_max))
+        prods = []
+        for p in range(par):
+            a, b = Signal(a_shape, name=f"mul_a{p}"), Signal(b_shape, name=f"mul_b{p}")
+            m.d.comb += [a.eq(Mux(v1_fc2, w2r.data[p], w1r.data[p])), b.eq(Mux(v1_fc2, h_sel[p], f_sel))]
+            prods.append(a * b)
+
+        acc1 = [Signal(plan.acc1_shape, name=f"acc1_{p}") for p in range(par)]
+        acc2 = Signal(plan.out_shape)
+        with m.If(v1_fc1):
+            m.d.sync += [acc1[p].eq(Mux(first1, 0, acc1[p]) + prods[p]) for p in range(par)]
+            m.d.sync += [v2.eq(last1), q2.eq(q1)]
+        m.d.comb += b1r.addr.eq(q1)
+        with m.If(v2):
+            with m.Switch(q2):
+                for qq in range(nc):
+                    with m.Case(qq):
+                        for p in range(par):
+                            pre = acc1[p] + b1r.data[p]
+                            hid = hdl_round_shift(Mux(pre < 0, 0, pre), plan.hidden_shift)
+                            m.d.sync += h[qq * par + p].eq(Mux(hid > plan.hidden_max, plan.hidden_max, hid))
+        total = Mux(first1, 0, acc2) + sum(prods[1:], prods[0])
+        with m.If(v1_fc2):
+            m.d.sync += acc2.eq(total)
+            with m.If(last1):
+                m.d.sync += [
+                    self.out_valid.eq(1),
+                    self.out_index.eq(o1),
+                    self.out_value.eq(total),
+                    self.out_last.eq(o1 == nout - 1),
+                ]
+        return m
