@@ -171,6 +171,11 @@ def _environment() -> dict:
     return {**os.environ, "BREVITAS_JIT": "0", "OMP_NUM_THREADS": "1"}
 
 
+def _interruptible() -> None:
+    # a shell's background job starts with Ctrl-C ignored, and Python keeps an ignored SIGINT ignored
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(argv: list[str], **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [str(INSTABNN_HW), *argv],
@@ -178,6 +183,7 @@ def _start(argv: list[str], **kwargs) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_interruptible,
         **kwargs,
     )
 
