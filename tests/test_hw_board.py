@@ -134,9 +134,11 @@ def test_manifest_ports_are_the_emitted_verilog_ports(tmp_path):
     result = plan(graph)
     _, ports = emit(graph, result, tmp_path)
     text = (tmp_path / "instabnn_top.v").read_text()
+    start = text.index("module instabnn_top(")
+    top = text[start : text.index("endmodule", start)]
     declared = {
         name: int(high) + 1 if high else 1
-        for high, name in re.findall(r"^\s*(?:input|output)\s+(?:\[(\d+):0\]\s+)?(\w+__payload);", text, re.M)
+        for high, name in re.findall(r"^\s*(?:input|output)\s+(?:\[(\d+):0\]\s+)?(\w+__payload);", top, re.M)
     }
     assert declared == {f"{p.signal}__payload": p.width for p in (ports.i, ports.o, ports.logits)}
     assert ports.i.width == 8 * graph.input_shape[0] and ports.i.words_per_image == 8 * 8
