@@ -80,8 +80,6 @@ __all__ = [
     "printable_name",
     "printable_names",
     "fold_path",
-    "fifo_depths",
-    "demand",
 ]
 
 
