@@ -472,12 +472,13 @@ def build_design(
         raise BuildError(f"{folder} lacks {missing[0]}; regenerate the design")
     report_path = _design_file(folder, "report.md", "the design's report")
     try:
+        top_path.read_text()  # Yosys reads it later: a file that is not text stops now, in one line
         if os.path.lexists(report_path):
             report_path.read_text()  # the section is added at the end: a report that cannot be read stops now
     except OSError as exc:
         raise BuildError(f"cannot read {exc.filename} ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
-        raise BuildError(f"{report_path} is not text; regenerate the design") from None
+        raise BuildError(f"{top_path} or {report_path} is not text; regenerate the design") from None
     ports = DesignPorts.of_manifest(manifest)
 
     board_spec = None
