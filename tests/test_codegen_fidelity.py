@@ -26,7 +26,7 @@ def test_reference_follows_the_shipped_checkpoint(checkpoint, one_thread):
     print(checkpoint, fidelity)
     assert fidelity.images == IMAGES
     if model.config.insta == "rsign":
-        # Issue #4 asks for equal predictions; measured 1999 / 2000. The model's batch norm, add
+        # Equal predictions are the goal; measured 1999 / 2000. The model's batch norm, add
         # and RPReLU run in float32, whose rounding puts ~1e-5 of the int8 activations one LSB
         # away from the exact value; image 1285 has two logits 0.5 % apart and flips (README).
         assert fidelity.top1_agreement >= 0.999
