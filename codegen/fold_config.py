@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from instabnn_hw.strict_json import json_kind, read_json, short_repr
+from instabnn_hw.strict_json import json_kind, printable_name, read_json, short_repr
 
 from . import ir
-from .plan import Fold, Plan, PlanError, check_fold_mapping, printable_name
+from .plan import Fold, Plan, PlanError, check_fold_mapping
 
 __all__ = ["fold_config", "read_fold_config"]
 

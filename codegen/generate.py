@@ -103,7 +103,7 @@ def load_model(options: GenerateOptions):
     Returns ``(model, source)`` where ``source`` describes it for the manifest.
     """
     from instabnn_hw.quant.checkpoint import CheckpointError, load_checkpoint
-    from instabnn_hw.quant.models import MODELS, ConfigError
+    from instabnn_hw.quant.config import MODELS, ConfigError
 
     from .lower import random_model
 

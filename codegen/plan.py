@@ -63,7 +63,7 @@ from amaranth.hdl import unsigned
 from instabnn_hw.errors import OptionError, check_clock, check_number
 from instabnn_hw.hw.fixed import shape_for
 from instabnn_hw.hw.plumbing import Fifo, Fork
-from instabnn_hw.strict_json import json_kind, read_json, short_repr
+from instabnn_hw.strict_json import json_kind, printable_names, read_json, short_repr
 
 from . import ir
 from .fifos import data_inputs, demand, fifo_depths
@@ -77,8 +77,6 @@ __all__ = [
     "Plan",
     "plan",
     "check_fold_mapping",
-    "printable_name",
-    "printable_names",
     "fold_path",
 ]
 
@@ -697,13 +695,3 @@ def _latency(graph: ir.Graph, costs: Mapping[str, _Cost]) -> int:
         first[node.name] = start + cost.post
         last[node.name] = max(first[node.name] + cost.cycles - 1, end)
     return first[graph.output.name]
-
-
-def printable_name(name) -> str:
-    """A layer name for a one-line message: as it is when printable and short, else its shortened repr."""
-    return name if isinstance(name, str) and name.isprintable() and 0 < len(name) <= 60 else short_repr(name)
-
-
-def printable_names(names: list, shown: int = 5) -> str:
-    text = ", ".join(printable_name(name) for name in names[:shown])
-    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")

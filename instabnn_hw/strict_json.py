@@ -2,7 +2,8 @@
 
 :func:`read_json` refuses a file too large before reading it whole; :func:`parse_json` refuses
 what the files of this package never hold (text that is not UTF-8, ``NaN``, a key twice, deep
-nesting), each with one line that completes a sentence about the file.
+nesting), each with one line that completes a sentence about the file. :func:`short_repr` and
+:func:`printable_name` quote what such a file holds in those lines.
 """
 
 from __future__ import annotations
@@ -11,7 +12,16 @@ import json
 import os
 import sys
 
-__all__ = ["JSON_DEPTH_LIMIT", "JSON_SIZE_LIMIT", "json_kind", "parse_json", "read_json", "short_repr"]
+__all__ = [
+    "JSON_DEPTH_LIMIT",
+    "JSON_SIZE_LIMIT",
+    "json_kind",
+    "parse_json",
+    "printable_name",
+    "printable_names",
+    "read_json",
+    "short_repr",
+]
 
 #: The most bytes :func:`read_json` reads (a fold config, a plan.json) and a saved graph's header may hold.
 JSON_SIZE_LIMIT = 16 * 2**20
@@ -58,6 +68,17 @@ def short_repr(value, limit: int = 60) -> str:
     except ValueError:  # an integer of more digits than Python converts
         text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def printable_name(name) -> str:
+    """A layer name for a one-line message: as it is when printable and short, else its shortened repr."""
+    return name if isinstance(name, str) and name.isprintable() and 0 < len(name) <= 60 else short_repr(name)
+
+
+def printable_names(names: list, shown: int = 5) -> str:
+    """The first ``shown`` of ``names`` (:func:`printable_name`) and how many more there are."""
+    text = ", ".join(printable_name(name) for name in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def json_kind(value) -> str:

@@ -13,9 +13,9 @@ _EXPORTS = {
     "save_checkpoint": "checkpoint",
     "DataError": "data",
     "load_dataset": "data",
-    "MODELS": "models",
-    "ConfigError": "models",
-    "ModelConfig": "models",
+    "MODELS": "config",
+    "ConfigError": "config",
+    "ModelConfig": "config",
     "build_model": "models",
 }
 

@@ -4,7 +4,7 @@ A checkpoint is a ``dict`` holding only strings and tensors, so every load uses
 ``torch.load(..., weights_only=True)``, which never unpickles code:
 
 - ``format``: ``"instabnn-hw/1"``;
-- ``config``: the :class:`~instabnn_hw.quant.models.ModelConfig` as JSON;
+- ``config``: the :class:`~instabnn_hw.quant.config.ModelConfig` as JSON;
 - ``state_dict``: the model's parameters and buffers;
 - ``meta``: JSON with how it was made (command, seed, epochs, accuracy).
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -26,7 +27,8 @@ from torch import nn
 from ..errors import UserError
 from ..files import atomic_write
 from ..strict_json import json_kind, short_repr
-from .models import ConfigError, ModelConfig, model_from_config
+from .config import ConfigError, ModelConfig
+from .models import model_from_config
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -34,6 +36,7 @@ __all__ = [
     "shipped_checkpoints",
     "CheckpointError",
     "atomic_torch_save",
+    "tensors_only_load",
     "save_checkpoint",
     "read_checkpoint",
     "state_dict_problem",
@@ -54,6 +57,17 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write(path, buffer.getvalue())
+
+
+def tensors_only_load(path: str | os.PathLike):
+    """``torch.load`` of ``path`` that unpickles tensors and plain containers only, never code.
+
+    Torch's warning about a pickle protocol it does not save with is silenced: such a file is
+    read or refused by the same rules, and the caller's one-line error says which.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, meta: dict | None = None) -> None:
@@ -86,7 +100,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[ModelConfig, dict, dict]:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; pass the path of a .pt file written by `instabnn-hw train`")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = tensors_only_load(path)
     except Exception as exc:  # torch raises many types for a damaged file
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({type(exc).__name__}); re-create it with `instabnn-hw train`"

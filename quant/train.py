@@ -43,10 +43,12 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
     state_dict_problem,
+    tensors_only_load,
 )
+from .config import ConfigError, ModelConfig
 from .data import TensorImageDataset, dataset_info, load_dataset
 from .layers import BinaryConv2d, BinaryLinear
-from .models import ConfigError, ModelConfig, model_from_config
+from .models import model_from_config
 
 __all__ = ["TrainOptions", "train", "evaluate", "predict", "check_dataset"]
 
@@ -457,7 +459,7 @@ def _resume_state(options: TrainOptions, config: ModelConfig) -> dict | None:
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = tensors_only_load(path)
     except Exception as exc:
         raise CheckpointError(f"cannot resume from {path} ({type(exc).__name__}); delete it to start afresh") from None
     if not isinstance(state, dict):

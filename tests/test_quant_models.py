@@ -8,9 +8,10 @@ import time
 import pytest
 import torch
 
-from instabnn_hw.quant import models as models_module
+from instabnn_hw.quant import config as config_module
+from instabnn_hw.quant.config import MODELS, ConfigError, ModelConfig
 from instabnn_hw.quant.layers import BinaryConv2d, InstaPReLU, RPReLU, Threshold
-from instabnn_hw.quant.models import MODELS, BinaryBlock, ConfigError, ModelConfig, build_model, model_from_config
+from instabnn_hw.quant.models import BinaryBlock, build_model, model_from_config
 from instabnn_hw.quant.summary import summarize
 
 
@@ -240,7 +241,7 @@ def test_config_from_dict_checks_the_values_too():
 def test_sizes_a_machine_cannot_hold_are_refused_before_any_allocation(
     monkeypatch, name, kwargs, culprit, what, choice
 ):
-    monkeypatch.setattr(models_module, "_physical_memory", lambda: 256 * 2**30)  # the same on every machine
+    monkeypatch.setattr(config_module, "physical_memory", lambda: 256 * 2**30)  # the same on every machine
     started = time.perf_counter()
     with pytest.raises(ConfigError) as caught:
         build_model(name, insta="rsign", **kwargs)
@@ -263,7 +264,7 @@ def test_a_width_no_machine_can_hold_is_refused_on_this_one():
 
 
 def test_the_memory_bound_follows_the_machine(monkeypatch):
-    monkeypatch.setattr(models_module, "_physical_memory", lambda: 2**30)
+    monkeypatch.setattr(config_module, "physical_memory", lambda: 2**30)
     for name in MODELS:  # the defaults fit in 1 GiB, as they do on any machine that trains them
         ModelConfig(name=name, **_defaults_of(name)).validate()
     with pytest.raises(ConfigError) as caught:
@@ -272,7 +273,7 @@ def test_the_memory_bound_follows_the_machine(monkeypatch):
         "resnet18 with width 512 needs about 5.4 GiB of memory for its weights; this machine has 1.0 GiB: "
         "choose a smaller width"
     )
-    monkeypatch.setattr(models_module, "_physical_memory", lambda: None)  # a system that does not say
+    monkeypatch.setattr(config_module, "physical_memory", lambda: None)  # a system that does not say
     ModelConfig(name="resnet18", **{**_defaults_of("resnet18"), "width": 512}).validate()
 
 
@@ -303,5 +304,5 @@ def test_size_estimate_is_an_upper_bound_close_to_the_models_true_size(name, kwa
     with torch.no_grad():
         model.eval()(torch.zeros(1, model.config.in_channels, model.config.input_size, model.config.input_size))
     true_elements = sum(tensor.numel() for tensor in model.state_dict().values())
-    estimate, _ = models_module._size_estimate(model.config)
+    estimate, _ = config_module._size_estimate(model.config)
     assert true_elements <= estimate <= 1.3 * true_elements

@@ -17,9 +17,10 @@ import torch
 from instabnn_hw.errors import OptionError
 from instabnn_hw.quant import train as train_module
 from instabnn_hw.quant.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+from instabnn_hw.quant.config import ConfigError
 from instabnn_hw.quant.data import load_dataset
 from instabnn_hw.quant.layers import BinaryConv2d
-from instabnn_hw.quant.models import ConfigError, build_model
+from instabnn_hw.quant.models import build_model
 from instabnn_hw.quant.train import TrainOptions, evaluate, train
 
 TEST_LIMIT = 48
