@@ -111,7 +111,9 @@ def measure(name: str, *, images: int, seed: int, rebuild: bool) -> Measured:
     build unless ``rebuild``)."""
     from instabnn_hw.codegen.generate import GenerateOptions, generate
     from instabnn_hw.hw.build import BuildError, build_design
-    from instabnn_hw.sim.design import design_images, load_design, simulate_design
+    from instabnn_hw.sim.design import simulate_design
+    from instabnn_hw.sim.folder import load_design
+    from instabnn_hw.sim.images import design_images
 
     folder = WORK / "hardware" / name
     record = folder / "measured.json"

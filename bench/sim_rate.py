@@ -21,7 +21,9 @@ from results import machine_line, write_csv
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from instabnn_hw.sim.design import design_images, load_design, simulate_design  # noqa: E402
+from instabnn_hw.sim.design import simulate_design  # noqa: E402
+from instabnn_hw.sim.folder import load_design  # noqa: E402
+from instabnn_hw.sim.images import design_images  # noqa: E402
 from instabnn_hw.sim.suite import SUITE, generate_suite_design  # noqa: E402
 from instabnn_hw.table import format_table  # noqa: E402
 

@@ -67,7 +67,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 def _csv(text: str | None, kind=str):
     if text is None:
         return None
-    from instabnn_hw.quant.models import ConfigError
+    from instabnn_hw.quant.config import ConfigError
 
     try:
         return tuple(kind(part) for part in text.split(",") if part)
@@ -234,7 +234,8 @@ def _positive_int(text: str) -> int:
 
 
 def _cmd_models(args) -> None:
-    from instabnn_hw.quant.models import MODELS, build_model
+    from instabnn_hw.quant.config import MODELS
+    from instabnn_hw.quant.models import build_model
     from instabnn_hw.quant.summary import summarize
     from instabnn_hw.table import format_table
 
@@ -341,7 +342,10 @@ def _cmd_generate(args) -> None:
 
 def _cmd_simulate(args) -> int:
     from instabnn_hw.files import atomic_write, check_output_file
-    from instabnn_hw.sim.design import check_build_dir, design_images, load_design, result_summary, simulate_design
+    from instabnn_hw.sim.design import simulate_design
+    from instabnn_hw.sim.folder import check_build_dir, load_design
+    from instabnn_hw.sim.images import design_images
+    from instabnn_hw.sim.results import result_summary
     from instabnn_hw.sim.toolchain import check_simulator
 
     started = time.monotonic()

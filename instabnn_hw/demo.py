@@ -30,7 +30,10 @@ def main() -> int:
     os.environ.setdefault("BREVITAS_JIT", "0")
     from instabnn_hw.codegen.generate import GenerateOptions, generate
     from instabnn_hw.quant.checkpoint import SHIPPED_DIR
-    from instabnn_hw.sim.design import design_images, load_design, result_summary, simulate_design
+    from instabnn_hw.sim.design import simulate_design
+    from instabnn_hw.sim.folder import load_design
+    from instabnn_hw.sim.images import design_images
+    from instabnn_hw.sim.results import result_summary
     from instabnn_hw.table import format_table
 
     started = time.monotonic()

@@ -17,7 +17,6 @@ __all__ = [
     "GraphBuilder",
     "activation_summary",
     "standin_plan",
-    "stream_payloads",
     "tiny_cnv",
     "tiny_mobilenet",
     "tiny_resnet",
@@ -381,12 +380,3 @@ def standin_plan(graph: ir.Graph, folding: dict[str, tuple[int, int]] | None = N
         folds[name] = Fold(pe, simd)
     insta = {n.name: parallel for n in graph.nodes if isinstance(n, (ir.InstaThreshold, ir.InstaPReLU))}
     return Plan(folding=folds, widths=widths, parallel=insta, fifo_depths=depths)
-
-
-def stream_payloads(graph: ir.Graph, widths: dict[str, int], pixels) -> tuple[list, list, list]:
-    """The top's stimulus and expected outputs for ``pixels`` (N x C x H x W, 0..255):
-    ``(i words, o payloads, logits words)``, the outputs from :func:`reference.run`
-    (:func:`instabnn_hw.sim.design.stream_payloads`)."""
-    from instabnn_hw.sim.design import stream_payloads as payloads
-
-    return payloads(graph, widths, pixels)

@@ -15,10 +15,12 @@ from graphs import tiny_resnet
 
 from instabnn_hw import strict_json
 from instabnn_hw.cli import SIMULATE_IMAGES, build_parser
+from instabnn_hw.codegen import ir
 from instabnn_hw.codegen.plan import plan
 from instabnn_hw.design_folder import write_design
 from instabnn_hw.sim import design as sim_design
-from instabnn_hw.sim.design import BUILD_MARKER, design_images, load_design
+from instabnn_hw.sim.folder import BUILD_MARKER, load_design
+from instabnn_hw.sim.images import design_images
 from instabnn_hw.sim.toolchain import BUILD_STAMP
 
 
@@ -39,7 +41,7 @@ def test_help_names_the_default_image_count():
 
 def test_the_folder_loads_with_its_graph_and_plan(folder):
     design = load_design(folder)
-    assert design.graph.input_shape == (1, 8, 8) and design.top.widths
+    assert design.graph.input_shape == (1, 8, 8) and design.ports.taps
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["files"]["graph"] == "graph.npz" and manifest["files"]["plan"] == "plan.json"
     assert manifest["files"]["verilog"] == [str(p.relative_to(folder)) for p in design.sources]
@@ -308,7 +310,23 @@ MANIFESTS = [
     ("preprocessing-text", _set("preprocessing", "fashion"), "preprocessing must be an object"),
     ("dataset-number", _set("preprocessing", "dataset", 3), "preprocessing.dataset must be a dataset name, not 3"),
     ("top-number", _set("top", 5), "is not the manifest of a generated design"),
+    ("tap-missing", lambda m: m["ports"]["taps"].popitem(), "graph.npz and the manifest's ports do not fit together"),
+    ("tap-bits", lambda m: _widen_first_layer(m["ports"]["taps"]), "the tap carries 9-bit elements"),
+    ("logits-per-word", lambda m: _double(m["ports"]["logits"]), "logits carries"),
 ]
+
+
+def _widen_first_layer(taps):
+    """The first tap after the pixels: one bit more per element, its width to match (a well-formed port)."""
+    tap = list(taps.values())[1]
+    tap["bits"] = 9
+    tap["width"] = tap["elements"] * 9
+
+
+def _double(port):
+    """Twice the elements per word: a well-formed port of another design."""
+    port["elements"] *= 2
+    port["width"] = port["elements"] * port["bits"]
 
 
 @pytest.mark.parametrize(("change", "message"), [m[1:] for m in MANIFESTS], ids=[m[0] for m in MANIFESTS])
@@ -366,7 +384,7 @@ def test_unreadable_files_are_one_line(capsys, copy, nothing_simulated, monkeypa
         patch.setattr(strict_json, "open", unreadable_manifest, raising=False)
         fails_with_one_line(capsys, argv, f"cannot read {copy / 'manifest.json'} (Permission denied)")
     with monkeypatch.context() as patch:
-        patch.setattr(sim_design.ir, "load_graph", unreadable_graph)
+        patch.setattr(ir, "load_graph", unreadable_graph)
         fails_with_one_line(capsys, argv, f"cannot read {copy / 'graph.npz'} (Permission denied)")
     assert _snapshot(copy.parent) == before
 

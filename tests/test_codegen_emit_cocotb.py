@@ -16,13 +16,14 @@ import shutil
 import numpy as np
 import pytest
 from amaranth.hdl import Shape
-from graphs import standin_plan, stream_payloads, tiny_cnv, tiny_mobilenet, tiny_resnet
+from graphs import standin_plan, tiny_cnv, tiny_mobilenet, tiny_resnet
 
 from instabnn_hw.codegen.emit import TOP_NAME, build_top, emit
 from instabnn_hw.hw.payload import pack, unpack
 from instabnn_hw.hw.popcount import POPCOUNT_MODULE
 from instabnn_hw.hw.ram import RAM_MODULE
 from instabnn_hw.hw.rom import ROM_MODULE
+from instabnn_hw.sim.images import stream_payloads
 from instabnn_hw.sim.streams import stimulus_seed
 from instabnn_hw.sim.toolchain import run_cocotb
 
@@ -85,7 +86,7 @@ def run_designs(cases: list[str], build_dir, simulator: str, *, images: int = 3)
         tops[case] = top
         pixels = rng.integers(0, 256, size=(images, *graph.input_shape))
         pixels[0, :, 0] = 255
-        words, results, logits = stream_payloads(graph, top.widths, pixels)
+        words, results, logits = stream_payloads(graph, top.ports.logits.elements, pixels)
         for (port, direction), payloads in zip(PORTS, (words, results, logits), strict=True):
             shape = getattr(top, port).payload.shape()
             shapes[f"{case}_{port}"] = shape

@@ -25,6 +25,7 @@ from instabnn_hw.codegen.stages import stage_spec, stage_widths
 from instabnn_hw.errors import OptionError
 from instabnn_hw.hw.figures import lut_estimate
 from instabnn_hw.hw.simulate import simulate_streams
+from instabnn_hw.sim.images import stream_payloads
 from instabnn_hw.strict_json import JSON_SIZE_LIMIT
 
 #: FINN's CNV W1A1 folding (PE, SIMD) of the nine MVU layers, graph order.
@@ -584,7 +585,7 @@ def test_pool_shortcut_gets_one_pixel_of_fifo_and_keeps_the_planned_rate():
     for fifo in (True, False):
         depths = {edge: d for edge, d in result.fifo_depths.items() if fifo or edge != ("b1.pool", "b1.add")}
         top, _ = emit.build_top(graph, dataclasses.replace(result, fifo_depths=depths), rom_dir=None)
-        words, classes, logits = graphs.stream_payloads(graph, top.widths, pixels)
+        words, classes, logits = stream_payloads(graph, top.ports.logits.elements, pixels)
         run = simulate_streams(top, {"i": words}, {"o": len(classes), "logits": len(logits)}, max_cycles=100_000)
         assert run.outputs["o"] == classes and run.outputs["logits"] == logits
         periods[fifo] = np.diff(run.cycles["o"]).tolist()
@@ -695,7 +696,7 @@ def test_planned_design_runs_at_the_planned_rate(design):
         result = plan(graph, fps=100e6 / (3 * plan(graph).estimate.cycles_per_frame))
     top, _ = emit.build_top(graph, result, rom_dir=None)
     pixels = np.random.default_rng(7).integers(0, 256, size=(3, *graph.input_shape))
-    words, classes, logits = graphs.stream_payloads(graph, top.widths, pixels)
+    words, classes, logits = stream_payloads(graph, top.ports.logits.elements, pixels)
     run = simulate_streams(top, {"i": words}, {"o": len(classes), "logits": len(logits)}, seed=3, max_cycles=100_000)
     assert run.outputs["o"] == classes and run.outputs["logits"] == logits
     periods = np.diff(run.cycles["o"])

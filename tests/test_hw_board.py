@@ -23,6 +23,7 @@ from instabnn_hw.hw.board import (
     image_bytes,
 )
 from instabnn_hw.hw.uart import UART_ERRORS, uart_decode, uart_waveform
+from instabnn_hw.sim.images import stream_payloads
 
 
 def test_image_bytes_is_raster_order_channels_fastest():
@@ -107,7 +108,7 @@ def test_images_over_the_uart_give_the_reference_classes(design, divisor, seed):
     result = plan(graph)
     top, _ = build_top(graph, result, rom_dir=None)
     images = np.random.default_rng(seed).integers(0, 256, size=(3, *graph.input_shape))
-    words, classes, _ = graphs.stream_payloads(graph, top.widths, images)
+    words, classes, _ = stream_payloads(graph, top.ports.logits.elements, images)
     expected = [c["index"] for c in classes]
     assert len(set(expected)) > 1  # the images tell the classes apart
     data = image_bytes(images)

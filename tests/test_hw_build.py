@@ -96,7 +96,7 @@ def test_the_pins_of_the_top_are_the_manifests_ports(small):
     from amaranth.hdl import Value
 
     from instabnn_hw.codegen.emit import build_top
-    from instabnn_hw.sim.design import load_design
+    from instabnn_hw.sim.folder import load_design
 
     design = load_design(small)
     top, _ = build_top(design.graph, design.plan, rom_dir=None)

@@ -14,29 +14,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.hdl import signed, unsigned
-from amaranth.lib import data
 from verilator_builds import quick_verilator_builds
 
 from instabnn_hw.cli import main
 from instabnn_hw.errors import OptionError
-from instabnn_hw.hw.payload import pack, unpack
 from instabnn_hw.sim import design as sim_design
-from instabnn_hw.sim.design import (
-    BUILD_MARKER,
-    SimulationError,
-    _prepare_build_dir,
-    check_build_dir,
-    check_image_count,
-    check_seed,
-    extreme_images,
-    image_bytes,
-    load_design,
-    pack_words,
-    random_images,
-    simulate_design,
-    unpack_words,
-)
+from instabnn_hw.sim import images as sim_images
+from instabnn_hw.sim.design import simulate_design
+from instabnn_hw.sim.folder import BUILD_MARKER, SimulationError, check_build_dir, load_design, prepare_build_dir
+from instabnn_hw.sim.images import check_image_count, check_seed, extreme_images, image_bytes, random_images
 from instabnn_hw.sim.toolchain import BUILD_STAMP
 
 CORRUPTED_LAYER = "blocks.1.conv"
@@ -135,22 +121,6 @@ def test_tiny_design_under_icarus(design):
     assert result.cycles_per_frame == pytest.approx(loaded.manifest["estimate"]["cycles_per_frame"], rel=0.05)
 
 
-@pytest.mark.parametrize(
-    "elem",
-    [unsigned(1), signed(8), unsigned(8), signed(20), signed(33), unsigned(70)],
-)
-@pytest.mark.parametrize("length", [1, 3, 8])
-def test_packing_words_agrees_with_amaranth(elem, length):
-    layout = data.ArrayLayout(elem, length)
-    low, high = (-(1 << (elem.width - 1)), (1 << (elem.width - 1)) - 1) if elem.signed else (0, (1 << elem.width) - 1)
-    rng = np.random.default_rng(length * 100 + elem.width)
-    rows = [[int(v) for v in rng.integers(max(low, -(2**62)), min(high, 2**62), size=length)] for _ in range(20)]
-    rows += [[low] * length, [high] * length]
-    packed = pack_words(layout, np.array(rows, dtype=object))
-    assert packed == [pack(layout, row) for row in rows]
-    assert unpack_words(layout, packed).tolist() == [unpack(layout, p) for p in packed]
-
-
 # ---------------------------------------------------------------------------------------------
 # where simulate builds, how many images it takes: checked before anything runs (no simulator needed)
 
@@ -212,7 +182,7 @@ def test_only_the_mem_link_is_replaced_and_the_folder_is_marked(written, tmp_pat
     build = tmp_path / "build"
     build.mkdir()
     (build / "mem").symlink_to(elsewhere, target_is_directory=True)
-    _prepare_build_dir(load_design(written), build)
+    prepare_build_dir(load_design(written), build)
     assert (build / "mem").resolve() == (written / "rtl" / "mem").resolve()
     assert (elsewhere / "kept.hex").read_text() == "0\n" and (build / BUILD_MARKER).is_file()
     # a real folder there is a user's: refused, untouched
@@ -220,7 +190,7 @@ def test_only_the_mem_link_is_replaced_and_the_folder_is_marked(written, tmp_pat
     (build / "mem").mkdir()
     (build / "mem" / "precious.txt").write_text("precious")
     with pytest.raises(SimulationError, match="is a folder, not the link"):
-        _prepare_build_dir(load_design(written), build)
+        prepare_build_dir(load_design(written), build)
     assert (build / "mem" / "precious.txt").read_text() == "precious"
 
 
@@ -236,11 +206,11 @@ def test_the_image_count_is_held_against_the_machines_memory(written, monkeypatc
     per_image = image_bytes(design.graph)
     assert per_image >= 8 * sum(design.graph.types[n.name].elements for n in design.graph.nodes)
     check_image_count(design, 20)  # the default fits any machine
-    monkeypatch.setattr(sim_design, "_physical_memory", lambda: 10 * per_image)
+    monkeypatch.setattr(sim_images, "physical_memory", lambda: 10 * per_image)
     check_image_count(design, 10)
     with pytest.raises(SimulationError, match="11 images need about 0.0 GiB for the reference run; this machine"):
         check_image_count(design, 11)
-    monkeypatch.setattr(sim_design, "_physical_memory", lambda: None)  # a system that does not say
+    monkeypatch.setattr(sim_images, "physical_memory", lambda: None)  # a system that does not say
     check_image_count(design, 10**20)
 
 

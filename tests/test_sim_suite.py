@@ -8,7 +8,9 @@ The measured cycles per frame against the planner's estimate: ``bench/sim_rate.p
 
 import pytest
 
-from instabnn_hw.sim.design import design_images, load_design, simulate_design
+from instabnn_hw.sim.design import simulate_design
+from instabnn_hw.sim.folder import load_design
+from instabnn_hw.sim.images import design_images
 from instabnn_hw.sim.streams import stimulus_seed
 from instabnn_hw.sim.suite import SUITE, generate_suite_design
 
