@@ -25,6 +25,7 @@ module                        components (numpy models)
                               feature_bounds, th_thresholds, thplus_thresholds, se_mlp, binarise,
                               insta_prelu)
 :mod:`.moments`               MomentsThreshold: INSTA-Th / INSTA-Th+ (models in :mod:`.insta`)
+:mod:`.moments_parameters`    MomentsThresholdParameters: its widths, timing and cost, unbuilt
 :mod:`.insta_prelu`           InstaPReLU (model in :mod:`.insta`)
 :mod:`.se_mlp`                SeMlp: the SE MLP of both INSTA units, on shared multipliers
 :mod:`.banks`                 memories, double-buffer bank masks and counters of the INSTA units

@@ -14,6 +14,7 @@ import pytest
 from graphs import tiny_resnet
 
 from instabnn_hw.codegen import ir
+from instabnn_hw.codegen.ir.archive import _FIELD_KINDS, _node_classes
 from instabnn_hw.codegen.plan import Plan, plan
 from instabnn_hw.strict_json import JSON_SIZE_LIMIT
 
@@ -328,9 +329,9 @@ def test_any_header_value_replaced_gives_only_the_loaders_error(tmp_path, graph,
 
 def test_every_node_field_has_a_checked_type():
     """load_graph checks each field against its annotation: a new annotation needs an entry in its table."""
-    for cls in ir._node_classes().values():
+    for cls in _node_classes().values():
         for f in dataclasses.fields(cls):
-            assert f.name in ("name", "inputs") or f.type in ir._FIELD_KINDS, (cls.__name__, f.name, f.type)
+            assert f.name in ("name", "inputs") or f.type in _FIELD_KINDS, (cls.__name__, f.name, f.type)
 
 
 def test_save_refuses_what_json_cannot_hold(tmp_path, graph):

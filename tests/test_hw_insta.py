@@ -8,6 +8,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
 from amaranth.hdl import Fragment, Module, Shape, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
@@ -28,7 +29,8 @@ from instabnn_hw.hw.insta import (
 )
 from instabnn_hw.hw.insta_prelu import InstaPReLU, InstaPReLUParameters
 from instabnn_hw.hw.layouts import tensor_to_words
-from instabnn_hw.hw.moments import MomentsThreshold, MomentsThresholdParameters
+from instabnn_hw.hw.moments import MomentsThreshold
+from instabnn_hw.hw.moments_parameters import MomentsThresholdParameters
 from instabnn_hw.hw.simulate import simulate_streams
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
@@ -90,7 +92,6 @@ def test_moment_sums_and_features_are_the_exact_polynomials(in_shape, size):
 
 
 def test_statistics_agree_with_the_training_model():
-    torch = pytest.importorskip("torch")
     from instabnn_hw.quant.layers import STATISTICS as TRAINING_STATISTICS
     from instabnn_hw.quant.layers import moments
 
