@@ -15,6 +15,7 @@ module                        components (numpy models)
 :mod:`.popcount`              PopCount (popcount); shared Verilog modules (popcount_verilog)
 :mod:`.xnor_mvu`              XnorMatrixVector (xnor_matvec)
 :mod:`.int_mvu`               IntMatrixVector, Argmax (int_matvec, argmax)
+:mod:`.mvu`                   what both matrix-vector units share: folding, figures, ports
 :mod:`.rom`                   Rom: weight memories, inline or from ``$readmemh`` files (rom_hex,
                               rom_verilog)
 :mod:`.ram`                   Ram: read/write memories, inline or an instance of a Verilog module
@@ -35,7 +36,9 @@ module                        components (numpy models)
                               over a UART (image_bytes; BOARDS, board_files)
 ============================  =====================================================
 
-:mod:`.tables` looks up per-channel constants by channel group; :mod:`.simulate` drives any
+:mod:`.figures` holds the parameters classes' base (and the frame geometry they share) and the
+LUT model; :mod:`.options` the ``external_modules`` build option; :mod:`.tables` looks up
+per-channel constants by channel group; :mod:`.simulate` drives any
 component in Amaranth's simulator with random flow control; :mod:`.synthesis` synthesises one
 with the open ECP5 / iCE40 tools; :mod:`.build` turns a generated design into a bitstream
 (fit check, Yosys, nextpnr, packing).

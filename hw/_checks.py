@@ -12,7 +12,15 @@ from collections.abc import Sequence
 import numpy as np
 from amaranth.hdl import Shape, ShapeCastable
 
-__all__ = ["check_choice", "check_divides", "check_int", "check_int_array", "check_payload", "check_shape"]
+__all__ = [
+    "check_choice",
+    "check_divides",
+    "check_flag",
+    "check_int",
+    "check_int_array",
+    "check_payload",
+    "check_shape",
+]
 
 
 def check_int(name: str, value: object, *, low: int | None = 1, high: int | None = None) -> int:
@@ -24,6 +32,13 @@ def check_int(name: str, value: object, *, low: int | None = 1, high: int | None
         bounds = f">= {low}" if high is None else (f"<= {high}" if low is None else f"in [{low}, {high}]")
         raise ValueError(f"{name} must be {bounds}, not {value!r}")
     return value
+
+
+def check_flag(name: str, value: object) -> bool:
+    """``value`` as a bool; anything but a ``bool`` is refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, not {value!r}")
+    return bool(value)
 
 
 def check_divides(name: str, value: int, of_name: str, of_value: int) -> int:

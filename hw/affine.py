@@ -13,8 +13,8 @@ from amaranth.hdl import Const, Module, Mux, Shape, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._checks import check_divides, check_int, check_int_array, check_shape
-from .figures import Figures, Parameters, rom_luts
+from ._checks import check_int, check_int_array, check_shape
+from .figures import ChannelParameters, Figures, rom_luts
 from .fixed import bounds, clamp, hdl_clamp, hdl_fit, product_range, round_shift, shape_for
 from .layouts import channel_word
 from .tables import channel_table
@@ -293,7 +293,7 @@ def rprelu_datapath(
     return _output(m, domain, enable, total >> out_shift, r["y"], low, high, f"{name}_out")
 
 
-class _PerChannelParameters(Parameters):
+class _PerChannelParameters(ChannelParameters):
     """The parameters shared by :class:`Requantise` and :class:`RPReLU` and the figures derived
     from them: a stream of channel words through a per-element datapath of fixed latency, with
     per-channel constants from a table."""
@@ -303,20 +303,11 @@ class _PerChannelParameters(Parameters):
 
     def _check_common(self, in_shape, channels, simd) -> None:
         self._in_shape = check_shape("in_shape", in_shape)
-        self._channels = check_int("channels", channels)
-        self._simd = check_divides("simd", check_int("simd", simd), "channels", self._channels)
+        self._check_channels(channels, simd)
 
     @property
     def in_shape(self) -> Shape:
         return self._in_shape
-
-    @property
-    def channels(self) -> int:
-        return self._channels
-
-    @property
-    def simd(self) -> int:
-        return self._simd
 
     @property
     def out_shape(self) -> Shape:
@@ -346,13 +337,13 @@ class _PerChannelParameters(Parameters):
     @property
     def memory_bits(self) -> int:
         """Bits of the per-channel constant table (0 when the constants fit one word: no table)."""
-        groups = self._channels // self._simd
+        groups = self.groups
         if groups == 1:
             return 0
         return groups * self._simd * sum(shape_for(min(c), max(c)).width for c in self._columns().values())
 
     def lut_features(self) -> tuple[float, ...]:
-        groups = self._channels // self._simd
+        groups = self.groups
         # the constants are arithmetic operands: a ROM in logic costs whole LUT4s, none merged
         rom = rom_luts(groups, self.memory_bits // max(1, groups), merged=False)
         s = self._simd
@@ -374,7 +365,7 @@ class _PerChannel(_PerChannelParameters, wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        groups = self._channels // self._simd
+        groups = self.groups
         advance = Signal()
         m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
         group = Signal(range(groups))
@@ -464,10 +455,8 @@ class Requantise(RequantiseParameters, _PerChannel):
     o : Out(stream.Signature(channel_word(out_shape, simd)))
     """
 
-    def __init__(self, *, in_shape, channels: int, simd: int, mult, bias, shift: int, low=None, high=None) -> None:
-        super().__init__(
-            in_shape=in_shape, channels=channels, simd=simd, mult=mult, bias=bias, shift=shift, low=low, high=high
-        )
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
         wiring.Component.__init__(self, self._signature())
 
     def _datapath(self, m, x, table, k, advance):
@@ -576,32 +565,8 @@ class RPReLU(RPReLUParameters, _PerChannel):
     o : Out(stream.Signature(channel_word(out_shape, simd)))
     """
 
-    def __init__(
-        self,
-        *,
-        in_shape,
-        channels: int,
-        simd: int,
-        gamma,
-        slope,
-        zeta,
-        slope_shift: int,
-        out_shift: int,
-        low: int,
-        high: int,
-    ) -> None:
-        super().__init__(
-            in_shape=in_shape,
-            channels=channels,
-            simd=simd,
-            gamma=gamma,
-            slope=slope,
-            zeta=zeta,
-            slope_shift=slope_shift,
-            out_shift=out_shift,
-            low=low,
-            high=high,
-        )
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
         wiring.Component.__init__(self, self._signature())
 
     def _datapath(self, m, x, table, k, advance):

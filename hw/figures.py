@@ -17,10 +17,23 @@ fitted (non-negative least squares) by ``bench/lut_model.py``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 from amaranth.lib import wiring
 
-__all__ = ["LUT_MODEL", "Figures", "Parameters", "bram_mux", "lut_estimate", "rom_in_logic", "rom_luts"]
+from ._checks import check_divides, check_int
+
+__all__ = [
+    "LUT_MODEL",
+    "ChannelParameters",
+    "Figures",
+    "FrameParameters",
+    "Parameters",
+    "bram_mux",
+    "lut_estimate",
+    "rom_in_logic",
+    "rom_luts",
+]
 
 #: LUT4 equivalents (LUT4 + 2 * CCU2C, ``synth_ecp5 -nowidelut``) per component kind:
 #: coefficients of the features of that kind's :meth:`Parameters.lut_features`, in order. Fitted
@@ -128,8 +141,9 @@ class Parameters:
     A subclass checks its keyword parameters in ``__init__`` (raising ``TypeError`` /
     ``ValueError`` with :mod:`._checks`' wording) and exposes them and their consequences
     (shapes, latency, memory bits) as properties. The component class derives from it and from
-    :class:`amaranth.lib.wiring.Component`, calls its ``__init__`` with the same parameters and
-    then builds its ports.
+    :class:`amaranth.lib.wiring.Component`; its ``__init__`` takes the same keywords as
+    ``**params`` (the parameters class's signature is the one list of them) plus its build
+    options, passes ``params`` on and then builds its ports.
     """
 
     #: The :data:`LUT_MODEL` entry of this kind of component.
@@ -157,3 +171,58 @@ class Parameters:
         ``words`` is how many words of its input one frame is.
         """
         raise NotImplementedError(f"{type(self).__name__} gives no figures")
+
+
+class ChannelParameters(Parameters):
+    """Base of the parameters of a component on a stream of channel words: ``channels`` per
+    pixel in words of ``simd`` (:mod:`.layouts`)."""
+
+    def _check_channels(self, channels: object, simd: object) -> None:
+        self._channels = check_int("channels", channels)
+        self._simd = check_divides("simd", check_int("simd", simd), "channels", self._channels)
+
+    @property
+    def channels(self) -> int:
+        """Channels C per pixel."""
+        return self._channels
+
+    @property
+    def simd(self) -> int:
+        """Channels per word; divides C."""
+        return self._simd
+
+    @property
+    def groups(self) -> int:
+        """Channel words per pixel, ``C / simd``."""
+        return self._channels // self._simd
+
+
+class FrameParameters(ChannelParameters):
+    """Base of the parameters of a component that knows its whole ``C x H x W`` frame; a
+    subclass gives ``cycles_per_frame``, its steady-state frame period at full rate."""
+
+    def _check_frame(self, channels: object, simd: object, height: object, width: object) -> None:
+        self._check_channels(channels, simd)
+        self._height = check_int("height", height)
+        self._width = check_int("width", width)
+
+    @property
+    def height(self) -> int:
+        """Frame rows H."""
+        return self._height
+
+    @property
+    def width(self) -> int:
+        """Frame columns W."""
+        return self._width
+
+    @property
+    def frame_words(self) -> int:
+        """Words per frame: ``H * W * C / simd``."""
+        return self._height * self._width * self.groups
+
+    @property
+    def initiation_interval(self) -> int | Fraction:
+        """Cycles per input word at full rate, over a frame: ``cycles_per_frame / frame_words``."""
+        ii = Fraction(self.cycles_per_frame, self.frame_words)
+        return int(ii) if ii.denominator == 1 else ii

@@ -8,28 +8,27 @@ without building it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from fractions import Fraction
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._checks import check_divides, check_int, check_int_array, check_shape
+from ._checks import check_flag, check_int, check_int_array, check_shape
 from .affine import RPRELU_LATENCY, rprelu_datapath
 from .banks import bank_bits, constant_memory, counter, ram_ports
-from .figures import Figures, Parameters
+from .figures import Figures, FrameParameters
 from .fixed import bounds, hdl_round_shift, round_shift, shape_for
 from .insta import MAX_SHIFT, check_stats, insta_prelu
 from .intervals import array_bounds, hull, iadd, shape_of
 from .layouts import channel_word
-from .ram import check_flag
-from .se_mlp import SeMlp, SeMlpParameters, check_mlp
+from .options import ExternalModules
+from .se_mlp import SeMlp, SeMlpParameters
 
 __all__ = ["InstaPReLU", "InstaPReLUParameters"]
 
 
-class InstaPReLUParameters(Parameters):
+class InstaPReLUParameters(FrameParameters):
     """The parameters of an :class:`InstaPReLU` and the figures derived from them."""
 
     lut_kind = "insta_prelu"
@@ -62,27 +61,26 @@ class InstaPReLUParameters(Parameters):
         parallel: int = 1,
     ) -> None:
         self._in_shape = check_shape("in_shape", in_shape, max_width=32)
-        self._channels = check_int("channels", channels)
-        self._simd = check_divides("simd", check_int("simd", simd), "channels", self._channels)
-        self._height = check_int("height", height)
-        self._width = check_int("width", width)
+        self._check_frame(channels, simd, height, width)
         self._stats_channels = check_int("stats_channels", stats_channels)
         self._stats = check_stats(stats)
         self._feature_shape = check_shape("feature_shape", feature_shape, max_width=256)
         self._instance_slope = check_flag("instance_slope", instance_slope)
         C, ns = self._channels, len(self._stats)
-        outputs = C * (2 if self._instance_slope else 1)
-        self._w1, self._b1, self._hidden_shift, self._hidden_max, self._w2 = check_mlp(
-            "InstaPReLU",
+        self._mlp = SeMlpParameters(
+            owner="InstaPReLU",
+            stats_channels=self._stats_channels,
+            n_stats=ns,
+            outputs=C * (2 if self._instance_slope else 1),
+            feature_shape=self._feature_shape,
+            feature_bounds=[bounds(self._feature_shape)] * ns,
             w1=w1,
             b1=b1,
             hidden_shift=hidden_shift,
             hidden_max=hidden_max,
             w2=w2,
-            inputs=ns * self._stats_channels,
-            outputs=outputs,
+            parallel=parallel,
         )
-        self._parallel = check_int("parallel", parallel, high=self._w1.shape[0])
         self._delta_shift = check_int("delta_shift", delta_shift, low=0, high=MAX_SHIFT)
         self._gamma = check_int_array("gamma", gamma, shape=(C,))
         self._slope = check_int_array("slope", slope, shape=(C,))
@@ -96,21 +94,7 @@ class InstaPReLUParameters(Parameters):
         self._out_shape = shape_for(self._low, self._high)
         if self._out_shape.width > 64:
             raise ValueError(f"[low, high] must fit in 64 bits, not [{self._low}, {self._high}]")
-        self._groups = C // self._simd
-        self._frame_words = self._height * self._width * self._groups
 
-        self._mlp = SeMlpParameters(
-            stats_channels=self._stats_channels,
-            n_stats=ns,
-            feature_shape=self._feature_shape,
-            feature_bounds=[bounds(self._feature_shape)] * ns,
-            w1=self._w1,
-            b1=self._b1,
-            hidden_shift=self._hidden_shift,
-            hidden_max=self._hidden_max,
-            w2=self._w2,
-            parallel=self._parallel,
-        )
         # widths of the per-element datapath
         ds = self._delta_shift
         deltas = [(round_shift(lo, ds), round_shift(hi, ds)) for lo, hi in self._mlp.out_bounds]
@@ -128,22 +112,6 @@ class InstaPReLUParameters(Parameters):
     def out_shape(self) -> Shape:
         """Element shape of the output: ``shape_for(low, high)``."""
         return self._out_shape
-
-    @property
-    def channels(self) -> int:
-        return self._channels
-
-    @property
-    def simd(self) -> int:
-        return self._simd
-
-    @property
-    def height(self) -> int:
-        return self._height
-
-    @property
-    def width(self) -> int:
-        return self._width
 
     @property
     def feature_shape(self) -> Shape:
@@ -165,12 +133,7 @@ class InstaPReLUParameters(Parameters):
 
     @property
     def parallel(self) -> int:
-        return self._parallel
-
-    @property
-    def frame_words(self) -> int:
-        """Words per frame: ``H * W * C / simd``."""
-        return self._frame_words
+        return self._mlp.parallel
 
     @property
     def mlp_cycles(self) -> int:
@@ -180,13 +143,7 @@ class InstaPReLUParameters(Parameters):
     @property
     def cycles_per_frame(self) -> int:
         """Steady-state cycles per frame at full rate: ``max(frame_words, stats_channels + mlp_cycles)``."""
-        return max(self._frame_words, self._stats_channels + self._mlp_cycles)
-
-    @property
-    def initiation_interval(self) -> int | Fraction:
-        """Cycles per output word at full rate, over a frame: 1 unless the MLP is the bottleneck."""
-        ii = Fraction(self.cycles_per_frame, self._frame_words)
-        return int(ii) if ii.denominator == 1 else ii
+        return max(self.frame_words, self._stats_channels + self._mlp_cycles)
 
     @property
     def latency(self) -> int:
@@ -196,7 +153,7 @@ class InstaPReLUParameters(Parameters):
     @property
     def memory_bits(self) -> int:
         """Bits of RAM and ROM: parameter banks, constants and the MLP's features and weights."""
-        S, G, C = self._simd, self._groups, self._channels
+        S, G, C = self._simd, self.groups, self._channels
         gamma_w = shape_of(self._gamma_bounds).width
         slope_w = shape_of(self._slope_bounds).width
         bits = 2 * G * S * gamma_w + C * shape_of(array_bounds(self._zeta)).width
@@ -207,18 +164,14 @@ class InstaPReLUParameters(Parameters):
     @property
     def multipliers(self) -> int:
         """``simd`` (negative-slope products) + ``parallel`` (the MLP)."""
-        return self._simd + self._parallel
+        return self._simd + self._mlp.parallel
 
     def reference(self, frame, features) -> np.ndarray:
         """:func:`~.insta.insta_prelu` of one ``C x H x W`` frame with these constants."""
         return insta_prelu(
             frame,
             features,
-            w1=self._w1,
-            b1=self._b1,
-            hidden_shift=self._hidden_shift,
-            hidden_max=self._hidden_max,
-            w2=self._w2,
+            **self._mlp.constants,
             delta_shift=self._delta_shift,
             gamma=self._gamma,
             slope=self._slope,
@@ -232,7 +185,7 @@ class InstaPReLUParameters(Parameters):
 
     def lut_features(self) -> tuple[float, ...]:
         s = self._simd
-        return (1.0, float(s * self._in_shape.width), float(s * self._out_shape.width), float(self._parallel))
+        return (1.0, float(s * self._in_shape.width), float(s * self._out_shape.width), float(self._mlp.parallel))
 
     def figures(self, words: int) -> Figures:
         """The unit's own frame; ``post`` leaves out the statistics and the MLP it waits for."""
@@ -241,7 +194,7 @@ class InstaPReLUParameters(Parameters):
         return Figures(self.cycles_per_frame, latency, post, self.luts, self.memory_bits, self.multipliers)
 
 
-class InstaPReLU(InstaPReLUParameters, wiring.Component):
+class InstaPReLU(InstaPReLUParameters, ExternalModules, wiring.Component):
     """INSTA-PReLU: RPReLU whose shift (and optionally slope) comes per image from the block input's statistics.
 
     Per frame: the ``stats_channels`` feature words of the block input arrive on ``stats``
@@ -300,60 +253,9 @@ class InstaPReLU(InstaPReLUParameters, wiring.Component):
     o : Out(stream.Signature(channel_word(shape_for(low, high), simd)))
     """
 
-    def __init__(
-        self,
-        *,
-        in_shape,
-        channels: int,
-        simd: int,
-        height: int,
-        width: int,
-        stats_channels: int,
-        stats: Sequence[str],
-        feature_shape,
-        w1,
-        b1,
-        hidden_shift: int,
-        hidden_max: int,
-        w2,
-        delta_shift: int,
-        gamma,
-        slope,
-        zeta,
-        slope_shift: int,
-        out_shift: int,
-        low: int,
-        high: int,
-        instance_slope: bool = False,
-        parallel: int = 1,
-        external_modules: bool = False,
-    ) -> None:
-        super().__init__(
-            in_shape=in_shape,
-            channels=channels,
-            simd=simd,
-            height=height,
-            width=width,
-            stats_channels=stats_channels,
-            stats=stats,
-            feature_shape=feature_shape,
-            w1=w1,
-            b1=b1,
-            hidden_shift=hidden_shift,
-            hidden_max=hidden_max,
-            w2=w2,
-            delta_shift=delta_shift,
-            gamma=gamma,
-            slope=slope,
-            zeta=zeta,
-            slope_shift=slope_shift,
-            out_shift=out_shift,
-            low=low,
-            high=high,
-            instance_slope=instance_slope,
-            parallel=parallel,
-        )
-        self._external = check_flag("external_modules", external_modules)
+    def __init__(self, *, external_modules: bool = False, **params) -> None:
+        super().__init__(**params)
+        self._set_external_modules(external_modules)
         wiring.Component.__init__(
             self,
             {
@@ -363,15 +265,10 @@ class InstaPReLU(InstaPReLUParameters, wiring.Component):
             },
         )
 
-    @property
-    def external_modules(self) -> bool:
-        """Whether the read/write memories are instances of the Verilog RAM module."""
-        return self._external
-
     def elaborate(self, platform):
         m = Module()
-        S, G, F, cs = self._simd, self._groups, self._frame_words, self._stats_channels
-        external = self._external
+        S, G, F, cs = self._simd, self.groups, self.frame_words, self._stats_channels
+        external = self._external_modules
         m.submodules.mlp = mlp = SeMlp(self._mlp, external_modules=external)
         gamma_shape = shape_of(self._gamma_bounds)
         slope_shape = shape_of(self._slope_bounds)

@@ -16,9 +16,10 @@ from amaranth.lib.wiring import In, Out
 from ._checks import check_divides, check_int, check_int_array, check_shape
 from .figures import Figures, Parameters, bram_mux, rom_luts
 from .fixed import bounds, hdl_fit, int_array, product_range, shape_for
-from .layouts import channel_word, window_word
-from .ram import Ram, check_flag
-from .rom import Rom, check_init_file
+from .layouts import channel_word
+from .mvu import MatrixVectorParameters, MatrixVectorUnit
+from .ram import Ram
+from .rom import Rom
 
 __all__ = [
     "Argmax",
@@ -73,7 +74,7 @@ def int_matvec_bounds(weights, in_shape) -> tuple[int, int]:
     return int(min(lows)), int(max(highs))
 
 
-class IntMatrixVectorParameters(Parameters):
+class IntMatrixVectorParameters(MatrixVectorParameters):
     """The parameters of an :class:`IntMatrixVector` and the figures derived from them.
 
     Cheap for any matrix: the weights are checked and bounded, not packed (:meth:`weight_words`
@@ -83,16 +84,11 @@ class IntMatrixVectorParameters(Parameters):
     lut_kind = "int_mvu"
 
     def __init__(self, *, weights, pe: int, simd: int, in_shape, masked: bool = False) -> None:
-        self._weights = check_int_array("weights", weights)
-        if self._weights.ndim != 2 or self._weights.size == 0:
-            raise ValueError(f"weights must be a non-empty 2-D array, not one of shape {self._weights.shape}")
-        rows, cols = self._weights.shape
-        self._pe = check_divides("pe", check_int("pe", pe), "rows", rows)
-        self._simd = check_divides("simd", check_int("simd", simd), "cols", cols)
+        weights = check_int_array("weights", weights)
+        if weights.ndim != 2 or weights.size == 0:
+            raise ValueError(f"weights must be a non-empty 2-D array, not one of shape {weights.shape}")
+        self._check_folding(weights, pe=pe, simd=simd, masked=masked)
         self._in_shape = check_shape("in_shape", in_shape, max_width=MAX_OPERAND_BITS)
-        if not isinstance(masked, (bool, np.bool_)):
-            raise TypeError(f"masked must be a bool, not {masked!r}")
-        self._masked = bool(masked)
         self._weight_shape = shape_for(int(self._weights.min()), int(self._weights.max()))
         if self._weight_shape.width > MAX_OPERAND_BITS:
             raise ValueError(
@@ -103,54 +99,9 @@ class IntMatrixVectorParameters(Parameters):
         self._acc_shape = shape_for(*self._acc_bounds)
 
     @property
-    def weights(self) -> np.ndarray:
-        return self._weights
-
-    @property
-    def pe(self) -> int:
-        return self._pe
-
-    @property
-    def simd(self) -> int:
-        return self._simd
-
-    @property
-    def in_shape(self) -> Shape:
-        return self._in_shape
-
-    @property
-    def masked(self) -> bool:
-        return self._masked
-
-    @property
     def weight_shape(self) -> Shape:
         """Shape of one stored weight."""
         return self._weight_shape
-
-    @property
-    def acc_shape(self) -> Shape:
-        """Shape of an output accumulator: ``shape_for(*int_matvec_bounds(weights, in_shape))``."""
-        return self._acc_shape
-
-    @property
-    def neuron_fold(self) -> int:
-        """``NF = rows / pe``: output words per vector."""
-        return self._weights.shape[0] // self._pe
-
-    @property
-    def synapse_fold(self) -> int:
-        """``SF = cols / simd``: input words per vector."""
-        return self._weights.shape[1] // self._simd
-
-    @property
-    def initiation_interval(self) -> int:
-        """Cycles per output word at full rate: ``SF``."""
-        return self.synapse_fold
-
-    @property
-    def cycles_per_vector(self) -> int:
-        """``NF * SF``."""
-        return self.neuron_fold * self.synapse_fold
 
     @property
     def tree_stages(self) -> int:
@@ -208,14 +159,8 @@ class IntMatrixVectorParameters(Parameters):
             float(bram_mux(depth, width)),
         )
 
-    def figures(self, words: int) -> Figures:
-        nf, sf = self.neuron_fold, self.synapse_fold
-        # the first output follows a vector's SF-th word; the later folds reread the buffered vector
-        latency = sf - 1 + self.latency
-        return Figures(words * nf, latency, latency, self.luts, self.memory_bits, self.multipliers, (nf - 1) * sf)
 
-
-class IntMatrixVector(IntMatrixVectorParameters, wiring.Component):
+class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
     """Folded integer matrix-vector unit: ``o = W @ x`` for every streamed vector ``x``.
 
     ``W`` (``rows x cols``) sits in on-chip memory as ``NF * SF`` words of ``pe * simd``
@@ -264,38 +209,9 @@ class IntMatrixVector(IntMatrixVectorParameters, wiring.Component):
     o : Out(stream.Signature(channel_word(acc_shape, pe)))
     """
 
-    def __init__(
-        self,
-        *,
-        weights,
-        pe: int,
-        simd: int,
-        in_shape,
-        masked: bool = False,
-        weights_file: str | None = None,
-        external_modules: bool = False,
-    ) -> None:
-        super().__init__(weights=weights, pe=pe, simd=simd, in_shape=in_shape, masked=masked)
-        self._weights_file = check_init_file("weights_file", weights_file)
-        self._external = check_flag("external_modules", external_modules)
-        word = window_word if self._masked else channel_word
-        wiring.Component.__init__(
-            self,
-            {
-                "i": In(stream.Signature(word(self._in_shape, self._simd))),
-                "o": Out(stream.Signature(channel_word(self._acc_shape, self._pe))),
-            },
-        )
-
-    @property
-    def weights_file(self) -> str | None:
-        """The ``$readmemh`` file of the weight memory, or ``None`` for an inline memory."""
-        return self._weights_file
-
-    @property
-    def external_modules(self) -> bool:
-        """Whether the input buffer is an instance of the Verilog RAM module."""
-        return self._external
+    def __init__(self, *, weights_file: str | None = None, external_modules: bool = False, **params) -> None:
+        super().__init__(**params)
+        self._build_ports(weights_file=weights_file, external_modules=external_modules)
 
     def elaborate(self, platform):
         m = Module()
@@ -330,7 +246,7 @@ class IntMatrixVector(IntMatrixVectorParameters, wiring.Component):
             m.d.sync += x1.eq(in_bits)
         if nf > 1:
             width = len(in_bits)
-            m.submodules.buffer = buffer = Ram(width=width, depth=sf, external=self._external)
+            m.submodules.buffer = buffer = Ram(width=width, depth=sf, external=self._external_modules)
             m.d.comb += [
                 buffer.w_addr.eq(s),
                 buffer.w_data.eq(in_bits),
@@ -493,8 +409,8 @@ class Argmax(ArgmaxParameters, wiring.Component):
     o : Out(stream.Signature(StructLayout({"index": unsigned(bits for classes - 1), "value": shape})))
     """
 
-    def __init__(self, *, shape, count: int, classes: int) -> None:
-        super().__init__(shape=shape, count=count, classes=classes)
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
         wiring.Component.__init__(
             self,
             {

@@ -8,7 +8,6 @@ and gives its widths, timing and cost without building it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
@@ -20,13 +19,13 @@ from .fixed import bounds, hdl_ceil_shift, hdl_clamp, shape_for
 from .intervals import array_bounds, imul, shape_of
 from .layouts import channel_word
 from .moments_parameters import MomentsThresholdParameters
-from .ram import check_flag
+from .options import ExternalModules
 from .se_mlp import SeMlp
 
 __all__ = ["MomentsThreshold"]
 
 
-class MomentsThreshold(MomentsThresholdParameters, wiring.Component):
+class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Component):
     """INSTA-Th / INSTA-Th+: per-image thresholds from the frame's own moments, then binarisation.
 
     A frame (``C x H x W`` channel words, raster order) is written into one half of a
@@ -101,50 +100,9 @@ class MomentsThreshold(MomentsThresholdParameters, wiring.Component):
     stats : Out(stream.Signature(data.ArrayLayout(feature_shape, len(stats)))), with ``emit_stats``
     """
 
-    def __init__(
-        self,
-        *,
-        in_shape,
-        channels: int,
-        simd: int,
-        height: int,
-        width: int,
-        stats: Sequence[str] = ("m3",),
-        shifts: Sequence[int] = (0,),
-        mode: str = "th",
-        alpha=None,
-        beta=None,
-        out_shift: int = 0,
-        w1=None,
-        b1=None,
-        hidden_shift: int | None = None,
-        hidden_max: int | None = None,
-        w2=None,
-        parallel: int = 1,
-        emit_stats: bool = False,
-        external_modules: bool = False,
-    ) -> None:
-        super().__init__(
-            in_shape=in_shape,
-            channels=channels,
-            simd=simd,
-            height=height,
-            width=width,
-            stats=stats,
-            shifts=shifts,
-            mode=mode,
-            alpha=alpha,
-            beta=beta,
-            out_shift=out_shift,
-            w1=w1,
-            b1=b1,
-            hidden_shift=hidden_shift,
-            hidden_max=hidden_max,
-            w2=w2,
-            parallel=parallel,
-            emit_stats=emit_stats,
-        )
-        self._external = check_flag("external_modules", external_modules)
+    def __init__(self, *, external_modules: bool = False, **params) -> None:
+        super().__init__(**params)
+        self._set_external_modules(external_modules)
         members = {
             "i": In(stream.Signature(channel_word(self._in_shape, self._simd))),
             "o": Out(stream.Signature(channel_word(unsigned(1), self._simd))),
@@ -153,14 +111,9 @@ class MomentsThreshold(MomentsThresholdParameters, wiring.Component):
             members["stats"] = Out(stream.Signature(data.ArrayLayout(self._feature_shape, len(self._stats))))
         wiring.Component.__init__(self, members)
 
-    @property
-    def external_modules(self) -> bool:
-        """Whether the read/write memories are instances of the Verilog RAM module."""
-        return self._external
-
     def elaborate(self, platform):
         m = Module()
-        mlp = SeMlp(self._mlp, external_modules=self._external) if self._mode == "th+" else None
+        mlp = SeMlp(self._mlp, external_modules=self._external_modules) if self._mode == "th+" else None
         net = self._memories(m)
         self._bank_state(m, net)
         self._frame_writer(m, net)
@@ -176,8 +129,8 @@ class MomentsThreshold(MomentsThresholdParameters, wiring.Component):
 
     def _memories(self, m: Module) -> SimpleNamespace:
         """The frame buffer, the sums and the thresholds (two banks each), and the alpha ROM."""
-        C, S, G, F = self._channels, self._simd, self._groups, self._frame_words
-        external = self._external
+        C, S, G, F = self._channels, self._simd, self.groups, self.frame_words
+        external = self._external_modules
         fw, (fr,) = ram_ports(m, "frame", channel_word(self._in_shape, S), 2 * F, external=external)
         lane_layout = data.StructLayout({f"s{k}": self._sum_shapes[k] for k in self._sums})
         # read ports: the accumulation's read-modify-write (transparent), the evaluator's
@@ -194,7 +147,7 @@ class MomentsThreshold(MomentsThresholdParameters, wiring.Component):
 
     def _bank_state(self, m: Module, net: SimpleNamespace) -> None:
         """The flags of the two banks and the bank and position of the writer, reader and evaluator."""
-        G, F = self._groups, self._frame_words
+        G, F = self.groups, self.frame_words
         # bank state: written = the writer has taken the whole frame; full = its sums are complete too
         # (both until it is evaluated); ready = evaluated, not yet fully read
         for name in ("written", "full", "ready", "written_set", "full_set", "full_clr", "ready_set", "ready_clr"):
@@ -211,7 +164,7 @@ class MomentsThreshold(MomentsThresholdParameters, wiring.Component):
 
     def _frame_writer(self, m: Module, net: SimpleNamespace) -> None:
         """The writer: the frame buffer, and the sums pipeline (powers, read-modify-write of the sums)."""
-        S, G, F = self._simd, self._groups, self._frame_words
+        S, G, F = self._simd, self.groups, self.frame_words
         fw, sa, sw = net.fw, net.sa, net.sw
         wb, wpos, wgrp = net.wb, net.wpos, net.wgrp
         w_written, w_ready = net.written.bit_select(wb, 1), net.ready.bit_select(wb, 1)
@@ -267,7 +220,7 @@ class MomentsThreshold(MomentsThresholdParameters, wiring.Component):
 
     def _frame_reader(self, m: Module, net: SimpleNamespace) -> None:
         """The reader: frame buffer and thresholds fetched together, compared into the output register."""
-        S, G, F = self._simd, self._groups, self._frame_words
+        S, G, F = self._simd, self.groups, self.frame_words
         fr, tr, rb, rpos, rgrp = net.fr, net.tr, net.rb, net.rpos, net.rgrp
         advance = ~self.o.valid | self.o.ready
         issue = advance & net.ready.bit_select(rb, 1)
@@ -286,7 +239,7 @@ class MomentsThreshold(MomentsThresholdParameters, wiring.Component):
     def _feature_phase(self, m: Module, net: SimpleNamespace) -> None:
         """The evaluator's feature phase: one channel every ``steps_per_channel`` cycles, its sums
         latched and its features computed (the products come from :meth:`_shared_multiplier`)."""
-        C, S, G = self._channels, self._simd, self._groups
+        C, S, G = self._channels, self._simd, self.groups
         pixels = self._height * self._width
         program = self._program
         K = len(program)
@@ -384,7 +337,7 @@ class MomentsThreshold(MomentsThresholdParameters, wiring.Component):
     def _threshold_writer(self, m: Module, net: SimpleNamespace, mlp: SeMlp | None) -> None:
         """The write step of each channel (features out on ``stats``) and the thresholds into their
         bank: ``"th"`` from the accumulator, ``"th+"`` from the MLP's outputs once it has run."""
-        C, S, G, ns = self._channels, self._simd, self._groups, len(self._stats)
+        C, S, G, ns = self._channels, self._simd, self.groups, len(self._stats)
         ec, eg, el, fe, tw, ar, eb = net.ec, net.eg, net.el, net.fe, net.tw, net.ar, net.eb
         write = net.at_w & ~net.stall
         net.last_channel = last_channel = write & (ec == C - 1)

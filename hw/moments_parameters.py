@@ -7,13 +7,12 @@ program, timing and cost (:class:`~.figures.Figures`), and its numpy reference f
 from __future__ import annotations
 
 from collections.abc import Sequence
-from fractions import Fraction
 
 import numpy as np
 from amaranth.hdl import Shape
 
-from ._checks import check_choice, check_divides, check_int, check_int_array, check_shape
-from .figures import Figures, Parameters
+from ._checks import check_choice, check_flag, check_int, check_int_array, check_shape
+from .figures import Figures, FrameParameters
 from .fixed import bounds, shape_for
 from .insta import (
     MAX_SHIFT,
@@ -31,13 +30,12 @@ from .insta import (
     thplus_thresholds,
 )
 from .intervals import array_bounds, hull, iadd, imul, iscale, isquare, prefix_bounds, shape_of
-from .ram import check_flag
-from .se_mlp import SeMlpParameters, check_mlp
+from .se_mlp import SeMlpParameters
 
 __all__ = ["MomentsThresholdParameters"]
 
 
-class MomentsThresholdParameters(Parameters):
+class MomentsThresholdParameters(FrameParameters):
     """The parameters of a :class:`~.moments.MomentsThreshold` and the figures derived from them."""
 
     lut_kind = "moments"
@@ -73,10 +71,7 @@ class MomentsThresholdParameters(Parameters):
         emit_stats: bool = False,
     ) -> None:
         self._in_shape = check_shape("in_shape", in_shape, max_width=32)
-        self._channels = check_int("channels", channels)
-        self._simd = check_divides("simd", check_int("simd", simd), "channels", self._channels)
-        self._height = check_int("height", height)
-        self._width = check_int("width", width)
+        self._check_frame(channels, simd, height, width)
         self._stats = check_stats(stats)
         self._shifts = check_shifts("shifts", shifts, len(self._stats))
         self._mode = check_choice("mode", mode, MODES)
@@ -88,8 +83,6 @@ class MomentsThresholdParameters(Parameters):
             raise TypeError("alpha is required (an array of one integer per channel)")
         self._alpha = check_int_array("alpha", alpha, shape=(C,))
         pixels = self._height * self._width
-        self._groups = C // self._simd
-        self._frame_words = pixels * self._groups
         x_low, x_high = bounds(self._in_shape)
         self._low, self._high = x_low, x_high + 1
         self._threshold_shape = shape_for(self._low, self._high)
@@ -119,21 +112,11 @@ class MomentsThresholdParameters(Parameters):
         else:
             if beta is not None:
                 raise ValueError("beta is only used in mode 'th'")
-            w1, b1, hidden_shift, hidden_max, w2 = check_mlp(
-                "mode 'th+'",
-                w1=w1,
-                b1=b1,
-                hidden_shift=hidden_shift,
-                hidden_max=hidden_max,
-                w2=w2,
-                inputs=ns * C,
-                outputs=C,
-            )
-            check_int("parallel", parallel, high=w1.shape[0])
-            self._w1, self._b1, self._hidden_shift, self._hidden_max, self._w2 = w1, b1, hidden_shift, hidden_max, w2
             self._mlp = SeMlpParameters(
+                owner="mode 'th+'",
                 stats_channels=C,
                 n_stats=ns,
+                outputs=C,
                 feature_shape=self._feature_shape,
                 feature_bounds=self._feature_bounds,
                 w1=w1,
@@ -201,22 +184,6 @@ class MomentsThresholdParameters(Parameters):
         return self._in_shape
 
     @property
-    def channels(self) -> int:
-        return self._channels
-
-    @property
-    def simd(self) -> int:
-        return self._simd
-
-    @property
-    def height(self) -> int:
-        return self._height
-
-    @property
-    def width(self) -> int:
-        return self._width
-
-    @property
     def statistics(self) -> tuple[str, ...]:
         """The ``stats`` names (the member ``stats`` is the stream)."""
         return self._stats
@@ -266,11 +233,6 @@ class MomentsThresholdParameters(Parameters):
         return len(self._program)
 
     @property
-    def frame_words(self) -> int:
-        """Words per frame: ``H * W * C / simd``."""
-        return self._frame_words
-
-    @property
     def eval_cycles(self) -> int:
         """Exact cycles the evaluator is busy per frame (no back-pressure on ``stats``)."""
         return self._eval_cycles
@@ -278,23 +240,17 @@ class MomentsThresholdParameters(Parameters):
     @property
     def cycles_per_frame(self) -> int:
         """Steady-state cycles per frame at full rate: ``max(frame_words, eval_cycles + EVAL_GAP)``."""
-        return max(self._frame_words, self._eval_cycles + self.EVAL_GAP)
-
-    @property
-    def initiation_interval(self) -> int | Fraction:
-        """Cycles per output word at full rate, over a frame: 1 unless the evaluator is the bottleneck."""
-        ii = Fraction(self.cycles_per_frame, self._frame_words)
-        return int(ii) if ii.denominator == 1 else ii
+        return max(self.frame_words, self._eval_cycles + self.EVAL_GAP)
 
     @property
     def latency(self) -> int:
         """Cycles from an idle unit taking a frame's first word to emitting its first word, at full rate."""
-        return self._frame_words + self._eval_cycles + 5
+        return self.frame_words + self._eval_cycles + 5
 
     @property
     def memory_bits(self) -> int:
         """Bits of RAM and ROM: frame buffer, sums, thresholds, constants (and the MLP's)."""
-        S, G, F, C = self._simd, self._groups, self._frame_words, self._channels
+        S, G, F, C = self._simd, self.groups, self.frame_words, self._channels
         lane = sum(s.width for s in self._sum_shapes.values())
         bits = 2 * F * S * self._in_shape.width + 2 * G * S * lane + 2 * G * S * self._threshold_shape.width
         bits += C * shape_of(array_bounds(self._alpha)).width
@@ -328,7 +284,7 @@ class MomentsThresholdParameters(Parameters):
         """The unit's own frame; ``post`` leaves out the frame it waits for before its first word."""
         latency = self.latency
         return Figures(
-            self.cycles_per_frame, latency, latency - self._frame_words, self.luts, self.memory_bits, self.multipliers
+            self.cycles_per_frame, latency, latency - self.frame_words, self.luts, self.memory_bits, self.multipliers
         )
 
     def reference(self, frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -342,11 +298,7 @@ class MomentsThresholdParameters(Parameters):
         else:
             t = thplus_thresholds(
                 features,
-                w1=self._w1,
-                b1=self._b1,
-                hidden_shift=self._hidden_shift,
-                hidden_max=self._hidden_max,
-                w2=self._w2,
+                **self._mlp.constants,
                 alpha=self._alpha,
                 out_shift=self._out_shift,
                 low=self._low,

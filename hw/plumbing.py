@@ -17,7 +17,8 @@ from amaranth.lib.wiring import In, Out
 from ._checks import check_int, check_payload, check_shape
 from .figures import Figures, Parameters, bram_mux
 from .fixed import bounds, shape_for
-from .ram import Ram, check_flag
+from .options import ExternalModules
+from .ram import Ram
 
 __all__ = [
     "Fifo",
@@ -83,7 +84,7 @@ class FifoParameters(Parameters):
         return Figures(words, self.latency, self.latency, self.luts, self.memory_bits)
 
 
-class Fifo(FifoParameters, wiring.Component):
+class Fifo(FifoParameters, ExternalModules, wiring.Component):
     """First-in first-out queue of ``depth`` payloads (memory-backed, registered output).
 
     The behaviour of :class:`amaranth.lib.fifo.SyncFIFOBuffered`, cycle for cycle (same
@@ -109,17 +110,12 @@ class Fifo(FifoParameters, wiring.Component):
     o : Out(stream.Signature(shape))
     """
 
-    def __init__(self, *, shape, depth: int, external_modules: bool = False) -> None:
-        super().__init__(shape=shape, depth=depth)
-        self._external = check_flag("external_modules", external_modules)
+    def __init__(self, *, external_modules: bool = False, **params) -> None:
+        super().__init__(**params)
+        self._set_external_modules(external_modules)
         wiring.Component.__init__(
             self, {"i": In(stream.Signature(self._shape)), "o": Out(stream.Signature(self._shape))}
         )
-
-    @property
-    def external_modules(self) -> bool:
-        """Whether the memory is an instance of the Verilog RAM module."""
-        return self._external
 
     def elaborate(self, platform):
         m = Module()
@@ -136,7 +132,7 @@ class Fifo(FifoParameters, wiring.Component):
         inner = self._depth - 1
         level = Signal(range(inner + 1))  # payloads in the memory
         produce, consume = Signal(range(inner)), Signal(range(inner))
-        m.submodules.storage = ram = Ram(width=width, depth=inner, external=self._external)
+        m.submodules.storage = ram = Ram(width=width, depth=inner, external=self._external_modules)
         do_read = (level != 0) & (~self.o.valid | self.o.ready)  # memory -> output register
         m.d.comb += [
             self.i.ready.eq(level != inner),
@@ -207,8 +203,8 @@ class Fork(ForkParameters, wiring.Component):
     o : Out(stream.Signature(shape)).array(2)
     """
 
-    def __init__(self, *, shape) -> None:
-        super().__init__(shape=shape)
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
         wiring.Component.__init__(
             self, {"i": In(stream.Signature(self._shape)), "o": Out(stream.Signature(self._shape)).array(2)}
         )
@@ -299,8 +295,8 @@ class JoinAdd(JoinAddParameters, wiring.Component):
     o : Out(stream.Signature(data.ArrayLayout(out_shape, count)))
     """
 
-    def __init__(self, *, shape, count: int, shifts: tuple[int, int] = (0, 0)) -> None:
-        super().__init__(shape=shape, count=count, shifts=shifts)
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
         wiring.Component.__init__(
             self,
             {
@@ -403,8 +399,8 @@ class WidthConverter(WidthConverterParameters, wiring.Component):
     o : Out(stream.Signature(data.ArrayLayout(shape, out_count)))
     """
 
-    def __init__(self, *, shape, in_count: int, out_count: int) -> None:
-        super().__init__(shape=shape, in_count=in_count, out_count=out_count)
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
         wiring.Component.__init__(
             self,
             {
@@ -544,8 +540,8 @@ class Repeat(RepeatParameters, wiring.Component):
     o : Out(stream.Signature(data.ArrayLayout(shape, count)))
     """
 
-    def __init__(self, *, shape, count: int, words: int, times: int) -> None:
-        super().__init__(shape=shape, count=count, words=words, times=times)
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
         layout = data.ArrayLayout(self._shape, self._count)
         wiring.Component.__init__(self, {"i": In(stream.Signature(layout)), "o": Out(stream.Signature(layout))})
 

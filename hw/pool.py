@@ -22,7 +22,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
-from .figures import Figures, Parameters
+from .figures import ChannelParameters, Figures
 from .fixed import bounds, shape_for
 from .layouts import channel_word, window_word
 
@@ -107,11 +107,12 @@ def global_sum_pool(tensor) -> np.ndarray:
     return tensor.sum(axis=(1, 2))
 
 
-class _ReduceParameters(Parameters):
+class _ReduceParameters(ChannelParameters):
     """The parameters shared by the reductions of ``positions`` consecutive groups of ``C/simd``
     words to one group, and the figures derived from them.
 
-    Subclasses validate their own parameters and pass the (already checked) common ones here.
+    A subclass checks the input with :meth:`_check_input`, then its own parameters, and gives
+    the rest here.
     """
 
     lut_kind = "pool"
@@ -119,10 +120,11 @@ class _ReduceParameters(Parameters):
     #: One input word per cycle (the output comes at ``1 / positions`` of that rate).
     initiation_interval = 1
 
-    def __init__(self, *, shape, channels: int, simd: int, positions: int, out_shape, windowed: bool) -> None:
-        self._shape = shape
-        self._channels = channels
-        self._simd = simd
+    def _check_input(self, shape, channels, simd) -> None:
+        self._shape = check_shape("shape", shape, max_width=32)
+        self._check_channels(channels, simd)
+
+    def _set_reduction(self, *, positions: int, out_shape, windowed: bool) -> None:
         self._positions = positions
         self._out_shape = out_shape
         self._windowed = windowed
@@ -131,21 +133,6 @@ class _ReduceParameters(Parameters):
     def shape(self):
         """Input element shape."""
         return self._shape
-
-    @property
-    def channels(self) -> int:
-        """Channels C."""
-        return self._channels
-
-    @property
-    def simd(self) -> int:
-        """Channels per word."""
-        return self._simd
-
-    @property
-    def groups(self) -> int:
-        """Channel words per pixel, ``C / simd``."""
-        return self._channels // self._simd
 
     @property
     def out_shape(self) -> Shape:
@@ -235,23 +222,13 @@ class _Reduce(_ReduceParameters, wiring.Component):
         return m
 
 
-def _check_common(shape, channels, simd) -> tuple[Shape, int, int]:
-    shape = check_shape("shape", shape, max_width=32)
-    channels = check_int("channels", channels)
-    simd = check_int("simd", simd)
-    check_divides("simd", simd, "channels", channels)
-    return shape, channels, simd
-
-
 class MaxPoolParameters(_ReduceParameters):
     """The parameters of a :class:`MaxPool` and the figures derived from them."""
 
     def __init__(self, *, shape, channels: int, simd: int, kernel: int) -> None:
-        shape, channels, simd = _check_common(shape, channels, simd)
+        self._check_input(shape, channels, simd)
         self._kernel = check_int("kernel", kernel)
-        super().__init__(
-            shape=shape, channels=channels, simd=simd, positions=self._kernel**2, out_shape=shape, windowed=True
-        )
+        self._set_reduction(positions=self._kernel**2, out_shape=self._shape, windowed=True)
 
     @property
     def kernel(self) -> int:
@@ -285,8 +262,8 @@ class MaxPool(MaxPoolParameters, _Reduce):
     o : Out(stream.Signature(channel_word(shape, simd)))
     """
 
-    def __init__(self, *, shape, channels: int, simd: int, kernel: int) -> None:
-        super().__init__(shape=shape, channels=channels, simd=simd, kernel=kernel)
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
         self._build_ports()
 
     def _neutral(self) -> int:
@@ -300,18 +277,11 @@ class SumPoolParameters(_ReduceParameters):
     """The parameters of a :class:`SumPool` and the figures derived from them."""
 
     def __init__(self, *, shape, channels: int, simd: int, kernel: int) -> None:
-        shape, channels, simd = _check_common(shape, channels, simd)
+        self._check_input(shape, channels, simd)
         self._kernel = check_int("kernel", kernel)
-        low, high = bounds(shape)
+        low, high = bounds(self._shape)
         n = self._kernel**2
-        super().__init__(
-            shape=shape,
-            channels=channels,
-            simd=simd,
-            positions=n,
-            out_shape=shape_for(n * low, n * high),
-            windowed=True,
-        )
+        self._set_reduction(positions=n, out_shape=shape_for(n * low, n * high), windowed=True)
 
     @property
     def kernel(self) -> int:
@@ -344,8 +314,8 @@ class SumPool(SumPoolParameters, _Reduce):
     o : Out(stream.Signature(channel_word(out_shape, simd)))
     """
 
-    def __init__(self, *, shape, channels: int, simd: int, kernel: int) -> None:
-        super().__init__(shape=shape, channels=channels, simd=simd, kernel=kernel)
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
         self._build_ports()
 
     def _neutral(self) -> int:
@@ -359,19 +329,12 @@ class GlobalSumPoolParameters(_ReduceParameters):
     """The parameters of a :class:`GlobalSumPool` and the figures derived from them."""
 
     def __init__(self, *, shape, channels: int, simd: int, height: int, width: int) -> None:
-        shape, channels, simd = _check_common(shape, channels, simd)
+        self._check_input(shape, channels, simd)
         self._height = check_int("height", height)
         self._width = check_int("width", width)
-        low, high = bounds(shape)
+        low, high = bounds(self._shape)
         n = self._height * self._width
-        super().__init__(
-            shape=shape,
-            channels=channels,
-            simd=simd,
-            positions=n,
-            out_shape=shape_for(n * low, n * high),
-            windowed=False,
-        )
+        self._set_reduction(positions=n, out_shape=shape_for(n * low, n * high), windowed=False)
 
     @property
     def height(self) -> int:
@@ -419,8 +382,8 @@ class GlobalSumPool(GlobalSumPoolParameters, _Reduce):
         ``C/simd`` words per frame.
     """
 
-    def __init__(self, *, shape, channels: int, simd: int, height: int, width: int) -> None:
-        super().__init__(shape=shape, channels=channels, simd=simd, height=height, width=width)
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
         self._build_ports()
 
     def _neutral(self) -> int:

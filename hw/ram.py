@@ -43,13 +43,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import SimpleNamespace
 
-import numpy as np
 from amaranth.hdl import Cat, ClockSignal, Instance, Module, Shape, ShapeCastable, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ._checks import check_int
+from ._checks import check_flag, check_int
 from .rom import address_bits
 
 __all__ = ["RAM_MODULE", "READ_PORT_KINDS", "Ram", "RamModel", "ram_verilog"]
@@ -62,13 +61,6 @@ READ_PORT_KINDS = ("sync", "transparent", "comb")
 
 #: Most read ports of one memory.
 MAX_READ_PORTS = 8
-
-
-def check_flag(name: str, value: object) -> bool:
-    """``value`` as a bool; anything but a ``bool`` is refused (the ``external_modules`` flags)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, not {value!r}")
-    return bool(value)
 
 
 def ram_verilog() -> str:

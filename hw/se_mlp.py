@@ -19,22 +19,24 @@ from .fixed import bounds, hdl_round_shift
 from .insta import MAX_SHIFT
 from .intervals import array_bounds, prefix_bounds, shape_of
 
-__all__ = ["SeMlp", "SeMlpParameters", "check_mlp"]
+__all__ = ["SeMlp", "SeMlpParameters"]
 
 
-def check_mlp(name_prefix, *, w1, b1, hidden_shift, hidden_max, w2, inputs: int, outputs: int):
-    """Validated (w1, b1, hidden_shift, hidden_max, w2) of an SE branch with ``inputs`` features."""
+def _check_constants(owner: str, *, w1, b1, hidden_shift, hidden_max, w2, inputs: int, outputs: int) -> dict:
+    """The validated constants of an SE branch with ``inputs`` features and ``outputs`` outputs."""
     if w1 is None or b1 is None or w2 is None or hidden_shift is None or hidden_max is None:
-        raise TypeError(f"{name_prefix} needs w1, b1, hidden_shift, hidden_max and w2")
+        raise TypeError(f"{owner} needs w1, b1, hidden_shift, hidden_max and w2")
     w1 = check_int_array("w1", w1)
     if w1.ndim != 2 or w1.shape[0] < 1 or w1.shape[1] != inputs:
         raise ValueError(f"w1 must have shape (hidden, {inputs}) with hidden >= 1, not {w1.shape}")
     hidden = w1.shape[0]
-    b1 = check_int_array("b1", b1, shape=(hidden,))
-    w2 = check_int_array("w2", w2, shape=(outputs, hidden))
-    hidden_shift = check_int("hidden_shift", hidden_shift, low=0, high=MAX_SHIFT)
-    hidden_max = check_int("hidden_max", hidden_max, low=1, high=(1 << 32) - 1)
-    return w1, b1, hidden_shift, hidden_max, w2
+    return {
+        "w1": w1,
+        "b1": check_int_array("b1", b1, shape=(hidden,)),
+        "hidden_shift": check_int("hidden_shift", hidden_shift, low=0, high=MAX_SHIFT),
+        "hidden_max": check_int("hidden_max", hidden_max, low=1, high=(1 << 32) - 1),
+        "w2": check_int_array("w2", w2, shape=(outputs, hidden)),
+    }
 
 
 def _memory_bits(depth: int, shape) -> int:
@@ -42,10 +44,14 @@ def _memory_bits(depth: int, shape) -> int:
 
 
 class SeMlpParameters:
-    """Sizes, widths and cycle count of an :class:`SeMlp` (plain numbers: nothing to elaborate).
+    """The validated constants of an :class:`SeMlp` and its sizes, widths and cycle count.
 
     Parameters
     ----------
+    owner : str
+        What the MLP belongs to, for the error that names missing constants.
+    outputs : int
+        Rows of FC2 (``w2``).
     stats_channels : int
         Channels whose features feed the MLP.
     n_stats : int
@@ -55,7 +61,8 @@ class SeMlpParameters:
     feature_bounds : sequence of (int, int)
         ``(low, high)`` of each statistic's features.
     w1, b1, hidden_shift, hidden_max, w2 : arrays and ints
-        The constants of :func:`~.insta.se_mlp`, validated by :func:`check_mlp`.
+        The constants of :func:`~.insta.se_mlp`: ``w1`` is ``(hidden, n_stats * stats_channels)``,
+        ``w2`` is ``(outputs, hidden)``.
     parallel : int
         Multiply-accumulates per cycle, 1 to ``hidden``.
     """
@@ -63,23 +70,37 @@ class SeMlpParameters:
     def __init__(
         self,
         *,
+        owner: str,
         stats_channels: int,
         n_stats: int,
+        outputs: int,
         feature_shape,
         feature_bounds,
         w1,
         b1,
-        hidden_shift: int,
-        hidden_max: int,
+        hidden_shift: int | None,
+        hidden_max: int | None,
         w2,
         parallel: int,
     ) -> None:
         self._stats_channels, self._n_stats = stats_channels, n_stats
         self._features = n_stats * stats_channels
+        self._constants = _check_constants(
+            owner,
+            w1=w1,
+            b1=b1,
+            hidden_shift=hidden_shift,
+            hidden_max=hidden_max,
+            w2=w2,
+            inputs=self._features,
+            outputs=outputs,
+        )
+        w1, b1, w2 = self._constants["w1"], self._constants["b1"], self._constants["w2"]
+        hidden_shift, hidden_max = self._constants["hidden_shift"], self._constants["hidden_max"]
         hidden = w1.shape[0]
-        self._parallel = parallel
-        self._chunks = -(-hidden // parallel)
-        padded = self._chunks * parallel
+        self._parallel = check_int("parallel", parallel, high=hidden)
+        self._chunks = -(-hidden // self._parallel)
+        padded = self._chunks * self._parallel
         self._outputs = w2.shape[0]
         self._hidden_shift, self._hidden_max = hidden_shift, hidden_max
         # weights padded with zero hidden units to whole chunks of ``parallel``
@@ -100,6 +121,12 @@ class SeMlpParameters:
             for row in self._w2
         ]
         self._out_shape = shape_of(*self._out_bounds)
+
+    @property
+    def constants(self) -> dict:
+        """``w1``, ``b1``, ``hidden_shift``, ``hidden_max`` and ``w2`` as given (validated, not
+        padded): the keywords of :func:`~.insta.se_mlp` and the models that call it."""
+        return dict(self._constants)
 
     @property
     def stats_channels(self) -> int:

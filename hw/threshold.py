@@ -12,8 +12,8 @@ from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._checks import check_divides, check_int, check_int_array, check_shape
-from .figures import Figures, Parameters, rom_luts
+from ._checks import check_int_array, check_shape
+from .figures import ChannelParameters, Figures, rom_luts
 from .fixed import bounds, clamp, shape_for
 from .layouts import channel_word
 from .tables import channel_table
@@ -48,7 +48,7 @@ def effective_thresholds(thresholds, flip, shape) -> np.ndarray:
     return clamp(values, low, high + 1)
 
 
-class ThresholdParameters(Parameters):
+class ThresholdParameters(ChannelParameters):
     """The parameters of a :class:`StaticThreshold` and the figures derived from them."""
 
     lut_kind = "threshold"
@@ -61,22 +61,13 @@ class ThresholdParameters(Parameters):
 
     def __init__(self, *, shape, channels: int, simd: int, thresholds, flip=None) -> None:
         self._shape = check_shape("shape", shape)
-        self._channels = check_int("channels", channels)
-        self._simd = check_divides("simd", check_int("simd", simd), "channels", self._channels)
+        self._check_channels(channels, simd)
         self._thresholds = check_int_array("thresholds", thresholds, shape=(self._channels,))
         self._flip = None if flip is None else check_int_array("flip", flip, shape=(self._channels,), low=0, high=1)
 
     @property
     def shape(self) -> Shape:
         return self._shape
-
-    @property
-    def channels(self) -> int:
-        return self._channels
-
-    @property
-    def simd(self) -> int:
-        return self._simd
 
     @property
     def thresholds(self) -> np.ndarray:
@@ -101,13 +92,13 @@ class ThresholdParameters(Parameters):
     @property
     def memory_bits(self) -> int:
         """Bits of the threshold ROM (0 with a single channel group: constants)."""
-        groups = self._channels // self._simd
+        groups = self.groups
         if groups == 1:
             return 0
         return self._channels * (self.compare_shape.width + ("flip" in self._columns()))
 
     def lut_features(self) -> tuple[float, ...]:
-        groups = self._channels // self._simd
+        groups = self.groups
         rom = rom_luts(groups, self.memory_bits // max(1, groups))
         return (1.0, float(self._simd * self.compare_shape.width), float(rom))
 
@@ -145,8 +136,8 @@ class StaticThreshold(ThresholdParameters, wiring.Component):
     o : Out(stream.Signature(channel_word(unsigned(1), simd)))
     """
 
-    def __init__(self, *, shape, channels: int, simd: int, thresholds, flip=None) -> None:
-        super().__init__(shape=shape, channels=channels, simd=simd, thresholds=thresholds, flip=flip)
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
         wiring.Component.__init__(
             self,
             {
@@ -157,7 +148,7 @@ class StaticThreshold(ThresholdParameters, wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        groups = self._channels // self._simd
+        groups = self.groups
         advance = Signal()
         m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
         group = Signal(range(groups))

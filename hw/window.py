@@ -15,9 +15,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
-from .figures import Figures, Parameters, bram_mux
+from .figures import Figures, FrameParameters, bram_mux
 from .layouts import channel_word, window_word
-from .ram import Ram, check_flag
+from .options import ExternalModules
+from .ram import Ram
 
 __all__ = ["SlidingWindow", "SlidingWindowParameters", "check_window_geometry", "output_size", "sliding_windows"]
 
@@ -93,7 +94,7 @@ def _wrap_add(value: Value, increment: int, modulus: int) -> Value:
     return Mux(total >= modulus, total - modulus, total)
 
 
-class SlidingWindowParameters(Parameters):
+class SlidingWindowParameters(FrameParameters):
     """The parameters of a :class:`SlidingWindow` and the figures derived from them."""
 
     lut_kind = "window"
@@ -118,11 +119,7 @@ class SlidingWindowParameters(Parameters):
         padding: int = 0,
     ) -> None:
         self._shape = check_shape("shape", shape, max_width=32)
-        self._channels = check_int("channels", channels)
-        self._simd = check_int("simd", simd)
-        check_divides("simd", self._simd, "channels", self._channels)
-        self._height = check_int("height", height)
-        self._width = check_int("width", width)
+        self._check_frame(channels, simd, height, width)
         self._kernel, self._stride, self._padding = check_window_geometry(
             height=self._height, width=self._width, kernel=kernel, stride=stride, padding=padding
         )
@@ -138,26 +135,6 @@ class SlidingWindowParameters(Parameters):
     def shape(self):
         """Element shape."""
         return self._shape
-
-    @property
-    def channels(self):
-        """Channels C."""
-        return self._channels
-
-    @property
-    def simd(self):
-        """Channels per word."""
-        return self._simd
-
-    @property
-    def height(self):
-        """Input rows H."""
-        return self._height
-
-    @property
-    def width(self):
-        """Input columns W."""
-        return self._width
 
     @property
     def kernel(self):
@@ -190,14 +167,9 @@ class SlidingWindowParameters(Parameters):
         return self._rows
 
     @property
-    def groups(self) -> int:
-        """Channel words per pixel, ``C / simd``."""
-        return self._channels // self._simd
-
-    @property
     def input_words(self) -> int:
         """Input words per frame, ``H * W * C / simd``."""
-        return self._height * self._width * self.groups
+        return self.frame_words
 
     @property
     def output_words(self) -> int:
@@ -231,7 +203,7 @@ class SlidingWindowParameters(Parameters):
         return Figures(self.cycles_per_frame, self.latency, self.row_latency, self.luts, self.memory_bits)
 
 
-class SlidingWindow(SlidingWindowParameters, wiring.Component):
+class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
     """Line-buffered ``K x K`` sliding-window generator with stride and zero padding.
 
     The input rows go, in sequence, into a circular buffer of :attr:`rows` row slots (one
@@ -283,30 +255,9 @@ class SlidingWindow(SlidingWindowParameters, wiring.Component):
         The windows, ``out_h*out_w*K*K*C/simd`` words per frame.
     """
 
-    def __init__(
-        self,
-        *,
-        shape,
-        channels: int,
-        simd: int,
-        height: int,
-        width: int,
-        kernel: int,
-        stride: int = 1,
-        padding: int = 0,
-        external_modules: bool = False,
-    ) -> None:
-        super().__init__(
-            shape=shape,
-            channels=channels,
-            simd=simd,
-            height=height,
-            width=width,
-            kernel=kernel,
-            stride=stride,
-            padding=padding,
-        )
-        self._external = check_flag("external_modules", external_modules)
+    def __init__(self, *, external_modules: bool = False, **params) -> None:
+        super().__init__(**params)
+        self._set_external_modules(external_modules)
         wiring.Component.__init__(
             self,
             {
@@ -314,11 +265,6 @@ class SlidingWindow(SlidingWindowParameters, wiring.Component):
                 "o": Out(stream.Signature(window_word(self._shape, self._simd))),
             },
         )
-
-    @property
-    def external_modules(self) -> bool:
-        """Whether the line buffer is an instance of the Verilog RAM module."""
-        return self._external
 
     def elaborate(self, platform):
         m = Module()
@@ -334,7 +280,7 @@ class SlidingWindow(SlidingWindowParameters, wiring.Component):
             return (a - b)[:bits].as_signed()
 
         word_bits = Shape.cast(channel_word(self._shape, self._simd)).width
-        m.submodules.buffer = buffer = Ram(width=word_bits, depth=depth, external=self._external)
+        m.submodules.buffer = buffer = Ram(width=word_bits, depth=depth, external=self._external_modules)
 
         # Writer: input words go to consecutive addresses; row n lives in slot n mod R.
         written = Signal(bits)  # input rows completed

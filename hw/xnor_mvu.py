@@ -16,17 +16,16 @@ words (with the per-word mask of a window stream) and the vectors of the model.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, ResetSignal, Shape, Signal, Value, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Cat, Module, Mux, ResetSignal, Signal, Value, unsigned
+from amaranth.lib import data
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In, Out
 
 from ._checks import check_choice, check_divides, check_int, check_int_array
-from .figures import Figures, Parameters, bram_mux, rom_luts
+from .figures import bram_mux, rom_luts
 from .fixed import shape_for
-from .layouts import channel_word, window_word
+from .mvu import MatrixVectorParameters, MatrixVectorUnit
 from .popcount import PopCount, popcount_instance, popcount_levels
-from .rom import Rom, check_init_file
+from .rom import Rom
 
 __all__ = ["XnorMatrixVector", "XnorMatrixVectorParameters", "vectors_from_words", "words_from_vectors", "xnor_matvec"]
 
@@ -138,7 +137,7 @@ def words_from_vectors(vectors, *, simd: int) -> np.ndarray:
     return vectors.reshape(-1, simd)
 
 
-class XnorMatrixVectorParameters(Parameters):
+class XnorMatrixVectorParameters(MatrixVectorParameters):
     """The parameters of an :class:`XnorMatrixVector` and the figures derived from them.
 
     Cheap for any matrix: the weights are checked, not packed (:meth:`weight_words` packs them).
@@ -156,46 +155,18 @@ class XnorMatrixVectorParameters(Parameters):
         popcount_stages: int | None = None,
         buffer_style: str = "block",
     ) -> None:
-        self._weights = _bits_array("weights", weights, ndim=2)
-        if self._weights.size == 0:
-            raise ValueError(f"weights must not be empty, not of shape {self._weights.shape}")
-        rows, cols = self._weights.shape
-        self._pe = check_divides("pe", check_int("pe", pe), "rows", rows)
-        self._simd = check_divides("simd", check_int("simd", simd, high=4096), "cols", cols)
-        if not isinstance(masked, (bool, np.bool_)):
-            raise TypeError(f"masked must be a bool, not {masked!r}")
-        self._masked = bool(masked)
+        weights = _bits_array("weights", weights, ndim=2)
+        if weights.size == 0:
+            raise ValueError(f"weights must not be empty, not of shape {weights.shape}")
+        self._check_folding(weights, pe=pe, simd=simd, masked=masked, max_simd=4096)
         self._buffer_style = check_choice("buffer_style", buffer_style, BUFFER_STYLES)
         max_stages = 1 + popcount_levels(self._simd)
         if popcount_stages is None:
             self._popcount_stages = max_stages
         else:
             self._popcount_stages = check_int("popcount_stages", popcount_stages, low=1, high=max_stages)
-        self._acc_shape = shape_for(-cols, cols)
-
-    @property
-    def weights(self) -> np.ndarray:
-        return self._weights
-
-    @property
-    def rows(self) -> int:
-        return self._weights.shape[0]
-
-    @property
-    def cols(self) -> int:
-        return self._weights.shape[1]
-
-    @property
-    def pe(self) -> int:
-        return self._pe
-
-    @property
-    def simd(self) -> int:
-        return self._simd
-
-    @property
-    def masked(self) -> bool:
-        return self._masked
+        self._in_shape = unsigned(1)
+        self._acc_shape = shape_for(-self.cols, self.cols)
 
     @property
     def buffer_style(self) -> str:
@@ -205,31 +176,6 @@ class XnorMatrixVectorParameters(Parameters):
     def popcount_sizes(self) -> set[tuple[int, int]]:
         """``{(simd, popcount_stages)}``: the size of the PEs' popcounts (their shared module's)."""
         return {(self._simd, self._popcount_stages)}
-
-    @property
-    def acc_shape(self) -> Shape:
-        """Shape of a dot product: ``shape_for(-cols, cols)``."""
-        return self._acc_shape
-
-    @property
-    def neuron_fold(self) -> int:
-        """``NF = rows / pe``: output words per vector."""
-        return self.rows // self._pe
-
-    @property
-    def synapse_fold(self) -> int:
-        """``SF = cols / simd``: input words per vector."""
-        return self.cols // self._simd
-
-    @property
-    def initiation_interval(self) -> int:
-        """Cycles per output word at full rate: ``SF``."""
-        return self.synapse_fold
-
-    @property
-    def cycles_per_vector(self) -> int:
-        """``NF * SF``: cycles per input vector at full rate."""
-        return self.neuron_fold * self.synapse_fold
 
     @property
     def lanes(self) -> int:
@@ -281,14 +227,8 @@ class XnorMatrixVectorParameters(Parameters):
             float(bram_mux(depth, width)),
         )
 
-    def figures(self, words: int) -> Figures:
-        nf, sf = self.neuron_fold, self.synapse_fold
-        # the first output follows a vector's SF-th word; the later folds reread the buffered vector
-        latency = sf - 1 + self.latency
-        return Figures(words * nf, latency, latency, self.luts, self.memory_bits, 0, (nf - 1) * sf)
 
-
-class XnorMatrixVector(XnorMatrixVectorParameters, wiring.Component):
+class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
     """Folded XNOR-popcount matrix-vector unit: ``o = xnor_matvec(weights, x)`` per streamed vector.
 
     The weights (``rows x cols``, bit 1 = +1) sit in on-chip memory as ``NF * SF`` words of
@@ -352,43 +292,9 @@ class XnorMatrixVector(XnorMatrixVectorParameters, wiring.Component):
     o : Out(stream.Signature(channel_word(acc_shape, pe)))
     """
 
-    def __init__(
-        self,
-        *,
-        weights,
-        pe: int,
-        simd: int,
-        masked: bool = True,
-        popcount_stages: int | None = None,
-        buffer_style: str = "block",
-        weights_file: str | None = None,
-        external_modules: bool = False,
-    ) -> None:
-        super().__init__(
-            weights=weights, pe=pe, simd=simd, masked=masked, popcount_stages=popcount_stages, buffer_style=buffer_style
-        )
-        self._weights_file = check_init_file("weights_file", weights_file)
-        if not isinstance(external_modules, (bool, np.bool_)):
-            raise TypeError(f"external_modules must be a bool, not {external_modules!r}")
-        self._external_modules = bool(external_modules)
-        word = window_word if self._masked else channel_word
-        wiring.Component.__init__(
-            self,
-            {
-                "i": In(stream.Signature(word(unsigned(1), self._simd))),
-                "o": Out(stream.Signature(channel_word(self._acc_shape, self._pe))),
-            },
-        )
-
-    @property
-    def weights_file(self) -> str | None:
-        """The ``$readmemh`` file of the weight memory, or ``None`` for an inline memory."""
-        return self._weights_file
-
-    @property
-    def external_modules(self) -> bool:
-        """Whether the popcounts are instances of the shared Verilog modules."""
-        return self._external_modules
+    def __init__(self, *, weights_file: str | None = None, external_modules: bool = False, **params) -> None:
+        super().__init__(**params)
+        self._build_ports(weights_file=weights_file, external_modules=external_modules)
 
     def elaborate(self, platform):
         m = Module()
