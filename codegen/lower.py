@@ -576,6 +576,9 @@ def random_model(name: str, *, seed: int = 0, calibration_images: int = 4, **opt
     Every parameter the zoo initialises to zero for training (RSign and INSTA offsets and
     weights, RPReLU shifts) gets small random values, so every unit of the design is exercised;
     batch norm statistics and activation scales come from ``calibration_images`` random images.
+    The calibration runs in float64 on one thread: float32 sums split over threads round
+    differently with the thread count, and a statistic one ulp away can move an integer
+    threshold, so the same seed would give other designs on other machines.
     """
     from instabnn_hw.quant.models import build_model
 
@@ -589,11 +592,16 @@ def random_model(name: str, *, seed: int = 0, calibration_images: int = 4, **opt
     config = model.config
     images = torch.randint(
         0, 256, (calibration_images, config.in_channels, config.input_size, config.input_size), generator=generator
-    ).float()
-    model.train()
+    ).double()
+    model.double().train()
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.momentum = None  # a cumulative average over the calibration batches
-    for image in images.split(2):
-        model(image)
-    return model.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for image in images.split(2):
+            model(image)
+    finally:
+        torch.set_num_threads(threads)
+    return model.float().eval()

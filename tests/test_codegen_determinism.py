@@ -1,4 +1,5 @@
-"""`instabnn-hw generate` writes the same bytes wherever the package is installed.
+"""`instabnn-hw generate` writes the same bytes wherever the package is installed, and whatever
+the number of torch threads.
 
 The package is copied twice into the layout of an installed one (``instabnn_hw/``, with ``quant/``,
 ``codegen/``, ``hw/`` and ``sim/`` as its subpackages) and each copy generates the same design in a
@@ -13,7 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 import instabnn_hw
+from instabnn_hw.codegen.ir import save_graph
+from instabnn_hw.codegen.lower import lower, random_model
 
 #: The checkout: the folder of the top-level package and its subpackages (pyproject.toml's package-dir).
 ROOT = Path(instabnn_hw.__file__).resolve().parents[1]
@@ -95,3 +100,18 @@ def test_generate_gives_the_same_bytes_from_two_installs(tmp_path):
             assert str(folder).encode() not in data, (name, folder)
         if name.endswith(".v"):
             assert b"src =" not in data, name
+
+
+def test_a_random_model_lowers_to_the_same_graph_whatever_the_thread_count(tmp_path):
+    # ResNet-18's float32 calibration once gave other thresholds on one thread than on two
+    threads = torch.get_num_threads()
+    archives = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            path = tmp_path / f"graph-{count}.npz"
+            save_graph(lower(random_model("resnet18", width=8, input_size=32)), path)
+            archives.append(path.read_bytes())
+    finally:
+        torch.set_num_threads(threads)
+    assert archives[0] == archives[1]
