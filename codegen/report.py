@@ -48,9 +48,9 @@ def manifest(
     *,
     source: dict,
     ports,
+    verilog_files: list[str],
     memory_files: list[str],
     preprocessing: dict,
-    verilog_files: list[str] | None = None,
 ) -> dict:
     """The design's description: model, shapes, ports (a :class:`~instabnn_hw.design_folder.DesignPorts`),
     layers with folding and estimates, totals, files."""
@@ -81,7 +81,7 @@ def manifest(
             "bottleneck": estimate.bottleneck,
         },
         "files": {
-            "verilog": verilog_files or ["rtl/instabnn_top.v", "rtl/instabnn_rom.v"],
+            "verilog": verilog_files,
             "memories": memory_files,
             "graph": GRAPH_FILE,
             "plan": PLAN_FILE,

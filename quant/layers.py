@@ -272,7 +272,8 @@ class Threshold(nn.Module):
         if stats is None:
             stats = moments(x, self.stats)
         if self.mode == "th":
-            th = self.alpha + (stats * self.beta.t()).sum(dim=1)
+            # the sum of (stats * beta.t()).sum(1), with a contiguous gradient of beta (as DDP expects)
+            th = self.alpha + (stats.transpose(1, 2) * self.beta).sum(dim=2)
         else:
             th = self.alpha + self.mlp(stats)
         return th.view(x.shape[0], self.channels, 1, 1)

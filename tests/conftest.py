@@ -8,6 +8,8 @@ from verilator_builds import quick_verilator_builds
 
 # Brevitas reads this on import; its JIT was erratic on these CPUs (../shared/TOOLCHAIN.md).
 os.environ.setdefault("BREVITAS_JIT", "0")
+# A warning in a command the tests start (the CLI, torchrun, a cocotb simulation) fails it too.
+os.environ.setdefault("PYTHONWARNINGS", "error")
 
 
 @pytest.fixture(scope="module")

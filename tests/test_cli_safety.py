@@ -197,6 +197,7 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 240.0):
         assert process.poll() is None, f"ended before the signal: {process.communicate()}"
         time.sleep(0.05)
     process.kill()
+    process.communicate()
     raise AssertionError("the moment to interrupt never came")
 
 
@@ -231,7 +232,7 @@ def test_a_killed_generate_leaves_the_old_design_and_the_next_run_removes_its_st
     staging = _wait_for(lambda: _staging(previous.parent), process)
     time.sleep(0.5)
     process.kill()
-    process.wait(timeout=30)
+    process.communicate(timeout=30)
     assert _staging(previous.parent) == staging, "a KILL leaves its staging folder"
     assert main(["generate", *SMALL, "--out", str(previous.parent / "other")]) == 0
     assert not _staging(previous.parent), "the next run beside it removed the dead process's staging"
@@ -309,7 +310,7 @@ def test_a_killed_simulate_takes_the_simulator_with_it(design, sim_build):
     simulator = _wait_for(lambda: _simulator(process.pid), process)
     children = _children(process.pid)
     process.kill()
-    process.wait(timeout=30)
+    process.communicate(timeout=30)
     assert simulator[0] in children
     assert _gone(children), "the simulation and every process it started died with simulate"
 
@@ -516,7 +517,7 @@ def test_simulate_refuses_a_data_folder_it_would_not_read(tmp_path, capsys, desi
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly():
-    process = _start(["models", "--name", "cnv"])
-    process.stdout.close()  # as `| head` does once it has read enough; here before anything is written
-    err = process.stderr.read()
-    assert process.wait(timeout=120) == 141 and err == ""
+    with _start(["models", "--name", "cnv"]) as process:
+        process.stdout.close()  # as `| head` does once it has read enough; here before anything is written
+        err = process.stderr.read()
+        assert process.wait(timeout=120) == 141 and err == ""
