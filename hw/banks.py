@@ -36,11 +36,13 @@ def constant_memory(depth: int, shape, init) -> Memory:
     return Memory(shape=shape, depth=max(depth, 1), init=init)
 
 
-def ram_ports(m: Module, name: str, shape, depth: int, *, external: bool, read_ports=("sync",), granular: bool = False):
+def ram_ports(
+    m: Module, name: str, shape, depth: int, *, external_modules: bool, read_ports=("sync",), granular: bool = False
+):
     """A :class:`~.ram.Ram` of ``depth`` words of ``shape`` (a layout), as submodule ``name``: its ports.
 
     ``granular``: one write-enable lane per element of the ``ArrayLayout`` ``shape`` (the
-    ``Memory`` granularity 1). ``external``: the component's ``external_modules``.
+    ``Memory`` granularity 1). ``external_modules``: the component's.
     """
     width = Shape.cast(shape).width
     granularity = Shape.cast(shape.elem_shape).width if granular else None
@@ -49,7 +51,7 @@ def ram_ports(m: Module, name: str, shape, depth: int, *, external: bool, read_p
         depth=depth,
         read_ports=read_ports,
         granularity=granularity,
-        external=external,
+        external_modules=external_modules,
     )
     m.submodules[name] = ram
     return ram.ports(shape)

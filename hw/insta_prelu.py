@@ -272,12 +272,14 @@ class InstaPReLU(InstaPReLUParameters, ExternalModules, wiring.Component):
         m.submodules.mlp = mlp = SeMlp(self._mlp, external_modules=external)
         gamma_shape = shape_of(self._gamma_bounds)
         slope_shape = shape_of(self._slope_bounds)
-        gw, (gr,) = ram_ports(m, "gamma", channel_word(gamma_shape, S), 2 * G, external=external, granular=True)
+        gw, (gr,) = ram_ports(m, "gamma", channel_word(gamma_shape, S), 2 * G, external_modules=external, granular=True)
         zeta_words = [[int(z) for z in self._zeta[g * S : (g + 1) * S]] for g in range(G)]
         m.submodules.zeta = zrom = constant_memory(G, channel_word(shape_of(array_bounds(self._zeta)), S), zeta_words)
         zr = zrom.read_port()
         if self._instance_slope:
-            sw, (sr,) = ram_ports(m, "slope", channel_word(slope_shape, S), 2 * G, external=external, granular=True)
+            sw, (sr,) = ram_ports(
+                m, "slope", channel_word(slope_shape, S), 2 * G, external_modules=external, granular=True
+            )
         else:
             slope_words = [[int(s) for s in self._slope[g * S : (g + 1) * S]] for g in range(G)]
             m.submodules.slope = srom = constant_memory(G, channel_word(slope_shape, S), slope_words)

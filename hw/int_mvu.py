@@ -246,7 +246,7 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
             m.d.sync += x1.eq(in_bits)
         if nf > 1:
             width = len(in_bits)
-            m.submodules.buffer = buffer = Ram(width=width, depth=sf, external=self._external_modules)
+            m.submodules.buffer = buffer = Ram(width=width, depth=sf, external_modules=self._external_modules)
             m.d.comb += [
                 buffer.w_addr.eq(s),
                 buffer.w_data.eq(in_bits),

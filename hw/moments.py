@@ -131,14 +131,19 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         """The frame buffer, the sums and the thresholds (two banks each), and the alpha ROM."""
         C, S, G, F = self._channels, self._simd, self.groups, self.frame_words
         external = self._external_modules
-        fw, (fr,) = ram_ports(m, "frame", channel_word(self._in_shape, S), 2 * F, external=external)
+        fw, (fr,) = ram_ports(m, "frame", channel_word(self._in_shape, S), 2 * F, external_modules=external)
         lane_layout = data.StructLayout({f"s{k}": self._sum_shapes[k] for k in self._sums})
         # read ports: the accumulation's read-modify-write (transparent), the evaluator's
         sw, (sa, se) = ram_ports(
-            m, "sums", data.ArrayLayout(lane_layout, S), 2 * G, external=external, read_ports=("transparent", "sync")
+            m,
+            "sums",
+            data.ArrayLayout(lane_layout, S),
+            2 * G,
+            external_modules=external,
+            read_ports=("transparent", "sync"),
         )
         tw, (tr,) = ram_ports(
-            m, "thresholds", channel_word(self._threshold_shape, S), 2 * G, external=external, granular=True
+            m, "thresholds", channel_word(self._threshold_shape, S), 2 * G, external_modules=external, granular=True
         )
         alpha_shape = shape_of(array_bounds(self._alpha))
         m.submodules.alpha = alpha_rom = constant_memory(C, alpha_shape, [int(a) for a in self._alpha])

@@ -132,7 +132,7 @@ class Fifo(FifoParameters, ExternalModules, wiring.Component):
         inner = self._depth - 1
         level = Signal(range(inner + 1))  # payloads in the memory
         produce, consume = Signal(range(inner)), Signal(range(inner))
-        m.submodules.storage = ram = Ram(width=width, depth=inner, external=self._external_modules)
+        m.submodules.storage = ram = Ram(width=width, depth=inner, external_modules=self._external_modules)
         do_read = (level != 0) & (~self.o.valid | self.o.ready)  # memory -> output register
         m.d.comb += [
             self.i.ready.eq(level != inner),

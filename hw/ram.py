@@ -3,7 +3,7 @@
 Amaranth's Verilog back end spells out the initial contents of every memory bit by bit, even
 for an all-zero ``init=[]``: a design with tens of megabits of frame and line buffers spends
 minutes there and writes a Verilog file of as many ``initial`` rows. A :class:`Ram` built with
-``external=True`` is instead an ``Instance`` of the module :data:`RAM_MODULE`, whose source
+``external_modules=True`` is instead an ``Instance`` of the module :data:`RAM_MODULE`, whose source
 :func:`ram_verilog` the compiler writes beside the design; without it, the :class:`Ram` is an
 :class:`amaranth.lib.memory.Memory`, which Amaranth's simulator runs. Both behave as that
 ``Memory`` does (one write port, each read port one of :data:`READ_PORT_KINDS`):
@@ -27,7 +27,7 @@ what they read; no valid output depends on the zero start, which only keeps the 
 Amaranth's simulator on payloads while ``valid`` is low.
 
 Which memories are external: a component built with ``external_modules=True``
-(:class:`~.window.SlidingWindow`, :class:`~.insta.MomentsThreshold`, :class:`~.insta.InstaPReLU`,
+(:class:`~.window.SlidingWindow`, :class:`~.moments.MomentsThreshold`, :class:`~.insta_prelu.InstaPReLU`,
 :class:`~.int_mvu.IntMatrixVector`, :class:`~.plumbing.Fifo`; the compiler sets it for Verilog
 output) makes every one of its read/write memories external, whatever its size (the size
 threshold is 0): an instance costs nothing to convert, and the compiler's end-to-end
@@ -48,7 +48,8 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ._checks import check_flag, check_int
+from ._checks import check_int
+from .options import ExternalModules
 from .rom import address_bits
 
 __all__ = ["RAM_MODULE", "READ_PORT_KINDS", "Ram", "RamModel", "ram_verilog"]
@@ -159,7 +160,7 @@ def _check_kinds(read_ports: object) -> tuple[str, ...]:
     return tuple(read_ports)
 
 
-class Ram(wiring.Component):
+class Ram(ExternalModules, wiring.Component):
     """Read/write memory of ``depth`` words of ``width`` bits: one write port, read ports of chosen kinds.
 
     The semantics (those of :class:`amaranth.lib.memory.Memory`) are in the module notes.
@@ -174,7 +175,7 @@ class Ram(wiring.Component):
         The kind of each read port, from :data:`READ_PORT_KINDS` (at most 8 ports).
     granularity : int or None
         Bits per write-enable lane, dividing ``width``; ``None``: the whole word (one lane).
-    external : bool
+    external_modules : bool
         ``False``: an inline :class:`~amaranth.lib.memory.Memory`. ``True``: an ``Instance`` of
         :data:`RAM_MODULE` (its source, :func:`ram_verilog`, must be among the Verilog sources).
 
@@ -196,7 +197,7 @@ class Ram(wiring.Component):
         depth: int,
         read_ports: Sequence[str] = ("sync",),
         granularity: int | None = None,
-        external: bool = False,
+        external_modules: bool = False,
     ) -> None:
         self._width = check_int("width", width)
         self._depth = check_int("depth", depth)
@@ -207,7 +208,7 @@ class Ram(wiring.Component):
             self._granularity = check_int("granularity", granularity, high=self._width)
             if self._width % self._granularity:
                 raise ValueError(f"granularity must divide width ({self._width}), not {granularity!r}")
-        self._external = check_flag("external", external)
+        self._set_external_modules(external_modules)
         abits, ports = address_bits(self._depth), len(self._kinds)
         super().__init__(
             {
@@ -244,10 +245,6 @@ class Ram(wiring.Component):
         return self._width // self._granularity
 
     @property
-    def external(self) -> bool:
-        return self._external
-
-    @property
     def bits(self) -> int:
         return self._width * self._depth
 
@@ -275,7 +272,7 @@ class Ram(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        if self._external:
+        if self._external_modules:
             mask = {kind: sum(1 << k for k, x in enumerate(self._kinds) if x == kind) for kind in READ_PORT_KINDS}
             m.submodules.ram = Instance(
                 RAM_MODULE,

@@ -282,7 +282,7 @@ class SeMlp(Elaboratable):
             plan.outputs,
         )
         fw, (fr,) = ram_ports(
-            m, "features", data.ArrayLayout(plan.feature_shape, ns), cs, external=self.external_modules
+            m, "features", data.ArrayLayout(plan.feature_shape, ns), cs, external_modules=self.external_modules
         )
         m.d.comb += [fw.addr.eq(self.feat_w_addr), fw.data.eq(self.feat_w_data), fw.en.eq(self.feat_w_en)]
         # w1 in FC1 order: chunk q, then feature i = j*C + c; lane p is hidden unit q*P + p

@@ -280,7 +280,7 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
             return (a - b)[:bits].as_signed()
 
         word_bits = Shape.cast(channel_word(self._shape, self._simd)).width
-        m.submodules.buffer = buffer = Ram(width=word_bits, depth=depth, external=self._external_modules)
+        m.submodules.buffer = buffer = Ram(width=word_bits, depth=depth, external_modules=self._external_modules)
 
         # Writer: input words go to consecutive addresses; row n lives in slot n mod R.
         written = Signal(bits)  # input rows completed

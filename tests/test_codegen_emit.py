@@ -214,10 +214,10 @@ def test_read_write_memories_are_external_only_for_verilog():
     graph = tiny_resnet(2, insta="th", prelu="insta")
     plan = standin_plan(graph)
     inline, _ = build_top(graph, plan, rom_dir=None)
-    assert not inline.external_modules and not any(ram.external for ram in _rams(inline))
+    assert not inline.external_modules and not any(ram.external_modules for ram in _rams(inline))
     top, _ = build_top(graph, plan)
     rams = _rams(top)
-    assert top.external_modules and rams and all(ram.external for ram in rams)
+    assert top.external_modules and rams and all(ram.external_modules for ram in rams)
     # every kind the design uses: frame and line buffers, FIFOs, the sums (transparent), the banks (lanes)
     assert {ram.read_ports for ram in rams} == {("sync",), ("transparent", "sync")}
     assert max(ram.lanes for ram in rams) > 1

@@ -13,12 +13,12 @@ pytestmark = pytest.mark.cocotb
 
 
 def mvu_case(
-    rng, *, rows, cols, pe, simd, in_shape, weight_range, masked=False, vectors=20, weights=None, external=False
+    rng, *, rows, cols, pe, simd, in_shape, weight_range, masked=False, vectors=20, weights=None, external_modules=False
 ):
     if weights is None:
         weights = rng.integers(weight_range[0], weight_range[1] + 1, size=(rows, cols))
     dut = IntMatrixVector(
-        weights=weights, pe=pe, simd=simd, in_shape=in_shape, masked=masked, external_modules=external
+        weights=weights, pe=pe, simd=simd, in_shape=in_shape, masked=masked, external_modules=external_modules
     )
     low, high = bounds(in_shape)
     x = rng.integers(low, high + 1, size=(vectors, cols))
@@ -56,7 +56,7 @@ def int_mvu_cases(seed: int) -> dict[str, StreamCase]:
             rng, rows=4, cols=12, pe=1, simd=12, in_shape=signed(9), weight_range=(-100, 100), masked=True
         ),
         "mvu_ram": mvu_case(  # the input buffer in the RAM module (the compiler's Verilog)
-            rng, rows=6, cols=27, pe=2, simd=3, in_shape=signed(9), weight_range=(-128, 127), external=True
+            rng, rows=6, cols=27, pe=2, simd=3, in_shape=signed(9), weight_range=(-128, 127), external_modules=True
         ),
         "mvu_simd1": mvu_case(rng, rows=5, cols=7, pe=5, simd=1, in_shape=unsigned(8), weight_range=(-7, 7)),
         "mvu_worst": mvu_case(

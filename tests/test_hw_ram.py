@@ -49,7 +49,8 @@ class RamBench(wiring.Component):
 
     def __init__(self, *, width, depth, read_ports, granularity=None, external=(False,)):
         self.rams = [
-            Ram(width=width, depth=depth, read_ports=read_ports, granularity=granularity, external=e) for e in external
+            Ram(width=width, depth=depth, read_ports=read_ports, granularity=granularity, external_modules=e)
+            for e in external
         ]
         ram = self.rams[0]
         abits, ports = address_bits(depth), len(read_ports)
@@ -206,12 +207,12 @@ def test_ports_group_the_members_and_view_a_layout():
     with pytest.raises(ValueError, match=r"shape must be 12 bits wide, not ArrayLayout\(unsigned\(3\), 3\)"):
         ram.ports(data.ArrayLayout(unsigned(3), 3))
     assert (ram.width, ram.depth, ram.lanes, ram.granularity, ram.bits) == (12, 10, 4, 3, 120)
-    assert ram.read_ports == ("sync", "comb") and not ram.external
+    assert ram.read_ports == ("sync", "comb") and not ram.external_modules
     assert len(ram.w_addr) == len(ram.r_addr[0]) == 4 and Ram(width=1, depth=1).lanes == 1
 
 
 def test_external_ram_is_an_instance_of_the_verilog_module():
-    ram = Ram(width=20, depth=5, read_ports=("transparent", "sync", "comb"), granularity=10, external=True)
+    ram = Ram(width=20, depth=5, read_ports=("transparent", "sync", "comb"), granularity=10, external_modules=True)
     text = verilog.convert(ram, name="top")
     assert f"{RAM_MODULE} #(" in text and "reg " not in text.split(f"{RAM_MODULE} #(")[0].split("module top")[1]
     for parameter in (
@@ -293,7 +294,7 @@ def test_yosys_gives_the_module_the_cells_of_the_inline_memory(tmp_path):
         (lambda: Ram(width=8, depth=4, granularity=3), ValueError, r"granularity must divide width \(8\), not 3"),
         (lambda: Ram(width=8, depth=4, granularity=0), ValueError, r"granularity must be in \[1, 8\], not 0"),
         (lambda: Ram(width=8, depth=4, granularity=16), ValueError, r"granularity must be in \[1, 8\], not 16"),
-        (lambda: Ram(width=8, depth=4, external=1), TypeError, r"external must be a bool, not 1"),
+        (lambda: Ram(width=8, depth=4, external_modules=1), TypeError, r"external_modules must be a bool, not 1"),
     ],
 )
 def test_invalid_ram_parameters_are_named(make, error, message):

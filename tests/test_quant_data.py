@@ -451,7 +451,6 @@ def write_image(path, pixels):
 @pytest.fixture
 def imagenet_folder(tmp_path):
     """A tiny ImageNet-style folder: two classes per split, PNG and JPEG of mixed sizes."""
-    pytest.importorskip("PIL")
     rng = np.random.default_rng(4)
     for split in ("train", "val"):
         for class_name in ("n02_zebra", "n01_apple"):
@@ -503,7 +502,6 @@ def test_imagenet_limit(imagenet_folder):
 
 
 def test_imagenet_missing_or_empty_folders(tmp_path):
-    pytest.importorskip("PIL")
     with pytest.raises(DataError, match="no data folder given"):
         load_dataset("imagenet", "train")
     with pytest.raises(DataError, match="val does not exist"):
