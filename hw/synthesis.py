@@ -43,7 +43,7 @@ from amaranth.lib import wiring
 from .. import processes
 from ._checks import check_choice, check_int
 
-__all__ = ["FAMILIES", "SynthesisError", "cell_counts", "run_tool", "synthesize", "tool_path"]
+__all__ = ["FAMILIES", "SynthesisError", "ToolTimeout", "cell_counts", "run_tool", "synthesize", "tool_path"]
 
 #: Per family: yosys command, nextpnr tool, and the cell types counted in the result (flip-flops:
 #: every type starting with one of the names, e.g. ``SB_DFFER``).
@@ -75,6 +75,14 @@ class SynthesisError(RuntimeError):
     """A synthesis or place-and-route tool failed; the message ends with its last log lines."""
 
 
+class ToolTimeout(SynthesisError):
+    """A tool was stopped at its deadline: ``label``, the ``seconds`` it ran and its ``log``."""
+
+    def __init__(self, label: str, seconds: float, log: Path) -> None:
+        super().__init__(f"{label} was stopped after {seconds:.0f} s; its log: {log}")
+        self.label, self.seconds, self.log = label, seconds, log
+
+
 def tool_path(name: str) -> str:
     """The YoWASP launcher ``name`` next to this interpreter (the virtual environment's, which need
     not be on ``PATH``), else ``name`` itself for a ``PATH`` lookup."""
@@ -89,12 +97,15 @@ def run_tool(
     log: str,
     label: str | None = None,
     progress: Callable[[str], None] | None = None,
+    deadline: float | None = None,
 ) -> float:
     """Runs one YoWASP tool in ``workdir`` with its output (stdout and stderr) in ``workdir / log``.
 
     Relative file names only: the WASI sandbox sees no host ``/tmp``. With ``progress``, reports
-    ``label`` at the start, every 30 s while the tool runs and at the end. Returns the seconds
-    taken; :class:`SynthesisError` ending with the log's last lines when the tool fails.
+    ``label`` at the start, every 30 s while the tool runs and at the end. A tool still running
+    at ``deadline`` (a :func:`time.monotonic` time) is stopped with everything it started
+    (:class:`ToolTimeout`). Returns the seconds taken; :class:`SynthesisError` ending with the
+    log's last lines when the tool fails.
     """
     report = progress or (lambda text: None)
     label = label or Path(command[0]).name
@@ -106,9 +117,12 @@ def run_tool(
             next_report = 30.0
             while process.poll() is None:
                 time.sleep(0.2)
-                elapsed = time.monotonic() - started
-                if elapsed >= next_report:
-                    report(f"{label}: {elapsed:.0f} s")
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    processes.stop(process)
+                    raise ToolTimeout(label, now - started, workdir / log)
+                if now - started >= next_report:
+                    report(f"{label}: {now - started:.0f} s")
                     next_report += 30.0
         except BaseException:  # an interrupt: the tool and its children end with us
             processes.stop(process)

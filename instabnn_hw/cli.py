@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--no-progress", action="store_true", help="no progress lines")
 
     from instabnn_hw.hw.board import BOARDS
-    from instabnn_hw.hw.build import DEVICES
+    from instabnn_hw.hw.build import BUILD_TIMEOUT, DEVICES
 
     build = commands.add_parser(
         "build",
@@ -219,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--clock", type=float, default=None, help="clock target in MHz (default: the manifest's; a board's oscillator)"
     )
     build.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
+    build.add_argument(
+        "--timeout",
+        type=float,
+        default=BUILD_TIMEOUT,
+        help=f"seconds the tools may take together before the build stops (default: {BUILD_TIMEOUT:g}; 0: no limit)",
+    )
     build.add_argument("--no-progress", action="store_true", help="no progress lines")
     return parser
 
@@ -397,7 +403,13 @@ def _cmd_build(args) -> int:
             print(f"[{time.monotonic() - started:6.1f} s] {text}", file=sys.stderr, flush=True)
 
     result = build_design(
-        args.design, device=args.device, board=args.board, clock_mhz=args.clock, seed=args.seed, progress=progress
+        args.design,
+        device=args.device,
+        board=args.board,
+        clock_mhz=args.clock,
+        seed=args.seed,
+        timeout=args.timeout,
+        progress=progress,
     )
     print(result.table())
     print(f"bitstream: {result.bitstream}")

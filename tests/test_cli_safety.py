@@ -367,6 +367,25 @@ def test_an_interrupted_build_exits_130_and_ends_nextpnr(tiny_design, sig):
     assert snapshot(tiny_design) == before, "no build folder, no staging folder"
 
 
+def test_a_build_past_its_time_limit_stops_its_tool_and_keeps_the_log(tiny_design):
+    before = snapshot(tiny_design)
+    argv = ["build", str(tiny_design), "--device", "up5k", "--board", "icebreaker", "--timeout", "4", "--no-progress"]
+    process = _start(argv)
+    tools = _wait_for(lambda: _descendants_running(process.pid, b"yowasp"), process)
+    children = _children(process.pid)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 2 and out == ""
+    (line,) = err.splitlines()
+    assert (
+        line.startswith("instabnn-hw: error: ") and " was stopped at the build's time limit of 4 s (--timeout" in line
+    )
+    assert tools[0] in children and _gone(children), "the tool and every process it started were stopped"
+    log = Path(line.split("its log: ")[1])
+    assert log.parent == tiny_design / "build-failed" and log.is_file()
+    after = snapshot(tiny_design)
+    assert {k: v for k, v in after.items() if not k.startswith("build-failed")} == before, "no build, no staging"
+
+
 # --- train, eval and models: bad options and unsafe outputs, refused before any training
 
 DIGITS = ["--dataset", "digits", "--input-size", "8", "--width", "8", "--batch-size", "32", "--limit", "64"]

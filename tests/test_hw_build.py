@@ -353,7 +353,11 @@ FIELDS = [
 ]
 OPTIONS = [
     ([f"--clock={value}"], "--clock must be") for value in ("nan", "inf", "-inf", "1e-300", "1e300", "0.0009", "-1")
-] + [(["--seed", str(2**31)], "--seed must be from 0 to 2**31 - 1, not 2147483648")]
+] + [
+    (["--seed", str(2**31)], "--seed must be from 0 to 2**31 - 1, not 2147483648"),
+    (["--timeout", "-1"], "--timeout must be"),
+    (["--timeout", "nan"], "--timeout must be"),
+]
 
 
 def _cases():
