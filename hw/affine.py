@@ -14,6 +14,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, check_int_array, check_shape
+from .dsp import constant_product_blocks, product_blocks
 from .figures import ChannelParameters, Figures, rom_luts
 from .fixed import bounds, clamp, hdl_clamp, hdl_fit, product_range, round_shift, shape_for
 from .layouts import channel_word
@@ -331,8 +332,14 @@ class _PerChannelParameters(ChannelParameters):
 
     @property
     def multipliers(self) -> int:
-        """Multipliers in the datapath (one per lane)."""
-        return self._simd
+        """MULT18X18D blocks of the lanes' products (:mod:`.dsp`): by each lane's channel constant
+        when the constants fit one word, else by the table's field."""
+        factor, operand, width = self._product()
+        if operand is None:
+            return 0
+        if self.groups > 1:
+            return self._simd * product_blocks(operand, shape_for(int(factor.min()), int(factor.max())))
+        return sum(constant_product_blocks(operand, int(c), width=width) for c in factor)
 
     @property
     def memory_bits(self) -> int:
@@ -425,6 +432,17 @@ class RequantiseParameters(_PerChannelParameters):
     def _columns(self) -> dict:
         return {"mult": self._mult, "bias": self._bias}
 
+    def _channel_products(self) -> tuple[int, int]:
+        """The range of ``x * mult_c`` over every channel (tighter than over the table's range)."""
+        products = [product_range(bounds(self._in_shape), (int(v), int(v))) for v in self._mult]
+        return min(p[0] for p in products), max(p[1] for p in products)
+
+    def _product(self):
+        """``(factors, operand shape, kept product width)`` of the lanes' products."""
+        derived = product_range(bounds(self._in_shape), (int(self._mult.min()), int(self._mult.max())))
+        kept = _intersect(derived, self._channel_products())
+        return self._mult, self._in_shape, shape_for(*kept).width
+
 
 class Requantise(RequantiseParameters, _PerChannel):
     """Per-channel fixed-point affine map (batch norm): :func:`requantise` on a stream.
@@ -474,7 +492,7 @@ class Requantise(RequantiseParameters, _PerChannel):
             enable=advance,
             mult_bounds=table["mult"][1],
             bias_bounds=table["bias"][1],
-            product_bounds=(min(p[0] for p in products), max(p[1] for p in products)),
+            product_bounds=self._channel_products(),
             sum_bounds=(min(s[0] for s in sums), max(s[1] for s in sums)),
             name=f"requantise{k}",
         )
@@ -535,6 +553,22 @@ class RPReLUParameters(_PerChannelParameters):
 
     def _columns(self) -> dict:
         return {"gamma": self._gamma, "slope": self._slope, "zeta": self._zeta}
+
+    def _product(self):
+        """``(factors, operand shape, kept product width)`` of the negative branch's ``u * slope_c``;
+        no operand when ``u`` cannot be negative."""
+        columns = {key: (int(v.min()), int(v.max())) for key, v in self._columns().items()}
+        r = rprelu_bounds(
+            bounds(self._in_shape),
+            columns["gamma"],
+            columns["slope"],
+            columns["zeta"],
+            slope_shift=self._slope_shift,
+            out_shift=self._out_shift,
+        )
+        if r["u"][0] >= 0:
+            return self._slope, None, 0
+        return self._slope, shape_for(*r["u"]), shape_for(*r["v"]).width
 
 
 class RPReLU(RPReLUParameters, _PerChannel):

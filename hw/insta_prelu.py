@@ -15,8 +15,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_flag, check_int, check_int_array, check_shape
-from .affine import RPRELU_LATENCY, rprelu_datapath
+from .affine import RPRELU_LATENCY, rprelu_bounds, rprelu_datapath
 from .banks import bank_bits, constant_memory, counter, ram_ports
+from .dsp import product_blocks
 from .figures import Figures, FrameParameters
 from .fixed import bounds, hdl_round_shift, round_shift, shape_for
 from .insta import MAX_SHIFT, check_stats, insta_prelu
@@ -163,8 +164,18 @@ class InstaPReLUParameters(FrameParameters):
 
     @property
     def multipliers(self) -> int:
-        """``simd`` (negative-slope products) + ``parallel`` (the MLP)."""
-        return self._simd + self._mlp.parallel
+        """MULT18X18D blocks (:mod:`.dsp`): each lane's negative-slope product (none when ``u`` cannot
+        be negative) and the MLP's."""
+        r = rprelu_bounds(
+            bounds(self._in_shape),
+            self._gamma_bounds,
+            self._slope_bounds,
+            array_bounds(self._zeta),
+            slope_shift=self._slope_shift,
+            out_shift=self._out_shift,
+        )
+        lane = product_blocks(shape_for(*r["u"]), shape_of(self._slope_bounds)) if r["u"][0] < 0 else 0
+        return self._simd * lane + self._mlp.multipliers
 
     def reference(self, frame, features) -> np.ndarray:
         """:func:`~.insta.insta_prelu` of one ``C x H x W`` frame with these constants."""

@@ -14,6 +14,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
+from .dsp import product_blocks
 from .figures import Figures, Parameters, bram_mux, rom_luts
 from .fixed import bounds, hdl_fit, int_array, product_range, shape_for
 from .layouts import channel_word
@@ -117,8 +118,8 @@ class IntMatrixVectorParameters(MatrixVectorParameters):
 
     @property
     def multipliers(self) -> int:
-        """``pe * simd``."""
-        return self._pe * self._simd
+        """MULT18X18D blocks of the ``pe * simd`` products (:mod:`.dsp`)."""
+        return self._pe * self._simd * product_blocks(self._in_shape, self._weight_shape)
 
     @property
     def memory_bits(self) -> int:

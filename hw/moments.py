@@ -15,7 +15,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .banks import bank_bits, constant_memory, counter, ram_ports
-from .fixed import bounds, hdl_ceil_shift, hdl_clamp, shape_for
+from .fixed import hdl_ceil_shift, hdl_clamp, shape_for
 from .intervals import array_bounds, imul, shape_of
 from .layouts import channel_word
 from .moments_parameters import MomentsThresholdParameters
@@ -309,15 +309,18 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
             br = beta_rom.read_port()
             m.d.comb += [br.addr.eq(rd_c), br.en.eq(~stall), ar.addr.eq(rd_c), ar.en.eq(~stall)]
             net.acc = acc = Signal(shape_for(*self._accumulator_bounds()), name="acc")
+
+        def values(name):
+            if name == "sq":
+                return sums_c[1], sums_c[1]
+            if name == "sk":
+                return sums_c[1], r
+            return br.data[int(name.removeprefix("mac"))], fe[int(name.removeprefix("mac"))]
+
         operands = {}  # operation -> (a, a bounds, b, b bounds)
-        s1_bounds = bounds(self._sum_shapes[1]) if 1 in self._sum_shapes else None
-        if q is not None:
-            operands["sq"] = (sums_c.get(1), s1_bounds, sums_c.get(1), s1_bounds)
-        if p_sk is not None:
-            operands["sk"] = (sums_c[1], s1_bounds, r, self._r_bounds)
-        if self._mode == "th":
-            for j in range(ns):
-                operands[f"mac{j}"] = (br.data[j], array_bounds(self._beta), fe[j], self._feature_bounds[j])
+        for name, (a_bounds, b_bounds) in self._shared_operand_bounds().items():
+            a, b = values(name)
+            operands[name] = (a, a_bounds, b, b_bounds)
         if operands:
             mul_a = Signal(shape_of(*(o[1] for o in operands.values())), name="mul_a")
             mul_b = Signal(shape_of(*(o[3] for o in operands.values())), name="mul_b")

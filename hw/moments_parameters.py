@@ -12,6 +12,7 @@ import numpy as np
 from amaranth.hdl import Shape
 
 from ._checks import check_choice, check_flag, check_int, check_int_array, check_shape
+from .dsp import constant_product_blocks, product_blocks
 from .figures import Figures, FrameParameters
 from .fixed import bounds, shape_for
 from .insta import (
@@ -260,16 +261,41 @@ class MomentsThresholdParameters(FrameParameters):
             bits += self._mlp.memory_bits
         return bits
 
+    def _shared_operand_bounds(self) -> dict[str, tuple[tuple[int, int], tuple[int, int]]]:
+        """The operand ranges ``(a, b)`` of each operation on the evaluator's shared multiplier, in
+        the order its operand multiplexers take them."""
+        actions = {action for step in self._program for action in step}
+        s1 = bounds(self._sum_shapes[1]) if 1 in self._sum_shapes else None
+        operands = {}
+        if "issue:sq" in actions:
+            operands["sq"] = (s1, s1)
+        if "skew" in self._stats:
+            operands["sk"] = (s1, self._r_bounds)
+        if self._mode == "th":
+            for j in range(len(self._stats)):
+                operands[f"mac{j}"] = (array_bounds(self._beta), self._feature_bounds[j])
+        return operands
+
     @property
     def multipliers(self) -> int:
-        """Variable-by-variable multipliers (constant products by N, 3N, N**2 are adders).
-
-        ``simd`` squares and/or cubes for the sums, the evaluator's shared one, and ``parallel``
-        for the INSTA-Th+ MLP.
-        """
-        per_lane = (2 in self._sums or 3 in self._sums) + (3 in self._sums)
-        shared = any(action.startswith("issue:") for step in self._program for action in step)
-        return self._simd * per_lane + shared + (self._parallel if self._mode == "th+" else 0)
+        """MULT18X18D blocks (:mod:`.dsp`): each lane's square and / or cube for the sums, the
+        evaluator's shared multiplier, its products by the constants ``N``, ``3N`` and ``N**2``
+        (none where those are powers of two) and the INSTA-Th+ MLP's."""
+        x, pixels, sums = self._in_shape, self._height * self._width, self._sums
+        lane = product_blocks(x, x) if 2 in sums or 3 in sums else 0
+        lane += product_blocks(self._square_shape, x) if 3 in sums else 0
+        blocks = self._simd * lane
+        shared = self._shared_operand_bounds()
+        if shared:
+            blocks += product_blocks(
+                shape_of(*(a for a, _ in shared.values())), shape_of(*(b for _, b in shared.values()))
+            )
+        if "var" in self._stats:
+            blocks += constant_product_blocks(self._sum_shapes[2], pixels)
+        if "skew" in self._stats:
+            blocks += constant_product_blocks(self._sum_shapes[2], 3 * pixels)
+            blocks += constant_product_blocks(self._sum_shapes[3], pixels * pixels)
+        return blocks + (self._mlp.multipliers if self._mode == "th+" else 0)
 
     def lut_features(self) -> tuple[float, ...]:
         lane = sum(s.width for s in self._sum_shapes.values())

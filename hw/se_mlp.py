@@ -15,6 +15,7 @@ from amaranth.lib import data
 
 from ._checks import check_int, check_int_array
 from .banks import constant_memory, counter, ram_ports
+from .dsp import product_blocks
 from .fixed import bounds, hdl_round_shift
 from .insta import MAX_SHIFT
 from .intervals import array_bounds, prefix_bounds, shape_of
@@ -228,6 +229,19 @@ class SeMlpParameters:
         return self._chunks * self._features + self._outputs * self._chunks + 3
 
     @property
+    def operand_shapes(self) -> tuple[Shape, Shape]:
+        """The shared multipliers' operands: a weight of FC1 or FC2, a feature or a hidden unit."""
+        return (
+            shape_of(bounds(self.w1_shape), bounds(self.w2_shape)),
+            shape_of(bounds(self.feature_shape), (0, self.hidden_max)),
+        )
+
+    @property
+    def multipliers(self) -> int:
+        """MULT18X18D blocks of the ``parallel`` shared multipliers (:mod:`.dsp`)."""
+        return self._parallel * product_blocks(*self.operand_shapes)
+
+    @property
     def memory_bits(self) -> int:
         """Bits of the feature memory and the weight ROMs."""
         return (
@@ -339,8 +353,7 @@ class SeMlp(Elaboratable):
         width = plan.h_shape.width
         chunk = Cat(*h).word_select(q1, par * width)
         h_sel = [chunk[p * width : (p + 1) * width] for p in range(par)]
-        a_shape = shape_of(bounds(plan.w1_shape), bounds(plan.w2_shape))
-        b_shape = shape_of(bounds(plan.feature_shape), (0, plan.hidden_max))
+        a_shape, b_shape = plan.operand_shapes
         prods = []
         for p in range(par):
             a, b = Signal(a_shape, name=f"mul_a{p}"), Signal(b_shape, name=f"mul_b{p}")
