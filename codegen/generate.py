@@ -50,6 +50,8 @@ class GenerateOptions:
     lut_budget: int | None = None
     fold_config: str | None = None
     clock_mhz: float = 100.0
+    device: str | None = None
+    board: str | None = None
     seed: int | None = None
     force: bool = False
 
@@ -84,9 +86,60 @@ def check_design_folder(out, *, force: bool = False, label: str | None = None) -
         raise GenerateError(str(exc)) from None
 
 
+def _target_device(options: GenerateOptions):
+    """The :class:`~instabnn_hw.hw.build.Device` of ``--device`` / ``--board`` (``None``: neither given).
+
+    Raises
+    ------
+    GenerateError
+        An unknown device or board, or a board that carries another device.
+    """
+    from instabnn_hw.hw.build import BuildError, board_device, device_named
+
+    try:
+        device = device_named(options.device) if options.device is not None else None
+        on_board = board_device(options.board) if options.board is not None else None
+    except BuildError as exc:
+        raise GenerateError(str(exc)) from None
+    if device is not None and on_board is not None and device != on_board:
+        raise GenerateError(
+            f"board {options.board} carries a {on_board.name}, not {device.name}: drop --device or --board"
+        )
+    return device or on_board
+
+
+def _capacity(device):
+    from instabnn_hw.hw.build import PLANNED_LUT_SHARE, bigger_devices
+
+    from .plan import Capacity
+
+    return Capacity(
+        name=device.name,
+        luts=int(device.luts * PLANNED_LUT_SHARE),
+        memory_bits=device.memory_bits,
+        multipliers=device.dsp or None,  # none: the HX parts build products from logic
+        bigger=tuple(bigger_devices(device)),
+    )
+
+
+def _check_pins(device, board):
+    """``check_ports`` of :func:`write_design`: without a board the ports are the device's pins."""
+
+    def check(ports) -> None:
+        if board is None and ports.pins > device.io:
+            raise GenerateError(
+                f"the design's ports need {ports.pins:,} I/O pins but {device.name} has {device.io}: "
+                "generate with --board (a UART top) for the build"
+            )
+
+    return check
+
+
 def _check_options(options: GenerateOptions) -> Path:
     """Checks every option before the model is loaded; returns the output folder."""
     from .plan import check_targets
+
+    _target_device(options)
 
     if options.model is None and options.checkpoint is None:
         raise GenerateError("give --model NAME (seeded random weights) or --checkpoint FILE")
@@ -190,14 +243,20 @@ def generate(options: GenerateOptions, *, progress: bool = True) -> Design:
         graph = lower(model)
     except LoweringError as exc:
         raise GenerateError(str(exc)) from None
-    step("planning the folding")
+    device = _target_device(options)
+    step("planning the folding" + (f" for {device.name}" if device else ""))
     try:
         fold = read_fold_config(options.fold_config, graph) if options.fold_config is not None else None
         design_plan = plan(
-            graph, fps=options.fps, lut_budget=options.lut_budget, fold=fold, clock_mhz=options.clock_mhz
+            graph,
+            fps=options.fps,
+            lut_budget=options.lut_budget,
+            fold=fold,
+            clock_mhz=options.clock_mhz,
+            capacity=_capacity(device) if device else None,
         )
     except PlanError as exc:
-        raise GenerateError(str(exc)) from None
+        raise GenerateError(f"{graph.model}: {exc}" if device else str(exc)) from None
     config = model.config
     preprocessing = {
         "dataset": dataset or _default_dataset(config),
@@ -212,7 +271,19 @@ def generate(options: GenerateOptions, *, progress: bool = True) -> Design:
         if replaced
         else ()
     )
-    data = write_design(out, graph, design_plan, source=source, preprocessing=preprocessing, step=step)
+    target = None
+    if device is not None:
+        target = {"device": device.name, **({"board": options.board} if options.board else {})}
+    data = write_design(
+        out,
+        graph,
+        design_plan,
+        source=source,
+        preprocessing=preprocessing,
+        target=target,
+        check_ports=_check_pins(device, options.board) if device else None,
+        step=step,
+    )
     return Design(
         out=Path(options.out),
         manifest=data,

@@ -51,11 +51,9 @@ LUTs, memory bits and multipliers are sums.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from amaranth.hdl import unsigned
@@ -63,14 +61,16 @@ from amaranth.hdl import unsigned
 from instabnn_hw.errors import OptionError, check_clock, check_number
 from instabnn_hw.hw.fixed import shape_for
 from instabnn_hw.hw.plumbing import Fifo, Fork
-from instabnn_hw.strict_json import json_kind, printable_names, read_json, short_repr
+from instabnn_hw.strict_json import printable_names
 
 from . import ir
 from .fifos import data_inputs, demand, fifo_depths
+from .plan_data import RESOURCE_NAMES, Capacity, Estimate, Fold, LayerEstimate, Plan, PlanError
 from .stages import MVU_TYPES, check_fold, mvu_nodes, stage_spec, stage_widths
 
 __all__ = [
     "PlanError",
+    "Capacity",
     "Fold",
     "LayerEstimate",
     "Estimate",
@@ -79,185 +79,6 @@ __all__ = [
     "check_fold_mapping",
     "fold_path",
 ]
-
-
-#: Version of plan.json.
-PLAN_VERSION = 1
-
-
-class PlanError(ValueError):
-    """A folding request that cannot be met; the message is one line for users."""
-
-
-@dataclass(frozen=True)
-class Fold:
-    """Folding of one node: ``pe`` output channels and ``simd`` input elements per cycle."""
-
-    pe: int
-    simd: int
-
-
-@dataclass(frozen=True)
-class LayerEstimate:
-    """One node's hardware: geometry, folding and estimates (see the module docstring)."""
-
-    name: str
-    op: str
-    in_shape: tuple
-    out_shape: tuple
-    pe: int
-    simd: int
-    cycles: int
-    latency: int
-    luts: int
-    memory_bits: int
-    multipliers: int
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """The whole design: ``cycles_per_frame`` (slowest stage), ``fps`` at ``clock_mhz``, the
-    longest-path ``latency_cycles``, summed ``luts`` / ``memory_bits`` / ``multipliers`` and the
-    name of the ``bottleneck`` stage."""
-
-    cycles_per_frame: int
-    latency_cycles: int
-    fps: float
-    luts: int
-    memory_bits: int
-    multipliers: int
-    clock_mhz: float
-    bottleneck: str
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The planner's decisions and estimates for one graph.
-
-    Attributes
-    ----------
-    folding : dict of str to Fold
-        Every node: MVUs their PE / SIMD; other nodes ``pe = simd`` = their (input) stream width.
-    widths : dict of str to int
-        Elements per word of the stream leaving each node.
-    parallel : dict of str to int
-        MLP multiply-accumulates per cycle of each ``"th+"`` InstaThreshold and InstaPReLU.
-    fifo_depths : dict of (str, str) to int
-        ``(producer, consumer)`` edge -> FIFO depth in words of that edge.
-    layers : tuple of LayerEstimate
-        Graph order, every node except the PixelInput (empty in a plan read from plan.json: the
-        estimates are in the manifest).
-    estimate : Estimate or None
-        ``None`` in a plan read from plan.json.
-    """
-
-    folding: dict[str, Fold]
-    widths: dict[str, int]
-    parallel: dict[str, int]
-    fifo_depths: dict[tuple[str, str], int]
-    layers: tuple[LayerEstimate, ...] = ()
-    estimate: Estimate | None = None
-
-    def to_json(self) -> str:
-        """plan.json: the folding, widths, MLP parallelism and FIFO depths (deterministic text)."""
-        data = {
-            "version": PLAN_VERSION,
-            "folding": {name: [fold.pe, fold.simd] for name, fold in self.folding.items()},
-            "widths": dict(self.widths),
-            "parallel": dict(self.parallel),
-            "fifo_depths": [[a, b, depth] for (a, b), depth in sorted(self.fifo_depths.items())],
-        }
-        return json.dumps(data, indent=1) + "\n"
-
-    @classmethod
-    def read(cls, path) -> Plan:
-        """The plan in ``path``, a plan.json: its decisions (no estimates).
-
-        The file must hold exactly what :meth:`to_json` writes: its keys, every PE, SIMD, width,
-        parallelism and depth a positive integer, every node name a string.
-
-        Raises
-        ------
-        ValueError
-            One line naming the file when it is unreadable or not a plan.json of this version.
-        """
-        path = Path(path)
-        what = f"{path} is not a plan.json of version {PLAN_VERSION}"
-        try:
-            return _plan_from(read_json(path))
-        except OSError as exc:
-            raise ValueError(f"{what} (cannot read it: {exc.strerror or exc})") from None
-        except ValueError as exc:  # the file is not strict JSON (parse_json completes the sentence)
-            raise ValueError(f"{what} (the file {exc})") from None
-        except _BadPlan as exc:
-            raise ValueError(f"{what} ({' '.join(str(exc).split())})") from None
-
-
-#: The keys of plan.json, in the order :meth:`Plan.to_json` writes them.
-_PLAN_KEYS = ("version", "folding", "widths", "parallel", "fifo_depths")
-
-
-class _BadPlan(Exception):
-    """plan.json content that :meth:`Plan.to_json` never writes; the message says what."""
-
-
-def _positive_int(value, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise _BadPlan(f"{where} must be a positive integer, not {short_repr(value)}")
-    return value
-
-
-def _names_to(data: dict, key: str, convert) -> dict:
-    """``data[key]``, an object of node names, with each value through ``convert(value, where)``."""
-    table = data[key]
-    if not isinstance(table, dict):
-        raise _BadPlan(f"{key} is a JSON {json_kind(table)}, not an object of node names")
-    return {name: convert(value, f"{key}[{short_repr(name, 40)}]") for name, value in table.items()}
-
-
-def _fold(value, where: str) -> Fold:
-    if not (isinstance(value, list) and len(value) == 2):
-        raise _BadPlan(f"{where} must be [PE, SIMD], not {short_repr(value)}")
-    return Fold(_positive_int(value[0], f"{where} PE"), _positive_int(value[1], f"{where} SIMD"))
-
-
-def _fifo_depths(data: dict) -> dict:
-    rows = data["fifo_depths"]
-    if not isinstance(rows, list):
-        raise _BadPlan(f"fifo_depths is a JSON {json_kind(rows)}, not an array")
-    depths = {}
-    for j, row in enumerate(rows):
-        if not (isinstance(row, list) and len(row) == 3 and all(isinstance(name, str) for name in row[:2])):
-            raise _BadPlan(f"fifo_depths[{j}] must be [producer, consumer, depth], not {short_repr(row)}")
-        edge = (row[0], row[1])
-        if edge in depths:
-            raise _BadPlan(f"fifo_depths gives the edge {short_repr(edge)} twice")
-        depths[edge] = _positive_int(row[2], f"fifo_depths[{j}] depth")
-    return depths
-
-
-def _plan_from(data) -> Plan:
-    if not isinstance(data, dict):
-        raise _BadPlan(f"it holds a JSON {json_kind(data)}, not an object")
-    version = data.get("version")
-    if isinstance(version, bool) or version != PLAN_VERSION:
-        raise _BadPlan(f"version {short_repr(version)}, not {PLAN_VERSION}")
-    missing = [k for k in _PLAN_KEYS if k not in data]
-    if missing:
-        raise _BadPlan(f"it misses {', '.join(missing)}")
-    extra = [k for k in data if k not in _PLAN_KEYS]
-    if extra:
-        raise _BadPlan(f"it has unknown keys {', '.join(short_repr(k, 40) for k in extra[:5])}")
-    return Plan(
-        folding=_names_to(data, "folding", _fold),
-        widths=_names_to(data, "widths", _positive_int),
-        parallel=_names_to(data, "parallel", _positive_int),
-        fifo_depths=_fifo_depths(data),
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# folding paths
 
 
 def _divisors(n: int) -> list[int]:
@@ -453,8 +274,11 @@ def _format_rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
-def plan(graph: ir.Graph, *, fps=None, lut_budget=None, fold=None, clock_mhz: float = 100.0) -> Plan:
-    """Folds ``graph`` for ``fps`` frames/s, or within ``lut_budget`` LUTs, or as ``fold`` says.
+def plan(
+    graph: ir.Graph, *, fps=None, lut_budget=None, fold=None, clock_mhz: float = 100.0, capacity: Capacity | None = None
+) -> Plan:
+    """Folds ``graph`` for ``fps`` frames/s, or within ``lut_budget`` LUTs, or as ``fold`` says, or
+    (none of these, with ``capacity``) as fast as a device holds.
 
     Parameters
     ----------
@@ -468,15 +292,21 @@ def plan(graph: ir.Graph, *, fps=None, lut_budget=None, fold=None, clock_mhz: fl
         PE / SIMD of every MVU layer (from :func:`.fold_config.read_fold_config`).
     clock_mhz : float
         Clock frequency of the estimates.
+    capacity : Capacity, optional
+        A device's resources: with no target, the fastest folding whose estimate fits them (never
+        faster than the balanced design); with one, a check that its design fits.
 
     At most one of ``fps``, ``lut_budget`` and ``fold``; none: the balanced design (module
-    docstring).
+    docstring), or with ``capacity`` the fastest that fits.
 
     Raises
     ------
     PlanError
-        With one line: an impossible fps, a budget below the minimum design, a bad fold.
+        With one line: an impossible fps, a budget below the minimum design, a bad fold, a model
+        that fits ``capacity`` at no folding or a target whose design does not fit it.
     """
+    if capacity is not None and not isinstance(capacity, Capacity):
+        raise TypeError(f"capacity must be a Capacity, not {type(capacity).__name__}")
     if not isinstance(graph, ir.Graph):
         raise TypeError(f"graph must be an ir.Graph, not {type(graph).__name__}")
     clock_mhz = check_targets(fps=fps, lut_budget=lut_budget, fold=fold, clock_mhz=clock_mhz)
@@ -516,6 +346,8 @@ def plan(graph: ir.Graph, *, fps=None, lut_budget=None, fold=None, clock_mhz: fl
             target = min_cycles
             if first is not None:
                 target = max(target, model.mvu_core_cycles(first, model.paths[first][-1]))
+            if capacity is not None:
+                target = _capacity_target(planner, capacity, target)
         try:
             folding, widths, parallel = planner.choose(target)
         except _Infeasible as exc:
@@ -523,35 +355,89 @@ def plan(graph: ir.Graph, *, fps=None, lut_budget=None, fold=None, clock_mhz: fl
                 f"no folding meets {target} cycles per frame: layer {exc.name} cannot run faster; "
                 f"lower --fps or raise --clock"
             ) from None
-    return _finish(planner, folding, widths, parallel, clock_mhz)
+    result = _finish(planner, folding, widths, parallel, clock_mhz)
+    if capacity is not None and (fps is not None or lut_budget is not None or fold is not None):
+        _check_capacity(result.estimate, capacity, fps=fps, lut_budget=lut_budget)
+    return result
 
 
-def _budget_target(planner: _Planner, budget: int, min_cycles: int) -> int:
-    def luts(target: int) -> int:
-        _, _, numbers = _numbers(planner, *planner.choose(target))
-        return sum(n[4] for n in numbers.values())
+def _check_capacity(estimate: Estimate, capacity: Capacity, *, fps, lut_budget) -> None:
+    totals = {"luts": estimate.luts, "memory_bits": estimate.memory_bits, "multipliers": estimate.multipliers}
+    over = capacity.excess(totals)
+    if not over:
+        return
+    resource, need, available = over[0]
+    if fps is not None:
+        given = f"--fps {_format_number(fps)}"
+    elif lut_budget is not None:
+        given = f"--lut-budget {lut_budget}"
+    else:
+        given = "--fold-config"
+    if resource == RESOURCE_NAMES["memory_bits"]:
+        hint = capacity.hint(resource)
+    else:
+        hint = f"leave {given} out for the fastest folding that fits"
+    raise PlanError(
+        f"with {given} the design needs {need:,} {resource} and {capacity.name} {capacity.offers(resource)} "
+        f"{available:,}: {hint}"
+    )
 
-    # the minimum design: every PE = SIMD = 1 (no stage needs widening at its own bottleneck)
+
+def _totals(planner: _Planner, target: int) -> dict[str, int]:
+    """LUT4, memory bits and multipliers of the least folding meeting ``target`` cycles per frame."""
+    _, _, numbers = _numbers(planner, *planner.choose(target))
+    return {
+        "luts": sum(n[4] for n in numbers.values()),
+        "memory_bits": sum(n[2] for n in numbers.values()),
+        "multipliers": sum(n[3] for n in numbers.values()),
+    }
+
+
+def _slowest_target(planner: _Planner) -> int:
+    """Cycles per frame of the minimum design: every PE = SIMD = 1 (no stage needs widening at its
+    own bottleneck)."""
     folding = {name: Fold(1, 1) for name in planner.model.mvus}
     parallel = {name: 1 for name in planner.model.mlp_nodes}
     widths = stage_widths(planner.graph, folding)
-    high = max(planner.cycles(folding, widths, parallel).values())
-    minimum = luts(high)
+    return max(planner.cycles(folding, widths, parallel).values())
+
+
+def _fastest_fitting(planner: _Planner, fits, min_cycles: int, high: int) -> int:
+    """The least target in ``[min_cycles, high]`` whose totals ``fits`` (``high``'s do)."""
+    low = min_cycles
+    if fits(_totals(planner, low)):
+        return low
+    while high - low > 1:  # high fits, low does not
+        mid = (low + high) // 2
+        if fits(_totals(planner, mid)):
+            high = mid
+        else:
+            low = mid
+    return high
+
+
+def _budget_target(planner: _Planner, budget: int, min_cycles: int) -> int:
+    high = _slowest_target(planner)
+    minimum = _totals(planner, high)["luts"]
     if minimum > budget:
         raise PlanError(
             f"--lut-budget {budget} is below the minimum design of {minimum} LUTs (every PE = SIMD = 1); "
             f"raise the budget"
         )
-    low = min_cycles
-    if luts(low) <= budget:
-        return low
-    while high - low > 1:  # luts(high) fits, luts(low) does not
-        mid = (low + high) // 2
-        if luts(mid) <= budget:
-            high = mid
-        else:
-            low = mid
-    return high
+    return _fastest_fitting(planner, lambda totals: totals["luts"] <= budget, min_cycles, high)
+
+
+def _capacity_target(planner: _Planner, capacity: Capacity, min_cycles: int) -> int:
+    high = _slowest_target(planner)
+    over = capacity.excess(_totals(planner, high))
+    if over:
+        resource, need, available = over[0]
+        raise PlanError(
+            f"the design does not fit {capacity.name} at any folding: even with every PE = SIMD = 1 it needs "
+            f"{need:,} {resource} and {capacity.name} {capacity.offers(resource)} {available:,}; "
+            f"{capacity.hint(resource)}"
+        )
+    return _fastest_fitting(planner, lambda totals: not capacity.excess(totals), min_cycles, high)
 
 
 def check_fold_mapping(graph: ir.Graph, fold: Mapping) -> dict[str, Fold]:

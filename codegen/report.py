@@ -51,9 +51,11 @@ def manifest(
     verilog_files: list[str],
     memory_files: list[str],
     preprocessing: dict,
+    target: dict | None = None,
 ) -> dict:
     """The design's description: model, shapes, ports (a :class:`~instabnn_hw.design_folder.DesignPorts`),
-    layers with folding and estimates, totals, files."""
+    the ``target`` device and board it was folded for (when given), layers with folding and
+    estimates, totals, files."""
     config = graph.config
     estimate = plan.estimate
     return {
@@ -69,6 +71,7 @@ def manifest(
         "preprocessing": preprocessing,
         "ports": ports.to_json(),
         "clock_mhz": estimate.clock_mhz,
+        **(target or {}),
         "layers": [_layer_record(layer) for layer in plan.layers],
         "fifos": [{"from": a, "to": b, "depth": depth} for (a, b), depth in sorted(plan.fifo_depths.items())],
         "estimate": {

@@ -1,7 +1,8 @@
 """Bitstreams of a generated design with the open FPGA tools: fit check, synthesis, place and route, packing.
 
 :func:`build_design` takes a design folder written by ``instabnn-hw generate`` (``manifest.json``,
-``rtl/*.v``, ``rtl/mem/*.hex``) and a device of :data:`DEVICES`, and
+``rtl/*.v``, ``rtl/mem/*.hex``) and a device of :data:`DEVICES` (by default the one the design was
+generated for, ``generate --device``, with its board), and
 
 1. checks the estimate in the manifest against the device (:func:`check_fit`): LUT4, memory bits,
    multipliers (on devices with DSP blocks) and, without a board, the I/O pins of the ports. A
@@ -59,10 +60,13 @@ from .synthesis import FAMILIES, SynthesisError, ToolTimeout, cell_counts, run_t
 __all__ = [
     "BUILD_MARKER",
     "DEVICES",
+    "PLANNED_LUT_SHARE",
     "Device",
     "BuildError",
     "FitError",
     "BuildResult",
+    "board_device",
+    "bigger_devices",
     "device_named",
     "check_fit",
     "synthesis_fit",
@@ -131,6 +135,12 @@ DEVICES = {
 }
 
 
+#: Share of a device's LUT4 that ``generate --device`` lets a design's estimate take: synthesis
+#: comes out about 15 % above the estimate, placement adds about 20 % more (carry and RAM cells),
+#: and nextpnr routes reliably below about 85 % of the device.
+PLANNED_LUT_SHARE = 0.6
+
+
 class BuildError(UserError, RuntimeError):
     """A build that cannot go on; the message is one line for users (a tool failure adds its log's tail)."""
 
@@ -153,13 +163,25 @@ def _fit_message(
     return f"{design} needs {need:,} {resource} but {device.name} has {capacity:,}{also}: {hint}"
 
 
-def _bigger_devices(device: Device) -> list[str]:
+def board_device(board: str) -> Device:
+    """The :class:`Device` on ``board`` (a key of :data:`instabnn_hw.hw.board.BOARDS`); :class:`BuildError`
+    listing the known boards."""
+    from .board import BOARDS
+
+    if board not in BOARDS:
+        raise BuildError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
+    spec = BOARDS[board]
+    return next(d for d in DEVICES.values() if d.nextpnr == spec.device and d.family == spec.family)
+
+
+def bigger_devices(device: Device) -> list[str]:
+    """The larger parts of ``device``'s family."""
     return [d.name for d in DEVICES.values() if d.family == device.family and d.luts > device.luts]
 
 
 def _smaller_fold_hint(manifest: dict, need: int, capacity: int, device: Device) -> str:
     fps = manifest.get("estimate", {}).get("fps")
-    bigger = _bigger_devices(device)
+    bigger = bigger_devices(device)
     tail = f", or build for a bigger device ({', '.join(bigger)})" if bigger else ""
     if fps:
         target = fps * capacity / need * 0.9
@@ -168,7 +190,7 @@ def _smaller_fold_hint(manifest: dict, need: int, capacity: int, device: Device)
 
 
 def _smaller_model_hint(device: Device) -> str:
-    bigger = _bigger_devices(device)
+    bigger = bigger_devices(device)
     tail = f" or build for a bigger device ({', '.join(bigger)})" if bigger else ""
     # weights and frame buffers are the same at any folding
     return f"folding does not shrink memory: generate a smaller model (--width, --input-size){tail}"
@@ -423,7 +445,7 @@ def _remove_stale_builds(folder: Path) -> None:
 def build_design(
     folder,
     *,
-    device: str,
+    device: str | None = None,
     board: str | None = None,
     clock_mhz: float | None = None,
     seed: int = 1,
@@ -436,10 +458,12 @@ def build_design(
     ----------
     folder : path
         A design folder written by ``instabnn-hw generate``.
-    device : str
-        A key of :data:`DEVICES` (case-insensitive).
+    device : str, optional
+        A key of :data:`DEVICES` (case-insensitive); default the device the design was generated
+        for (``generate --device``, the manifest's ``device``).
     board : str, optional
-        A key of :data:`instabnn_hw.hw.board.BOARDS`; its FPGA must be ``device``.
+        A key of :data:`instabnn_hw.hw.board.BOARDS`; its FPGA must be ``device``. Default, when
+        ``device`` is the manifest's, the manifest's ``board``.
     clock_mhz : float, optional
         nextpnr's clock target, in :data:`instabnn_hw.errors.CLOCK_MHZ`; default the manifest's clock, or with
         ``board`` the board's oscillator (the board top has no PLL, so another value is an error there).
@@ -462,12 +486,23 @@ def build_design(
     """
     report = progress or (lambda text: None)
     folder = Path(folder)
-    dev = device_named(device)
+    if device is not None:
+        device_named(device)
     check_number("seed", seed, integer=True, low=0, high=NEXTPNR_MAX_SEED)
     check_number("timeout", timeout, low=0)
     if clock_mhz is not None:
         clock_mhz = check_clock("clock_mhz", clock_mhz)
     manifest = _read_manifest(folder)
+    if device is None:
+        if "device" not in manifest:
+            raise BuildError(
+                f"{folder} was generated for no device: give --device ({', '.join(DEVICES)}) "
+                "or generate it with --device"
+            )
+        device = manifest["device"]
+        if board is None:
+            board = manifest.get("board")
+    dev = device_named(device)
     design_name = f"{folder.name} ({manifest.get('model', 'design')})"
     rtl = folder / "rtl"
     files = manifest["files"]
@@ -495,13 +530,11 @@ def build_design(
     if board is not None:
         from .board import BOARDS
 
-        if board not in BOARDS:
-            raise BuildError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
-        board_spec = BOARDS[board]
-        if board_spec.device != dev.nextpnr or board_spec.family != dev.family:
+        if board_device(board) != dev:
             raise BuildError(
-                f"board {board} carries a {board_spec.device} part, not {dev.name}: drop --device or --board"
+                f"board {board} carries a {BOARDS[board].device} part, not {dev.name}: drop --device or --board"
             )
+        board_spec = BOARDS[board]
         oscillator = board_spec.clock_hz / 1e6
         if clock_mhz is not None and not math.isclose(clock_mhz, oscillator):
             raise BuildError(

@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", default=None, help="write one record per image to this file")
     evaluate.add_argument("--no-progress", action="store_true")
 
+    from instabnn_hw.hw.board import BOARDS
+    from instabnn_hw.hw.build import BUILD_TIMEOUT, DEVICES, PLANNED_LUT_SHARE
+
     generate = commands.add_parser(
         "generate", help="compile a model into a verified-by-construction dataflow design (Verilog + report)"
     )
@@ -152,6 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--lut-budget", type=int, default=None, help="the fastest design within N LUT4")
     target.add_argument("--fold-config", default=None, help='JSON file: {layer: {"PE": p, "SIMD": s}} (FINN shape)')
     generate.add_argument("--clock", type=float, default=100.0, help="clock in MHz (default: 100)")
+    device = generate.add_argument_group("device (recorded for `build`)")
+    device.add_argument(
+        "--device",
+        default=None,
+        help=f"FPGA: {', '.join(DEVICES)}; with no folding target the fastest folding whose estimate fits it "
+        f"({PLANNED_LUT_SHARE:.0%} of its LUT4, its DSP blocks and block RAM, its pins without --board)",
+    )
+    device.add_argument("--board", default=None, help=f"board of the build's top (its device): {', '.join(BOARDS)}")
     generate.add_argument(
         "--out", required=True, help="folder to write: a new one, or a design generate wrote (replaced when complete)"
     )
@@ -196,9 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--no-progress", action="store_true", help="no progress lines")
 
-    from instabnn_hw.hw.board import BOARDS
-    from instabnn_hw.hw.build import BUILD_TIMEOUT, DEVICES
-
     build = commands.add_parser(
         "build",
         help="synthesise, place and route a generated design with Yosys and nextpnr into a bitstream",
@@ -209,11 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
         "synthesis' section of DIR/report.md. The same seed gives the same bitstream.",
     )
     build.add_argument("design", metavar="DIR", help="design folder written by `instabnn-hw generate`")
-    build.add_argument("--device", required=True, help=f"FPGA: {', '.join(DEVICES)}")
+    build.add_argument(
+        "--device", default=None, help=f"FPGA: {', '.join(DEVICES)} (default: the one the design was generated for)"
+    )
     build.add_argument(
         "--board",
         default=None,
-        help=f"wrap the design in a board top (UART image link; pins from amaranth-boards): {', '.join(BOARDS)}",
+        help=f"wrap the design in a board top (UART image link; pins from amaranth-boards): {', '.join(BOARDS)} "
+        "(default: the design's board when --device is left out)",
     )
     build.add_argument(
         "--clock", type=float, default=None, help="clock target in MHz (default: the manifest's; a board's oscillator)"
@@ -328,6 +339,8 @@ def _cmd_generate(args) -> None:
             lut_budget=args.lut_budget,
             fold_config=args.fold_config,
             clock_mhz=args.clock,
+            device=args.device,
+            board=args.board,
             seed=args.seed,
             force=args.force,
         ),

@@ -272,6 +272,9 @@ def _check_fields(path: Path, manifest: dict) -> None:
     low, high = CLOCK_MHZ
     if "clock_mhz" in manifest and not (_is_number(manifest["clock_mhz"]) and low <= manifest["clock_mhz"] <= high):
         raise wrong("clock_mhz", manifest["clock_mhz"], f"a number of MHz from {low:g} to {high:g}")
+    for key in ("device", "board"):
+        if key in manifest and not (isinstance(manifest[key], str) and manifest[key].isprintable()):
+            raise wrong(key, manifest[key], f"the name of a {key}")
     shape = manifest.get("input_shape")
     if not (isinstance(shape, list) and len(shape) == 3 and all(_is_count(v, 1) for v in shape)):
         raise wrong("input_shape", shape, "three whole numbers >= 1 (channels, height, width)")
@@ -309,12 +312,16 @@ def design_owner(folder: Path) -> str | None:
     return None
 
 
-def write_design(out: Path, graph, plan, *, source: dict, preprocessing: dict, step=None) -> dict:
+def write_design(
+    out: Path, graph, plan, *, source: dict, preprocessing: dict, target=None, check_ports=None, step=None
+) -> dict:
     """Writes the design folder ``out`` (atomically) for ``graph`` folded by ``plan``; returns the manifest.
 
     ``out`` must be new or a design folder (:func:`design_owner`): it is replaced whole, in one
-    rename (:func:`~instabnn_hw.files.staged_folder`). ``step(text)`` is called before the two
-    slow steps (progress lines).
+    rename (:func:`~instabnn_hw.files.staged_folder`). ``target`` (``{"device": ..., "board": ...}``)
+    goes into the manifest; ``check_ports(ports)`` sees the emitted :class:`DesignPorts` and may
+    raise, which leaves ``out`` as it was. ``step(text)`` is called before the two slow steps
+    (progress lines).
     """
     from .codegen.emit import emit
     from .codegen.fold_config import fold_config
@@ -325,6 +332,8 @@ def write_design(out: Path, graph, plan, *, source: dict, preprocessing: dict, s
     with staged_folder(Path(out)) as folder:
         step("emitting Verilog and memory files")
         files, ports = emit(graph, plan, folder / "rtl")
+        if check_ports is not None:
+            check_ports(ports)
         relative = sorted(str(f.relative_to(folder)) for f in files)
         data = manifest(
             graph,
@@ -334,6 +343,7 @@ def write_design(out: Path, graph, plan, *, source: dict, preprocessing: dict, s
             memory_files=[f for f in relative if f.endswith(".hex")],
             preprocessing=preprocessing,
             verilog_files=[f for f in relative if f.endswith(".v")],
+            target=target,
         )
         step("writing manifest, graph, plan, report and chart")
         (folder / MANIFEST_FILE).write_text(manifest_json(data))

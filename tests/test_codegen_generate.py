@@ -163,6 +163,10 @@ def test_finn_cnv_folding_gives_finns_cycles(tmp_path):
         ([*SMALL, "--fold-config", "UTF16"], "UTF-8"),
         ([*SMALL, "--fold-config", "NESTED"], "nest"),
         ([*SMALL, "--fold-config", "BINARY"], "fold config"),
+        ([*SMALL, "--device", "xc7a35t"], "unknown device 'xc7a35t'"),
+        ([*SMALL, "--board", "de10"], "unknown board 'de10'"),
+        ([*SMALL, "--device", "LFE5U-25F", "--board", "icebreaker"], "board icebreaker carries a up5k, not LFE5U-25F"),
+        ([*SMALL, "--device", "LFE5U-25F"], "does not fit LFE5U-25F at any folding: even with every PE = SIMD = 1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, args, message):
@@ -178,3 +182,28 @@ def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, args, mess
     assert message in err[0].lower() or message in err[0], err
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".design")], "no staging folder left behind"
+
+
+def test_a_design_generated_for_a_device_fits_it_and_names_it(tmp_path, capsys, monkeypatch):
+    from instabnn_hw.hw.build import DEVICES, PLANNED_LUT_SHARE, Device
+
+    out = tmp_path / "design"
+    assert main(["generate", *SMALL, "--device", "lfe5u-85f", "--board", "ulx3s-85f", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    device, e = DEVICES["LFE5U-85F"], manifest["estimate"]
+    assert (manifest["device"], manifest["board"]) == ("LFE5U-85F", "ulx3s-85f")
+    assert e["luts"] <= device.luts * PLANNED_LUT_SHARE and e["multipliers"] <= device.dsp
+    assert e["memory_bits"] <= device.memory_bits
+    # it fits at the balanced folding, so that is what it gets
+    assert main(["generate", *SMALL, "--out", str(tmp_path / "plain")]) == 0
+    plain = json.loads((tmp_path / "plain" / "manifest.json").read_text())
+    assert e == plain["estimate"] and "device" not in plain and "board" not in plain
+    # without a board the ports are the pins: a part with too few is one line, and nothing is written
+    few_pins = Device("few-pins", "ecp5", "85k", "CABGA381", 83640, 83640, 208, 18432, 156, 10)
+    monkeypatch.setitem(DEVICES, "few-pins", few_pins)
+    capsys.readouterr()
+    other = tmp_path / "other"
+    assert main(["generate", *SMALL, "--device", "few-pins", "--out", str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "I/O pins but few-pins has 10: generate with --board" in err[0], err
+    assert not other.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".other")]

@@ -16,6 +16,7 @@ from instabnn_hw.codegen import emit, ir, stages
 from instabnn_hw.codegen.fifos import demand, fifo_depths
 from instabnn_hw.codegen.fold_config import fold_config, read_fold_config
 from instabnn_hw.codegen.plan import (
+    Capacity,
     Fold,
     PlanError,
     fold_path,
@@ -289,6 +290,51 @@ def test_lut_budget_gives_the_fastest_design_that_fits(cnv):
     message = rf"--lut-budget {minimum - 1} is below the minimum design of {minimum} LUTs \(every PE = SIMD = 1\)"
     with pytest.raises(PlanError, match=message):
         plan(cnv, lut_budget=minimum - 1)
+
+
+def _totals(estimate):
+    return {"luts": estimate.luts, "memory_bits": estimate.memory_bits, "multipliers": estimate.multipliers}
+
+
+def test_a_capacity_gives_the_fastest_design_that_fits_it(cnv):
+    balanced, minimum = plan(cnv).estimate, plan(cnv, fps=1).estimate
+    roomy = Capacity("roomy", luts=10**9, memory_bits=10**12, multipliers=10**6)
+    assert plan(cnv, capacity=roomy).estimate == balanced  # never faster than the balanced design
+    assert minimum.luts < balanced.luts
+    limits = [
+        Capacity("luts", luts=(minimum.luts + balanced.luts) // 2, memory_bits=10**12),
+        Capacity("both", luts=balanced.luts - 1, memory_bits=10**12, multipliers=minimum.multipliers),
+        Capacity("tight", luts=minimum.luts, memory_bits=minimum.memory_bits, multipliers=minimum.multipliers),
+    ]
+    for capacity in limits:
+        result = plan(cnv, capacity=capacity).estimate
+        assert not capacity.excess(_totals(result)), capacity.name
+        assert result.cycles_per_frame > balanced.cycles_per_frame
+        # one cycle faster does not fit
+        faster = plan(cnv, fps=100e6 / (result.cycles_per_frame - 1)).estimate
+        assert capacity.excess(_totals(faster)), capacity.name
+
+
+def test_a_model_a_capacity_cannot_hold_is_one_line_naming_the_resource(cnv):
+    minimum = plan(cnv, fps=1).estimate
+    small = Capacity("small", luts=10**9, memory_bits=minimum.memory_bits - 1, bigger=("large",))
+    message = (
+        rf"^the design does not fit small at any folding: even with every PE = SIMD = 1 it needs "
+        rf"{minimum.memory_bits:,} memory bits and small has {minimum.memory_bits - 1:,}; folding does not shrink "
+        r"memory: generate a smaller model \(--width, --input-size\) or a bigger device \(large\)$"
+    )
+    with pytest.raises(PlanError, match=message):
+        plan(cnv, capacity=small)
+    few = Capacity("few", luts=10**9, memory_bits=10**12, multipliers=minimum.multipliers)
+    assert plan(cnv, fps=10000).estimate.multipliers > minimum.multipliers
+    with pytest.raises(PlanError, match=r"^with --fps 10000 the design needs .* multipliers and few has .*: leave"):
+        plan(cnv, fps=10000, capacity=few)
+    tiny = Capacity("tiny", luts=1, memory_bits=10**12)
+    with pytest.raises(PlanError, match=r"^with --lut-budget 1000000000 the design needs .* LUT4 and tiny takes at"):
+        plan(cnv, lut_budget=10**9, capacity=tiny)
+    assert plan(cnv, fps=1, capacity=few).estimate == minimum
+    with pytest.raises(TypeError, match="capacity must be a Capacity"):
+        plan(cnv, capacity={"luts": 1})
 
 
 @pytest.mark.parametrize("insta", [False, True])

@@ -26,7 +26,8 @@ from instabnn_hw.hw.synthesis import SynthesisError
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
-    """tests/graphs.py's tiny CNV at PE = SIMD = 1 (about 1,500 LUT4), written as `generate` writes a design."""
+    """tests/graphs.py's tiny CNV at PE = SIMD = 1 (about 1,500 LUT4), written as `generate --device up5k
+    --board icebreaker` writes a design."""
     graph = tiny_cnv(3)
     fold = {n.name: (1, 1) for n in graph.nodes if isinstance(n, (ir.XnorConv, ir.IntConv))}
     out = tmp_path_factory.mktemp("build") / "design"
@@ -36,6 +37,7 @@ def small(tmp_path_factory):
         plan(graph, fold=fold),
         source={"kind": "test", "name": graph.model},
         preprocessing={"dataset": None, "input_size": 12},
+        target={"device": "up5k", "board": "icebreaker"},
     )
     return out
 
@@ -120,8 +122,9 @@ def test_small_design_builds_for_the_icebreaker_to_the_same_bitstream(small, cap
     assert data["resources"]["logic cells (LUT4)"]["used"] > 500 and data["resources"]["I/O"]["used"] <= 10
     synth = data["synthesis"]
     assert synth["memory_bits"] > 0 and synth["lut4_equivalent"] > 0
-    # the same design, options and seed again: the same bytes; the report section replaced, not repeated
-    assert main(["build", str(small), "--device", "up5k", "--board", "icebreaker", "--seed", "3", "--no-progress"]) == 0
+    # the same design, device, board (the manifest's) and seed again: the same bytes; the report
+    # section replaced, not repeated
+    assert main(["build", str(small), "--seed", "3", "--no-progress"]) == 0
     assert (build / "instabnn_top.bin").read_bytes() == first
     report = (small / "report.md").read_text()
     assert report.count(REPORT_SECTION) == 1 and "| memory bits |" in report
@@ -145,6 +148,16 @@ def test_bad_input_is_one_line_and_writes_nothing(small, tmp_path, capsys, argv,
     shutil.copytree(small, folder, ignore=shutil.ignore_patterns("build"))
     fails_with_one_line(capsys, ["build", str(folder), *argv], message)
     assert not (folder / "build").exists() and not [p for p in folder.iterdir() if p.name.startswith(".build")]
+
+
+def test_a_design_generated_for_no_device_needs_one(small, tmp_path, capsys):
+    folder = tmp_path / "design"
+    shutil.copytree(small, folder, ignore=shutil.ignore_patterns("build"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["device"], manifest["board"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    fails_with_one_line(capsys, ["build", str(folder)], "was generated for no device: give --device (LFE5U-25F")
+    assert not (folder / "build").exists()
 
 
 def test_a_failing_tool_keeps_its_log_and_writes_no_build(small, tmp_path, capsys):
@@ -351,6 +364,8 @@ FIELDS = [
     (("files", "verilog", "rtl/instabnn_top.v"), "files.verilog must be a list of file names"),
     (("files", "verilog", []), "files.verilog must be a list of file names"),
     (("files", "memories", {"a": 1}), "files.memories must be a list of file names"),
+    (("device", 85), "device must be the name of a device, not 85"),
+    (("board", ["ulx3s-85f"]), "board must be the name of a board, not ['ulx3s-85f']"),
 ]
 OPTIONS = [
     ([f"--clock={value}"], "--clock must be") for value in ("nan", "inf", "-inf", "1e-300", "1e300", "0.0009", "-1")
