@@ -17,8 +17,10 @@ Conventions
   component whose own element shape differs (an MVU accumulator, a join) is linked element by
   element: values always lie in the IR range, so sign extension or truncation is exact.
 * A stage takes each IR input at the width of its producer (``in_widths``) and converts it
-  itself (:class:`~instabnn_hw.hw.plumbing.WidthConverter`; through ``gcd`` with two converters
-  when neither width divides the other).
+  itself (:class:`~instabnn_hw.hw.plumbing.WidthConverter`; through ``lcm`` with two converters
+  when neither width divides the other: through ``gcd`` the stream would carry ``gcd`` elements per
+  cycle, below the consumer's word rate, and an MVU reading its vector during its first fold would
+  wait on it).
 * Width rules: PixelInput ``in_channels``; XnorConv / IntConv ``pe``; Argmax 1 (one word per
   image); every other node the width of its first input.
 """
@@ -321,7 +323,7 @@ class _Builder:
         """Converters from ``w_in`` to ``w_out`` elements per word; ``(first input, last output)`` ports."""
         if w_in == w_out:
             return None
-        steps = [w_in, w_out] if max(w_in, w_out) % min(w_in, w_out) == 0 else [w_in, math.gcd(w_in, w_out), w_out]
+        steps = [w_in, w_out] if max(w_in, w_out) % min(w_in, w_out) == 0 else [w_in, math.lcm(w_in, w_out), w_out]
         ports = []
         for j, (a, b) in enumerate(zip(steps, steps[1:], strict=False)):
             name = key if len(steps) == 2 else f"{key}{j}"

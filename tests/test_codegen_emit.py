@@ -21,7 +21,8 @@ from instabnn_hw.hw.simulate import simulate_streams
 from instabnn_hw.hw.xnor_mvu import XnorMatrixVector
 from instabnn_hw.sim.images import stream_payloads
 
-#: Foldings that exercise the width converters: 3 -> 1 -> 2 and 6 -> 2 -> 4 (through gcd), FC SIMD > C_in.
+#: Foldings that exercise the width converters: 3 -> 6 -> 2 and 6 -> 12 -> 4 (through the least common
+#: multiple), FC SIMD > C_in.
 MOBILENET_FOLD = {"stem.conv": (3, 3), "b1.conv": (6, 2), "b2.conv": (4, 3), "fc": (2, 4)}
 CNV_FOLD = {"conv0": (2, 3), "conv1": (4, 8), "fc0": (2, 16), "fc1": (5, 2)}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 
@@ -749,3 +750,37 @@ def test_planned_design_runs_at_the_planned_rate(design):
     assert periods.tolist() == [result.estimate.cycles_per_frame] * (len(classes) - 1)
     # the latency estimate is an upper bound within a factor of two of the first frame's
     assert run.cycles["o"][0] <= result.estimate.latency_cycles < 2 * run.cycles["o"][0]
+
+
+def _measured_period(graph, result, frames: int) -> list[int]:
+    """Output periods of ``frames`` random images streamed at full rate through the emitted design."""
+    top, _ = emit.build_top(graph, result, rom_dir=None)
+    pixels = np.random.default_rng(frames).integers(0, 256, size=(frames, *graph.input_shape))
+    words, classes, logits = stream_payloads(graph, top.ports.logits.elements, pixels)
+    run = simulate_streams(top, {"i": words}, {"o": len(classes), "logits": len(logits)}, max_cycles=400_000)
+    assert run.outputs["o"] == classes and run.outputs["logits"] == logits
+    return np.diff(run.cycles["o"]).tolist()
+
+
+# (width, input size, threshold, fps): widths whose streams need two width converters (6 into SIMD 4,
+# 3 into 2), a pooled shortcut, INSTA's frame buffers, several folds
+RANDOM_DESIGNS = [
+    (6, 8, "th+", None),
+    pytest.param(6, 8, "rsign", None, marks=pytest.mark.slow),
+    pytest.param(4, 8, "th", 60_000.0, marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize(("width", "size", "insta", "fps"), RANDOM_DESIGNS)
+def test_random_small_models_run_at_the_estimated_cycles_per_frame(width, size, insta, fps):
+    """Lowered random models in Amaranth's simulator: once the pipeline is full, frames leave at
+    exactly the estimated period (the first periods may be shorter while buffers fill)."""
+    from instabnn_hw.codegen.lower import lower, random_model
+
+    seed = int(os.environ.get("INSTABNN_SEED", "994302"))
+    graph = lower(random_model("resnet-tiny", seed=seed, insta=insta, width=width, input_size=size))
+    result = plan(graph, fps=fps)
+    estimate = result.estimate
+    frames = math.ceil(estimate.latency_cycles / estimate.cycles_per_frame) + 4
+    periods = _measured_period(graph, result, frames)
+    assert periods[-3:] == [estimate.cycles_per_frame] * 3, (periods, estimate.cycles_per_frame)

@@ -120,11 +120,11 @@ def test_stride_two_and_fully_connected_layers():
         stage_widths(cnv, {**fold, "fc0": (2, 48)})
 
 
-def test_converters_through_gcd():
+def test_converters_through_the_least_common_multiple():
     graph = tiny_mobilenet(0)
-    s = stage(graph, "b1.conv", MOBILENET_FOLD)  # width 3 -> SIMD 2: 3 -> 1 -> 2
+    s = stage(graph, "b1.conv", MOBILENET_FOLD)  # width 3 -> SIMD 2: 3 -> 6 -> 2, two elements a cycle
     convs = [c for _, c in s.components if isinstance(c, WidthConverter)]
-    assert [(c.i.payload.shape().length, c.o.payload.shape().length) for c in convs] == [(3, 1), (1, 2)]
+    assert [(c.i.payload.shape().length, c.o.payload.shape().length) for c in convs] == [(3, 6), (6, 2)]
     assert s.spec.links[0] == ("convert0.o", "convert1.i") and s.spec.inputs == ("convert0.i",)
     s = stage(graph, "b2.add", MOBILENET_FOLD)  # input 1 (Repeat, width 6) -> input 0's width 4
     assert kinds(s) == [("convert0", WidthConverter), ("convert1", WidthConverter), ("join", JoinAdd)]
