@@ -94,12 +94,12 @@ def _target_device(options: GenerateOptions):
     GenerateError
         An unknown device or board, or a board that carries another device.
     """
-    from instabnn_hw.hw.build import BuildError, board_device, device_named
+    from instabnn_hw.hw.devices import DeviceError, board_device, device_named
 
     try:
         device = device_named(options.device) if options.device is not None else None
         on_board = board_device(options.board) if options.board is not None else None
-    except BuildError as exc:
+    except DeviceError as exc:
         raise GenerateError(str(exc)) from None
     if device is not None and on_board is not None and device != on_board:
         raise GenerateError(
@@ -109,7 +109,7 @@ def _target_device(options: GenerateOptions):
 
 
 def _capacity(device):
-    from instabnn_hw.hw.build import PLANNED_LUT_SHARE, bigger_devices
+    from instabnn_hw.hw.devices import PLANNED_LUT_SHARE, bigger_devices
 
     from .plan import Capacity
 

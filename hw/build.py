@@ -1,8 +1,8 @@
 """Bitstreams of a generated design with the open FPGA tools: fit check, synthesis, place and route, packing.
 
 :func:`build_design` takes a design folder written by ``instabnn-hw generate`` (``manifest.json``,
-``rtl/*.v``, ``rtl/mem/*.hex``) and a device of :data:`DEVICES` (by default the one the design was
-generated for, ``generate --device``, with its board), and
+``rtl/*.v``, ``rtl/mem/*.hex``) and a device of :data:`.devices.DEVICES` (by default the one the
+design was generated for, ``generate --device``, with its board), and
 
 1. checks the estimate in the manifest against the device (:func:`check_fit`): LUT4, memory bits,
    multipliers (on devices with DSP blocks) and, without a board, the I/O pins of the ports. A
@@ -55,19 +55,14 @@ from instabnn_hw.table import format_table
 from ..design_folder import TOP_NAME, DesignPorts, ManifestError, design_file, read_manifest
 from ..errors import UserError, check_clock, check_number
 from ..files import UnsafePathError, atomic_write, check_output_folder, inside, staged_folder
+from .devices import DEVICES, Device, bigger_devices, board_device, device_named
 from .synthesis import FAMILIES, SynthesisError, ToolTimeout, cell_counts, run_tool, tool_path
 
 __all__ = [
     "BUILD_MARKER",
-    "DEVICES",
-    "PLANNED_LUT_SHARE",
-    "Device",
     "BuildError",
     "FitError",
     "BuildResult",
-    "board_device",
-    "bigger_devices",
-    "device_named",
     "check_fit",
     "synthesis_fit",
     "build_design",
@@ -91,56 +86,6 @@ NEXTPNR_MAX_SEED = 2**31 - 1
 BUILD_TIMEOUT = 3600.0
 
 
-@dataclass(frozen=True)
-class Device:
-    """An FPGA part: nextpnr's names for it and the capacities the fit check uses.
-
-    ``luts`` are LUT4 (ECP5 slices hold two; an iCE40 logic cell one), ``bram`` block RAMs of
-    ``bram_bits`` each (ECP5 ``DP16KD`` 18 kbit, iCE40 ``SB_RAM40_4K`` 4 kbit), ``dsp`` the
-    multiplier blocks (ECP5 18 x 18, iCE40 UltraPlus 16 x 16; none on the HX parts), ``io`` the
-    user I/O pins of ``package``.
-    """
-
-    name: str
-    family: str
-    nextpnr: str
-    package: str
-    luts: int
-    ff: int
-    bram: int
-    bram_bits: int
-    dsp: int
-    io: int
-
-    @property
-    def memory_bits(self) -> int:
-        """Bits of block RAM."""
-        return self.bram * self.bram_bits
-
-    @property
-    def bitstream_suffix(self) -> str:
-        return ".bit" if self.family == "ecp5" else ".bin"
-
-
-#: The devices ``build`` supports, by name (Lattice data sheets; packages as on common boards).
-DEVICES = {
-    d.name: d
-    for d in (
-        Device("LFE5U-25F", "ecp5", "25k", "CABGA381", 24288, 24288, 56, 18432, 28, 197),
-        Device("LFE5U-45F", "ecp5", "45k", "CABGA381", 43848, 43848, 108, 18432, 72, 203),
-        Device("LFE5U-85F", "ecp5", "85k", "CABGA381", 83640, 83640, 208, 18432, 156, 205),
-        Device("up5k", "ice40", "up5k", "sg48", 5280, 5280, 30, 4096, 8, 39),
-        Device("hx8k", "ice40", "hx8k", "ct256", 7680, 7680, 32, 4096, 0, 206),
-    )
-}
-
-
-#: Share of a device's LUT4 that ``generate --device`` lets a design's estimate take: synthesis
-#: comes out about 15 % above the estimate, placement adds about 20 % more (carry and RAM cells),
-#: and nextpnr routes reliably below about 85 % of the device.
-PLANNED_LUT_SHARE = 0.6
-
-
 class BuildError(UserError, RuntimeError):
     """A build that cannot go on; the message is one line for users (a tool failure adds its log's tail)."""
 
@@ -149,34 +94,10 @@ class FitError(BuildError):
     """The design does not fit the device: names the resource, the need and the capacity."""
 
 
-def device_named(name: str) -> Device:
-    """The :class:`Device` called ``name`` (case-insensitive); :class:`BuildError` listing the known ones."""
-    for key, device in DEVICES.items():
-        if key.lower() == str(name).lower():
-            return device
-    raise BuildError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
-
-
 def _fit_message(
     design: str, resource: str, need: int, device: Device, capacity: int, hint: str, also: str = ""
 ) -> str:
     return f"{design} needs {need:,} {resource} but {device.name} has {capacity:,}{also}: {hint}"
-
-
-def board_device(board: str) -> Device:
-    """The :class:`Device` on ``board`` (a key of :data:`instabnn_hw.hw.board.BOARDS`); :class:`BuildError`
-    listing the known boards."""
-    from .board import BOARDS
-
-    if board not in BOARDS:
-        raise BuildError(f"unknown board {board!r}; choose one of {', '.join(BOARDS)}")
-    spec = BOARDS[board]
-    return next(d for d in DEVICES.values() if d.nextpnr == spec.device and d.family == spec.family)
-
-
-def bigger_devices(device: Device) -> list[str]:
-    """The larger parts of ``device``'s family."""
-    return [d.name for d in DEVICES.values() if d.family == device.family and d.luts > device.luts]
 
 
 def _smaller_fold_hint(manifest: dict, need: int, capacity: int, device: Device) -> str:
@@ -459,7 +380,7 @@ def build_design(
     folder : path
         A design folder written by ``instabnn-hw generate``.
     device : str, optional
-        A key of :data:`DEVICES` (case-insensitive); default the device the design was generated
+        A key of :data:`.devices.DEVICES` (case-insensitive); default the device the design was generated
         for (``generate --device``, the manifest's ``device``).
     board : str, optional
         A key of :data:`instabnn_hw.hw.board.BOARDS`; its FPGA must be ``device``. Default, when

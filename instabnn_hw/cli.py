@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-progress", action="store_true")
 
     from instabnn_hw.hw.board import BOARDS
-    from instabnn_hw.hw.build import BUILD_TIMEOUT, DEVICES, PLANNED_LUT_SHARE
+    from instabnn_hw.hw.build import BUILD_TIMEOUT
+    from instabnn_hw.hw.devices import DEVICES, PLANNED_LUT_SHARE
 
     generate = commands.add_parser(
         "generate", help="compile a model into a verified-by-construction dataflow design (Verilog + report)"

@@ -185,7 +185,7 @@ def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, capsys, args, mess
 
 
 def test_a_design_generated_for_a_device_fits_it_and_names_it(tmp_path, capsys, monkeypatch):
-    from instabnn_hw.hw.build import DEVICES, PLANNED_LUT_SHARE, Device
+    from instabnn_hw.hw.devices import DEVICES, PLANNED_LUT_SHARE, Device
 
     out = tmp_path / "design"
     assert main(["generate", *SMALL, "--device", "lfe5u-85f", "--board", "ulx3s-85f", "--out", str(out)]) == 0

@@ -20,7 +20,8 @@ from instabnn_hw.codegen import ir
 from instabnn_hw.codegen.plan import plan
 from instabnn_hw.design_folder import DesignPorts, read_manifest, write_design
 from instabnn_hw.hw import build as hw_build
-from instabnn_hw.hw.build import DEVICES, REPORT_SECTION, FitError, check_fit, device_named
+from instabnn_hw.hw.build import REPORT_SECTION, FitError, check_fit
+from instabnn_hw.hw.devices import DEVICES, device_named
 from instabnn_hw.hw.synthesis import SynthesisError
 
 
