@@ -122,11 +122,11 @@ def _capacity(device):
     )
 
 
-def _check_pins(device, board):
-    """``check_ports`` of :func:`write_design`: without a board the ports are the device's pins."""
+def _pins_checker(device):
+    """``check_ports`` of :func:`write_design` without a board: the ports are ``device``'s pins."""
 
     def check(ports) -> None:
-        if board is None and ports.pins > device.io:
+        if ports.pins > device.io:
             raise GenerateError(
                 f"the design's ports need {ports.pins:,} I/O pins but {device.name} has {device.io}: "
                 "generate with --board (a UART top) for the build"
@@ -281,7 +281,7 @@ def generate(options: GenerateOptions, *, progress: bool = True) -> Design:
         source=source,
         preprocessing=preprocessing,
         target=target,
-        check_ports=_check_pins(device, options.board) if device else None,
+        check_ports=_pins_checker(device) if device and not options.board else None,
         step=step,
     )
     return Design(

@@ -338,8 +338,9 @@ class _PerChannelParameters(ChannelParameters):
         if operand is None:
             return 0
         if self.groups > 1:
-            return self._simd * product_blocks(operand, shape_for(int(factor.min()), int(factor.max())))
-        return sum(constant_product_blocks(operand, int(c), width=width) for c in factor)
+            field = shape_for(*self._column_ranges()[factor])
+            return self._simd * product_blocks(operand, field)
+        return sum(constant_product_blocks(operand, int(c), width=width) for c in self._columns()[factor])
 
     @property
     def memory_bits(self) -> int:
@@ -347,7 +348,11 @@ class _PerChannelParameters(ChannelParameters):
         groups = self.groups
         if groups == 1:
             return 0
-        return groups * self._simd * sum(shape_for(min(c), max(c)).width for c in self._columns().values())
+        return groups * self._simd * sum(shape_for(*r).width for r in self._column_ranges().values())
+
+    def _column_ranges(self) -> dict[str, tuple[int, int]]:
+        """``(low, high)`` of each per-channel constant: the table fields' ranges."""
+        return {key: (int(c.min()), int(c.max())) for key, c in self._columns().items()}
 
     def lut_features(self) -> tuple[float, ...]:
         groups = self.groups
@@ -432,16 +437,16 @@ class RequantiseParameters(_PerChannelParameters):
     def _columns(self) -> dict:
         return {"mult": self._mult, "bias": self._bias}
 
-    def _channel_products(self) -> tuple[int, int]:
-        """The range of ``x * mult_c`` over every channel (tighter than over the table's range)."""
-        products = [product_range(bounds(self._in_shape), (int(v), int(v))) for v in self._mult]
-        return min(p[0] for p in products), max(p[1] for p in products)
+    def _channel_products(self) -> list[tuple[int, int]]:
+        """The range of ``x * mult_c`` of each channel (together tighter than over the table's range)."""
+        return [product_range(bounds(self._in_shape), (int(v), int(v))) for v in self._mult]
 
     def _product(self):
-        """``(factors, operand shape, kept product width)`` of the lanes' products."""
-        derived = product_range(bounds(self._in_shape), (int(self._mult.min()), int(self._mult.max())))
-        kept = _intersect(derived, self._channel_products())
-        return self._mult, self._in_shape, shape_for(*kept).width
+        """``(factor column, operand shape, kept product width)`` of the lanes' products."""
+        products = self._channel_products()
+        derived = product_range(bounds(self._in_shape), self._column_ranges()["mult"])
+        kept = _intersect(derived, (min(p[0] for p in products), max(p[1] for p in products)))
+        return "mult", self._in_shape, shape_for(*kept).width
 
 
 class Requantise(RequantiseParameters, _PerChannel):
@@ -478,8 +483,7 @@ class Requantise(RequantiseParameters, _PerChannel):
         wiring.Component.__init__(self, self._signature())
 
     def _datapath(self, m, x, table, k, advance):
-        xb = bounds(self._in_shape)
-        products = [product_range(xb, (int(v), int(v))) for v in self._mult]
+        products = self._channel_products()
         sums = [(p[0] + int(b), p[1] + int(b)) for p, b in zip(products, self._bias, strict=True)]
         return requantise_datapath(
             m,
@@ -492,7 +496,7 @@ class Requantise(RequantiseParameters, _PerChannel):
             enable=advance,
             mult_bounds=table["mult"][1],
             bias_bounds=table["bias"][1],
-            product_bounds=self._channel_products(),
+            product_bounds=(min(p[0] for p in products), max(p[1] for p in products)),
             sum_bounds=(min(s[0] for s in sums), max(s[1] for s in sums)),
             name=f"requantise{k}",
         )
@@ -555,9 +559,9 @@ class RPReLUParameters(_PerChannelParameters):
         return {"gamma": self._gamma, "slope": self._slope, "zeta": self._zeta}
 
     def _product(self):
-        """``(factors, operand shape, kept product width)`` of the negative branch's ``u * slope_c``;
-        no operand when ``u`` cannot be negative."""
-        columns = {key: (int(v.min()), int(v.max())) for key, v in self._columns().items()}
+        """``(factor column, operand shape, kept product width)`` of the negative branch's
+        ``u * slope_c``; no operand when ``u`` cannot be negative."""
+        columns = self._column_ranges()
         r = rprelu_bounds(
             bounds(self._in_shape),
             columns["gamma"],
@@ -567,8 +571,8 @@ class RPReLUParameters(_PerChannelParameters):
             out_shift=self._out_shift,
         )
         if r["u"][0] >= 0:
-            return self._slope, None, 0
-        return self._slope, shape_for(*r["u"]), shape_for(*r["v"]).width
+            return "slope", None, 0
+        return "slope", shape_for(*r["u"]), shape_for(*r["v"]).width
 
 
 class RPReLU(RPReLUParameters, _PerChannel):

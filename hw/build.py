@@ -407,23 +407,21 @@ def build_design(
     """
     report = progress or (lambda text: None)
     folder = Path(folder)
-    if device is not None:
-        device_named(device)
+    dev = device_named(device) if device is not None else None
     check_number("seed", seed, integer=True, low=0, high=NEXTPNR_MAX_SEED)
     check_number("timeout", timeout, low=0)
     if clock_mhz is not None:
         clock_mhz = check_clock("clock_mhz", clock_mhz)
     manifest = _read_manifest(folder)
-    if device is None:
+    if dev is None:
         if "device" not in manifest:
             raise BuildError(
                 f"{folder} was generated for no device: give --device ({', '.join(DEVICES)}) "
                 "or generate it with --device"
             )
-        device = manifest["device"]
+        dev = device_named(manifest["device"])
         if board is None:
             board = manifest.get("board")
-    dev = device_named(device)
     design_name = f"{folder.name} ({manifest.get('model', 'design')})"
     rtl = folder / "rtl"
     files = manifest["files"]

@@ -309,18 +309,13 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
             br = beta_rom.read_port()
             m.d.comb += [br.addr.eq(rd_c), br.en.eq(~stall), ar.addr.eq(rd_c), ar.en.eq(~stall)]
             net.acc = acc = Signal(shape_for(*self._accumulator_bounds()), name="acc")
-
-        def values(name):
-            if name == "sq":
-                return sums_c[1], sums_c[1]
-            if name == "sk":
-                return sums_c[1], r
-            return br.data[int(name.removeprefix("mac"))], fe[int(name.removeprefix("mac"))]
-
-        operands = {}  # operation -> (a, a bounds, b, b bounds)
-        for name, (a_bounds, b_bounds) in self._shared_operand_bounds().items():
-            a, b = values(name)
-            operands[name] = (a, a_bounds, b, b_bounds)
+        values = {"sq": (sums_c.get(1), sums_c.get(1)), "sk": (sums_c.get(1), r)}
+        if self._mode == "th":
+            values |= {f"mac{j}": (br.data[j], fe[j]) for j in range(ns)}
+        operands = {  # operation -> (a, a bounds, b, b bounds)
+            name: (values[name][0], a_bounds, values[name][1], b_bounds)
+            for name, (a_bounds, b_bounds) in self._shared_operand_bounds().items()
+        }
         if operands:
             mul_a = Signal(shape_of(*(o[1] for o in operands.values())), name="mul_a")
             mul_b = Signal(shape_of(*(o[3] for o in operands.values())), name="mul_b")

@@ -731,6 +731,16 @@ def test_estimates_are_the_stage_figures():
                     assert key == part.key and type(component) is part.component
 
 
+def _output_cycles(graph, result, pixels) -> list[int]:
+    """The cycles at which the emitted design's classes of ``pixels`` leave (each checked against the
+    reference), the images streamed at full rate."""
+    top, _ = emit.build_top(graph, result, rom_dir=None)
+    words, classes, logits = stream_payloads(graph, top.ports.logits.elements, pixels)
+    run = simulate_streams(top, {"i": words}, {"o": len(classes), "logits": len(logits)}, seed=3, max_cycles=400_000)
+    assert run.outputs["o"] == classes and run.outputs["logits"] == logits
+    return run.cycles["o"]
+
+
 @pytest.mark.parametrize("design", ["resnet_th_insta", "mobilenet_fps"])
 def test_planned_design_runs_at_the_planned_rate(design):
     """The emitter's design with this plan's folding and FIFO depths, in Amaranth's simulator: the
@@ -741,25 +751,10 @@ def test_planned_design_runs_at_the_planned_rate(design):
     else:
         graph = graphs.tiny_mobilenet(5)
         result = plan(graph, fps=100e6 / (3 * plan(graph).estimate.cycles_per_frame))
-    top, _ = emit.build_top(graph, result, rom_dir=None)
-    pixels = np.random.default_rng(7).integers(0, 256, size=(3, *graph.input_shape))
-    words, classes, logits = stream_payloads(graph, top.ports.logits.elements, pixels)
-    run = simulate_streams(top, {"i": words}, {"o": len(classes), "logits": len(logits)}, seed=3, max_cycles=100_000)
-    assert run.outputs["o"] == classes and run.outputs["logits"] == logits
-    periods = np.diff(run.cycles["o"])
-    assert periods.tolist() == [result.estimate.cycles_per_frame] * (len(classes) - 1)
+    out = _output_cycles(graph, result, np.random.default_rng(7).integers(0, 256, size=(3, *graph.input_shape)))
+    assert np.diff(out).tolist() == [result.estimate.cycles_per_frame] * (len(out) - 1)
     # the latency estimate is an upper bound within a factor of two of the first frame's
-    assert run.cycles["o"][0] <= result.estimate.latency_cycles < 2 * run.cycles["o"][0]
-
-
-def _measured_period(graph, result, frames: int) -> list[int]:
-    """Output periods of ``frames`` random images streamed at full rate through the emitted design."""
-    top, _ = emit.build_top(graph, result, rom_dir=None)
-    pixels = np.random.default_rng(frames).integers(0, 256, size=(frames, *graph.input_shape))
-    words, classes, logits = stream_payloads(graph, top.ports.logits.elements, pixels)
-    run = simulate_streams(top, {"i": words}, {"o": len(classes), "logits": len(logits)}, max_cycles=400_000)
-    assert run.outputs["o"] == classes and run.outputs["logits"] == logits
-    return np.diff(run.cycles["o"]).tolist()
+    assert out[0] <= result.estimate.latency_cycles < 2 * out[0]
 
 
 # (width, input size, threshold, fps): widths whose streams need two width converters (6 into SIMD 4,
@@ -782,5 +777,6 @@ def test_random_small_models_run_at_the_estimated_cycles_per_frame(width, size, 
     result = plan(graph, fps=fps)
     estimate = result.estimate
     frames = math.ceil(estimate.latency_cycles / estimate.cycles_per_frame) + 4
-    periods = _measured_period(graph, result, frames)
+    pixels = np.random.default_rng(frames).integers(0, 256, size=(frames, *graph.input_shape))
+    periods = np.diff(_output_cycles(graph, result, pixels)).tolist()
     assert periods[-3:] == [estimate.cycles_per_frame] * 3, (periods, estimate.cycles_per_frame)
