@@ -73,6 +73,8 @@ def units() -> list[Unit]:
     """The units measured, one realistic parameter set each."""
     found = []
 
+    cut = plumbing.RegisterSlice(shape=signed(8))
+    found.append(Unit("RegisterSlice", "8 bits", cut, {"i": list(range(-100, 100))}, {"o": 200}, "o"))
     fifo = plumbing.Fifo(shape=signed(8), depth=16)
     found.append(Unit("Fifo", "depth 16", fifo, {"i": list(range(-100, 100))}, {"o": 200}, "o"))
     fork = plumbing.Fork(shape=signed(8))

@@ -38,7 +38,7 @@ from instabnn_hw.hw.figures import LUT_MODEL  # noqa: E402
 from instabnn_hw.hw.insta_prelu import InstaPReLU  # noqa: E402
 from instabnn_hw.hw.int_mvu import Argmax, IntMatrixVector  # noqa: E402
 from instabnn_hw.hw.moments import MomentsThreshold  # noqa: E402
-from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, Repeat, WidthConverter  # noqa: E402
+from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, RegisterSlice, Repeat, WidthConverter  # noqa: E402
 from instabnn_hw.hw.pool import GlobalSumPool, MaxPool, SumPool  # noqa: E402
 from instabnn_hw.hw.synthesis import synthesize  # noqa: E402
 from instabnn_hw.hw.threshold import StaticThreshold  # noqa: E402
@@ -285,6 +285,10 @@ SAMPLES = [
     *[
         ("fifo", f"fifo {b}x{n} depth {d}", lambda b=b, n=n, d=d: Fifo(shape=word(b, n), depth=d))
         for b, n, d in [(9, 16, 16), (9, 16, 800), (8, 4, 4096), (1, 32, 64), (10, 32, 256), (16, 1, 16)]
+    ],
+    *[
+        ("slice", f"slice {b}x{n}", lambda b=b, n=n: RegisterSlice(shape=word(b, n)))
+        for b, n in [(9, 16), (1, 32), (8, 4), (12, 64), (1, 1)]
     ],
     *[
         ("fork", f"fork {b}x{n}", lambda b=b, n=n: Fork(shape=word(b, n)))

@@ -23,13 +23,17 @@ Conventions
   wait on it).
 * Width rules: PixelInput ``in_channels``; XnorConv / IntConv ``pe``; Argmax 1 (one word per
   image); every other node the width of its first input.
+* Every stage but the input and the Argmax ends in a
+  :class:`~instabnn_hw.hw.plumbing.RegisterSlice` of its output stream (IR element shape, its
+  width): ``valid``, payload and ``ready`` are registers at every boundary between two stages,
+  so no combinational path runs from one stage into the next.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 
 import numpy as np
@@ -41,8 +45,9 @@ from instabnn_hw.hw.figures import Figures
 from instabnn_hw.hw.fixed import shape_for
 from instabnn_hw.hw.insta_prelu import InstaPReLU
 from instabnn_hw.hw.int_mvu import Argmax, IntMatrixVector
+from instabnn_hw.hw.layouts import channel_word
 from instabnn_hw.hw.moments import MomentsThreshold
-from instabnn_hw.hw.plumbing import JoinAdd, Repeat, WidthConverter
+from instabnn_hw.hw.plumbing import JoinAdd, RegisterSlice, Repeat, WidthConverter
 from instabnn_hw.hw.pool import GlobalSumPool, MaxPool, SumPool
 from instabnn_hw.hw.threshold import StaticThreshold
 from instabnn_hw.hw.window import SlidingWindow
@@ -394,7 +399,7 @@ def stage_spec(graph: ir.Graph, name: str, *, folding, widths, parallel: int = 1
     in_widths = tuple(widths[i] for i in node.inputs)
     common = {"in_shapes": in_shapes, "out_shape": graph.types[name].element_shape}
     try:
-        return _spec(
+        spec = _spec(
             node, graph, _Builder(name), in_types, in_shapes, in_widths, widths[name], common, folding, parallel
         )
     except (TypeError, ValueError) as exc:
@@ -402,6 +407,11 @@ def stage_spec(graph: ir.Graph, name: str, *, folding, widths, parallel: int = 1
         if message.startswith(f"layer {name}:"):
             raise
         raise ValueError(f"layer {name}: {message}") from None
+    if not spec.output or isinstance(node, ir.Argmax):
+        return spec
+    words = graph.types[name].elements // spec.out_width
+    cut = Part("slice", RegisterSlice, {"shape": channel_word(spec.out_shape, spec.out_width)}, words)
+    return replace(spec, parts=(*spec.parts, cut), links=(*spec.links, (spec.output, "slice.i")), output="slice.o")
 
 
 def _spec(node, graph, b, in_types, in_shapes, in_widths, out_width, common, folding, parallel) -> StageSpec:

@@ -1,4 +1,4 @@
-"""Stream plumbing: FIFO, fork, residual join-add, SIMD width conversion and channel repeat.
+"""Stream plumbing: register slice, FIFO, fork, residual join-add, SIMD width conversion and channel repeat.
 
 Every block here moves whole payloads and obeys the four transfer rules of
 :mod:`amaranth.lib.stream`: a transfer happens when ``valid & ready``; once ``valid`` is up it
@@ -27,6 +27,8 @@ __all__ = [
     "ForkParameters",
     "JoinAdd",
     "JoinAddParameters",
+    "RegisterSlice",
+    "RegisterSliceParameters",
     "Repeat",
     "RepeatParameters",
     "WidthConverter",
@@ -35,6 +37,75 @@ __all__ = [
     "regroup",
     "repeat_channels",
 ]
+
+
+class RegisterSliceParameters(Parameters):
+    """The parameters of a :class:`RegisterSlice` and the figures derived from them."""
+
+    lut_kind = "slice"
+
+    #: One payload per cycle, whatever ``ready`` does.
+    initiation_interval = 1
+
+    #: Cycles from an input transfer to its ``valid`` on the output.
+    latency = 1
+
+    #: Widest payload: a fully parallel layer's output word (which the planner sizes, if never builds).
+    MAX_BITS = 1 << 20
+
+    def __init__(self, *, shape) -> None:
+        self._shape = check_payload("shape", shape, max_width=self.MAX_BITS)
+
+    @property
+    def shape(self):
+        """Payload shape."""
+        return self._shape
+
+    def lut_features(self) -> tuple[float, ...]:
+        return (1.0, float(Shape.cast(self._shape).width))
+
+    def figures(self, words: int) -> Figures:
+        return Figures(words, self.latency, self.latency, self.luts)
+
+
+class RegisterSlice(RegisterSliceParameters, wiring.Component):
+    """A stream boundary that no combinational path crosses: registered ``valid``, payload and ``ready``.
+
+    The output register holds the current payload; a second (skid) register parks the one
+    payload that arrives in the cycle the output stalls, so ``i.ready`` is a register (the skid
+    is empty) and ``o.ready`` reaches only the registers' enables: a chain of components cut by
+    slices has no path longer than one component. One payload per cycle under any back-pressure;
+    a payload is on ``o`` the cycle after its input transfer.
+
+    Parameters
+    ----------
+    shape : shape-castable
+        Payload shape.
+
+    Members
+    -------
+    i : In(stream.Signature(shape))
+    o : Out(stream.Signature(shape))
+    """
+
+    def __init__(self, **params) -> None:
+        super().__init__(**params)
+        wiring.Component.__init__(
+            self, {"i": In(stream.Signature(self._shape)), "o": Out(stream.Signature(self._shape))}
+        )
+
+    def elaborate(self, platform):
+        m = Module()
+        skid = Signal(self._shape)
+        parked = Signal()
+        m.d.comb += self.i.ready.eq(~parked)
+        with m.If(~self.o.valid | self.o.ready):
+            # the output register takes the parked payload first, else the arriving one
+            m.d.sync += [self.o.valid.eq(parked | self.i.valid), parked.eq(0)]
+            m.d.sync += self.o.payload.eq(Mux(parked, skid, self.i.payload))
+        with m.Elif(self.i.valid & ~parked):
+            m.d.sync += [skid.eq(self.i.payload), parked.eq(1)]
+        return m
 
 
 class FifoParameters(Parameters):

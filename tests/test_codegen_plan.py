@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -620,24 +619,20 @@ def test_windowless_mvu_with_several_folds_gets_one_input_vector_of_fifo():
 
 
 def test_pool_shortcut_gets_one_pixel_of_fifo_and_keeps_the_planned_rate():
-    """The pool emits a pixel's 16 one-channel words after its 64-word window; without a FIFO of
-    one pixel the Add holds the conv (PE 1, 16 folds of 9 cycles) at the start of every pixel
-    (the MobileNetV1 case: 2,608 cycles per frame for 2,304)."""
+    """The pool emits a pixel's 16 one-channel words after its 64-word window; a FIFO of one
+    pixel keeps the Add from holding the conv (PE 1, 16 folds of 9 cycles) at the start of every
+    pixel (before every stage ended in a register slice, MobileNetV1 reduced ran at 2,608 cycles
+    per frame for 2,304 without it)."""
     graph = graphs.pool_shortcut_block(3)
     result = plan(graph, fold={"stem.conv": (1, 3), "b1.conv": (1, 16), "fc": (4, 16)})
     assert result.widths["b1.pool"] == 1 and result.estimate.cycles_per_frame == 16 * 16 * 9
     assert result.fifo_depths[("b1.pool", "b1.add")] == 16
     pixels = np.random.default_rng(7).integers(0, 256, size=(4, *graph.input_shape))
-    periods = {}
-    for fifo in (True, False):
-        depths = {edge: d for edge, d in result.fifo_depths.items() if fifo or edge != ("b1.pool", "b1.add")}
-        top, _ = emit.build_top(graph, dataclasses.replace(result, fifo_depths=depths), rom_dir=None)
-        words, classes, logits = stream_payloads(graph, top.ports.logits.elements, pixels)
-        run = simulate_streams(top, {"i": words}, {"o": len(classes), "logits": len(logits)}, max_cycles=100_000)
-        assert run.outputs["o"] == classes and run.outputs["logits"] == logits
-        periods[fifo] = np.diff(run.cycles["o"]).tolist()
-    assert periods[True] == [result.estimate.cycles_per_frame] * 3
-    assert min(periods[False]) > result.estimate.cycles_per_frame
+    top, _ = emit.build_top(graph, result, rom_dir=None)
+    words, classes, logits = stream_payloads(graph, top.ports.logits.elements, pixels)
+    run = simulate_streams(top, {"i": words}, {"o": len(classes), "logits": len(logits)}, max_cycles=100_000)
+    assert run.outputs["o"] == classes and run.outputs["logits"] == logits
+    assert np.diff(run.cycles["o"]).tolist() == [result.estimate.cycles_per_frame] * 3
 
 
 def test_identity_residual_fifo_depth():

@@ -18,8 +18,9 @@ from instabnn_hw.codegen.stages import (
 from instabnn_hw.hw.affine import Requantise, RPReLU
 from instabnn_hw.hw.insta_prelu import InstaPReLU
 from instabnn_hw.hw.int_mvu import Argmax, IntMatrixVector
+from instabnn_hw.hw.layouts import channel_word
 from instabnn_hw.hw.moments import MomentsThreshold
-from instabnn_hw.hw.plumbing import JoinAdd, Repeat, WidthConverter
+from instabnn_hw.hw.plumbing import JoinAdd, RegisterSlice, Repeat, WidthConverter
 from instabnn_hw.hw.pool import GlobalSumPool, MaxPool, SumPool
 from instabnn_hw.hw.threshold import StaticThreshold
 from instabnn_hw.hw.window import SlidingWindow
@@ -34,7 +35,13 @@ def stage(graph, name, folding, **kwargs):
 
 
 def kinds(s):
-    return [(key, type(component)) for key, component in s.components]
+    """The stage's components but the register slice that ends every stage with an output to
+    another stage (checked here; the Argmax's is the top's port)."""
+    found = [(key, type(component)) for key, component in s.components]
+    if s.spec.output and found[-1][1] is not Argmax:
+        assert found[-1] == ("slice", RegisterSlice) and s.spec.output == "slice.o", found
+        return found[:-1]
+    return found
 
 
 def test_widths_follow_the_rules():
@@ -79,7 +86,9 @@ def test_mvu_stage_components_and_cycles():
     # stem: 1 channel at width 1 = SIMD 1: no converter; 3x3 pad 1: a window, masked
     s = stage(graph, "stem.conv", RESNET_FOLD)
     assert kinds(s) == [("window", SlidingWindow), ("mvu", IntMatrixVector)]
-    assert s.spec.inputs == ("window.i",) and s.spec.output == "mvu.o" and s.spec.links == (("window.o", "mvu.i"),)
+    assert s.spec.inputs == ("window.i",) and s.spec.links == (("window.o", "mvu.i"), ("mvu.o", "slice.i"))
+    # the slice carries the IR's element shape at the stage's width
+    assert s.component("slice").shape == channel_word(s.spec.out_shape, 4)
     mvu = s.component("mvu")
     assert mvu.masked and mvu.pe == 4 and mvu.simd == 1 and mvu.in_shape == signed(8)
     assert s.spec.in_widths == (1,) and s.spec.out_width == 4 and s.spec.figures.multipliers == 4
@@ -89,7 +98,7 @@ def test_mvu_stage_components_and_cycles():
     # layer1: incoming width 4 (the stem's PE) -> SIMD 8: a widening converter
     s = stage(graph, "layer1.conv", RESNET_FOLD)
     assert kinds(s) == [("convert", WidthConverter), ("window", SlidingWindow), ("mvu", XnorMatrixVector)]
-    assert s.spec.links == (("convert.o", "window.i"), ("window.o", "mvu.i")) and s.spec.inputs == ("convert.i",)
+    assert s.spec.links[:2] == (("convert.o", "window.i"), ("window.o", "mvu.i")) and s.spec.inputs == ("convert.i",)
     assert s.spec.figures.cycles == 64 * (8 // 2) * (9 * 8 // 8)
     assert s.component("mvu").masked
     # 1x1 shortcut and classifier: trivial windows, channel words
@@ -128,7 +137,7 @@ def test_converters_through_the_least_common_multiple():
     assert s.spec.links[0] == ("convert0.o", "convert1.i") and s.spec.inputs == ("convert0.i",)
     s = stage(graph, "b2.add", MOBILENET_FOLD)  # input 1 (Repeat, width 6) -> input 0's width 4
     assert kinds(s) == [("convert0", WidthConverter), ("convert1", WidthConverter), ("join", JoinAdd)]
-    assert s.spec.inputs == ("join.i.0", "convert0.i") and s.spec.links[-1] == ("convert1.o", "join.i.1")
+    assert s.spec.inputs == ("join.i.0", "convert0.i") and s.spec.links[-2] == ("convert1.o", "join.i.1")
     assert s.spec.in_widths == (4, 6) and s.spec.out_width == 4
 
 

@@ -21,6 +21,8 @@ from instabnn_hw.hw.plumbing import (
     ForkParameters,
     JoinAdd,
     JoinAddParameters,
+    RegisterSlice,
+    RegisterSliceParameters,
     Repeat,
     RepeatParameters,
     WidthConverter,
@@ -32,6 +34,46 @@ from instabnn_hw.hw.plumbing import (
 from instabnn_hw.hw.simulate import simulate_streams
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
+
+
+@pytest.mark.parametrize("valid, ready", FLOW)
+def test_register_slice_passes_everything_in_order(valid, ready):
+    layout = data.ArrayLayout(signed(5), 3)
+    words = np.random.default_rng(3).integers(-16, 16, size=(60, 3)).tolist()
+    run = simulate_streams(
+        RegisterSlice(shape=layout), {"i": words}, {"o": 60}, valid_probability=valid, ready_probability=ready
+    )
+    assert run.outputs["o"] == words
+
+
+def test_register_slice_runs_at_one_word_per_cycle():
+    run = simulate_streams(RegisterSlice(shape=8), {"i": list(range(50))}, {"o": 50})
+    assert run.outputs["o"] == list(range(50)) and run.interval("o", skip=1) == 1.0
+
+
+def test_register_slice_outputs_do_not_follow_its_inputs_within_a_cycle():
+    """``i.ready`` and ``o.valid`` are registers: no value of ``i.valid`` / ``o.ready`` in a cycle moves them."""
+    dut = RegisterSlice(shape=8)
+    rng = random.Random(5)
+
+    async def testbench(ctx):
+        for cycle in range(300):
+            seen = set()
+            for valid in (0, 1):
+                for ready in (0, 1):
+                    ctx.set(dut.i.valid, valid)
+                    ctx.set(dut.o.ready, ready)
+                    seen.add((ctx.get(dut.i.ready), ctx.get(dut.o.valid), ctx.get(dut.o.payload)))
+            assert len(seen) == 1, (cycle, seen)
+            ctx.set(dut.i.valid, rng.random() < 0.7)
+            ctx.set(dut.i.payload, cycle % 256)
+            ctx.set(dut.o.ready, rng.random() < 0.4)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
 
 
 @pytest.mark.parametrize("valid, ready", FLOW)
@@ -225,6 +267,8 @@ FIGURES = {
     ),
     "fifo-register": (Fifo, FifoParameters, {"shape": unsigned(8), "depth": 1}, 10, Figures(10, 1, 1, 5, 8)),
     "fork": (Fork, ForkParameters, {"shape": unsigned(8)}, 12, Figures(12, 0, 0, 8)),
+    # the output multiplexer: one LUT4 a payload bit
+    "slice": (RegisterSlice, RegisterSliceParameters, {"shape": unsigned(8)}, 12, Figures(12, 1, 1, 6 + 8)),
     # (-128 << 1) + -128 .. (127 << 1) + 127 needs signed(10): 4 lanes of 10 bits
     "join_add": (
         JoinAdd,
@@ -278,6 +322,7 @@ def test_parameters_give_the_figures_without_ports(name):
         (Fifo, {"shape": 8, "depth": 0}, ValueError, r"depth must be >= 1, not 0"),
         (Fifo, {"shape": "x", "depth": 2}, TypeError, r"shape must be an Amaranth shape"),
         (Fork, {"shape": "x"}, TypeError, r"shape must be an Amaranth shape"),
+        (RegisterSlice, {"shape": "x"}, TypeError, r"shape must be an Amaranth shape"),
         (JoinAdd, {"shape": signed(8), "count": 2, "shifts": (0, 40)}, ValueError, r"shifts\[1\] must be in"),
         (JoinAdd, {"shape": signed(8), "count": 2, "shifts": 3}, TypeError, r"shifts must be a pair of integers"),
         (WidthConverter, {"shape": 1, "in_count": 3, "out_count": 2}, ValueError, r"in_count \(3\) and out_count"),
@@ -301,6 +346,7 @@ def test_join_add_and_converter_expose_their_parameters():
 @pytest.mark.parametrize(
     "make, inputs, outputs",
     [
+        (lambda: RegisterSlice(shape=8), {"i": list(range(6))}, {"o": 6}),
         (lambda: Fifo(shape=8, depth=1), {"i": list(range(6))}, {"o": 6}),
         (lambda: Fifo(shape=8, depth=2), {"i": list(range(6))}, {"o": 6}),
         (lambda: Fifo(shape=8, depth=7), {"i": list(range(6))}, {"o": 6}),
