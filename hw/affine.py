@@ -68,7 +68,7 @@ def rprelu(x, gamma, slope, zeta, *, slope_shift: int, out_shift: int, low: int,
 REQUANTISE_LATENCY = 3
 
 #: Enabled clock edges from presenting ``x`` (and the parameters) to :func:`rprelu_datapath`'s output.
-RPRELU_LATENCY = 3
+RPRELU_LATENCY = 4
 
 
 def _ints(pair) -> tuple[int, int]:
@@ -241,8 +241,9 @@ def rprelu_datapath(
 ) -> Signal:
     """Build :func:`rprelu` for one element into ``m``; reusable with per-image parameters.
 
-    Three registered stages (``u = x - gamma``; ``v`` = ``u << slope_shift`` or ``u * slope``;
-    ``clamp(round_shift(v + zeta, out_shift), low, high)``), each advancing on a clock edge of
+    Four registered stages (``u = x - gamma``; ``u << slope_shift`` and ``u * slope``; ``w = v +
+    zeta`` plus the rounding constant, ``v`` the branch ``u``'s sign picks; ``clamp(w >>
+    out_shift, low, high)``), each advancing on a clock edge of
     ``domain`` where ``enable`` is high. The returned signal (shape ``shape_for(low, high)``)
     holds the result :data:`RPRELU_LATENCY` enabled edges after ``x``, ``gamma``, ``slope`` and
     ``zeta`` were presented together: each of the three may be an int (a constant: no logic) or
@@ -277,20 +278,30 @@ def rprelu_datapath(
         m.d[domain] += u.eq(hdl_fit(x - gamma, *r["u"]))
     slope1 = _register(m, domain, enable, slope, f"{name}_slope")
     zeta1 = _register(m, domain, enable, zeta, f"{name}_zeta1")
-    # stage 2: the two branches of the PReLU
-    v = Signal(shape_for(*r["v"]), name=f"{name}_v")
-    if r["u"][0] >= 0:
-        branch = u << slope_shift
-    elif r["u"][1] < 0:
-        branch = u * slope1
+    # stage 2: the two branches of the PReLU, each registered (a multiplier's output goes
+    # straight into a register)
+    shifted = product = None
+    if r["u"][1] >= 0:  # u may be >= 0: u << slope_shift
+        shifted_bounds = (max(r["u"][0], 0) << slope_shift, r["u"][1] << slope_shift)
+        shifted = Signal(shape_for(*shifted_bounds), name=f"{name}_shifted")
+        with m.If(enable):
+            m.d[domain] += shifted.eq(hdl_fit(u << slope_shift, *shifted_bounds))
+    if r["u"][0] < 0:  # u may be < 0: u * slope, whose register holds it right only then
+        product_bounds = product_range((r["u"][0], min(r["u"][1], -1)), pb)
+        product = Signal(shape_for(*product_bounds), name=f"{name}_product")
+        with m.If(enable):
+            m.d[domain] += product.eq(u * slope1)
+    if product is None or shifted is None:
+        v = shifted if product is None else product
     else:
-        branch = Mux(u[-1], u * slope1, u << slope_shift)
-    with m.If(enable):
-        m.d[domain] += v.eq(hdl_fit(branch, *r["v"]))
+        v = Mux(_register(m, domain, enable, u[-1], f"{name}_negative"), product, shifted)
     zeta2 = _register(m, domain, enable, zeta1, f"{name}_zeta2")
-    # stage 3: add zeta and the rounding constant, shift (floor), clamp
+    # stage 3: add zeta and the rounding constant
     addend = zeta2 + rnd if isinstance(zeta2, int) else zeta2 + Const(rnd)
-    total = hdl_fit(v + addend, *r["w"])
+    total = Signal(shape_for(*r["w"]), name=f"{name}_w")
+    with m.If(enable):
+        m.d[domain] += total.eq(hdl_fit(v + addend, *r["w"]))
+    # stage 4: shift (floor) and clamp
     return _output(m, domain, enable, total >> out_shift, r["y"], low, high, f"{name}_out")
 
 

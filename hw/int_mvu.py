@@ -343,9 +343,6 @@ class ArgmaxParameters(Parameters):
 
     lut_kind = "argmax"
 
-    #: Cycles from the transfer of a frame's last word to the result's ``valid``.
-    latency = 1
-
     def __init__(self, *, shape, count: int, classes: int) -> None:
         self._shape = check_shape("shape", shape)
         self._classes = check_int("classes", classes)
@@ -373,6 +370,17 @@ class ArgmaxParameters(Parameters):
         return self._classes // self._count
 
     @property
+    def tree_levels(self) -> int:
+        """Registered levels of the comparison tree of a word: ``ceil(log2(count))``."""
+        return (self._count - 1).bit_length()
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the transfer of a frame's last word to the result's ``valid``: the input
+        register, the tree levels, the running best and the index sum."""
+        return self.tree_levels + 3
+
+    @property
     def initiation_interval(self) -> int:
         """Cycles per result at full rate: the words of a frame."""
         return self.words_per_frame
@@ -392,8 +400,11 @@ class Argmax(ArgmaxParameters, wiring.Component):
     A frame is ``classes / count`` words of ``count`` logits (classes ascending). Each word's
     own first maximum is found by a comparison tree (a later element wins only when strictly
     greater), then compared with the frame's running best (a later word wins only when strictly
-    greater), so ties go to the lowest index as in :func:`numpy.argmax`. One word per cycle; the
-    result (registered) is valid the cycle after the frame's last word.
+    greater), so ties go to the lowest index as in :func:`numpy.argmax`. Every step is one
+    register stage (the input, each tree level, the running best, the index ``word * count +
+    local`` as one sum), so no path holds more than one comparison; the stages advance together
+    while the output register can take a result. One word per cycle; the result is valid
+    :attr:`latency` cycles after the frame's last word.
 
     Parameters
     ----------
@@ -422,38 +433,64 @@ class Argmax(ArgmaxParameters, wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        words = self.words_per_frame
+        words, count = self.words_per_frame, self._count
+        base_shape = shape_for(0, (words - 1) * count)
+        local_shape = shape_for(0, count - 1)
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+
+        def register(value, name):
+            reg = Signal(Value.cast(value).shape(), name=name)
+            with m.If(advance):
+                m.d.sync += reg.eq(value)
+            return reg
+
+        # input register: the word, whether it opens / closes its frame, and its first class
         word = Signal(range(words))
-        best_index = Signal(self._index_shape)
-        best_value = Signal(self._shape)
+        base = Signal(base_shape)
+        take = self.i.valid & self.i.ready
+        with m.If(take):
+            last_word = word == words - 1
+            m.d.sync += [word.eq(Mux(last_word, 0, word + 1)), base.eq(Mux(last_word, 0, base + count))]
+        valid = register(take, "valid0")
+        first, last = register(word == 0, "first0"), register(word == words - 1, "last0")
+        base_r = register(base, "base0")
+        candidates = [(Const(k, local_shape), register(self.i.payload[k], f"logit{k}")) for k in range(count)]
 
-        # the word's own first maximum: a later element wins only when strictly greater
-        candidates = [(Const(k, self._index_shape), self.i.payload[k]) for k in range(self._count)]
+        # the comparison tree, one level a stage: a later element wins only when strictly greater
+        level = 0
         while len(candidates) > 1:
+            level += 1
             merged = []
-            for j in range(0, len(candidates) - 1, 2):
-                (ia, va), (ib, vb) = candidates[j], candidates[j + 1]
+            for j in range(0, len(candidates), 2):
+                (ia, va), (ib, vb) = candidates[j], candidates[min(j + 1, len(candidates) - 1)]
                 later = vb > va
-                merged.append((Mux(later, ib, ia), Mux(later, vb, va)))
-            if len(candidates) % 2:
-                merged.append(candidates[-1])
+                index, value = Mux(later, ib, ia), Mux(later, vb, va)
+                merged.append((register(index, f"index{level}_{j}"), register(value, f"value{level}_{j}")))
             candidates = merged
+            valid, first = register(valid, f"valid{level}"), register(first, f"first{level}")
+            last = register(last, f"last{level}")
+            base_r = register(base_r, f"base{level}")
         local_index, local_value = candidates[0]
-        index = local_index + word * self._count if words > 1 else local_index
-        take = (word == 0) | (local_value > best_value)
-        new_index = Mux(take, index, best_index)[: self._index_shape.width]
-        new_value = Mux(take, local_value, best_value)
-        last = word == words - 1
 
-        m.d.comb += self.i.ready.eq(~last | ~self.o.valid | self.o.ready)
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [word.eq(Mux(last, 0, word + 1)), best_index.eq(new_index), best_value.eq(new_value)]
-            with m.If(last):
+        # the running best: a later word wins only when strictly greater
+        best_base, best_local, best_value = Signal(base_shape), Signal(local_shape), Signal(self._shape)
+        wins = first | (local_value > best_value)
+        new_base = Mux(wins, base_r, best_base)
+        new_local = Mux(wins, local_index, best_local)
+        new_value = Mux(wins, local_value, best_value)
+        done = Signal()
+        with m.If(advance):
+            m.d.sync += done.eq(valid & last)
+            with m.If(valid):
+                m.d.sync += [best_base.eq(new_base), best_local.eq(new_local), best_value.eq(new_value)]
+
+        # the result: the class is the sum of the word's first class and the local index
+        with m.If(advance):
+            m.d.sync += self.o.valid.eq(done)
+            with m.If(done):
                 m.d.sync += [
-                    self.o.valid.eq(1),
-                    self.o.payload.index.eq(new_index),
-                    self.o.payload.value.eq(new_value),
+                    self.o.payload.index.eq((best_base + best_local)[: self._index_shape.width]),
+                    self.o.payload.value.eq(best_value),
                 ]
         return m

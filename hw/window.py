@@ -103,8 +103,9 @@ class SlidingWindowParameters(FrameParameters):
     initiation_interval = 1
 
     #: Cycles from the input word that completes the last row an output row needs to that row's
-    #: first word on the output (the read port's register, then the output register).
-    row_latency = 2
+    #: first word on the output (the read port's register, the read data's register, then the
+    #: output register).
+    row_latency = 3
 
     def __init__(
         self,
@@ -129,7 +130,10 @@ class SlidingWindowParameters(FrameParameters):
         last_top = (self._out_height - 1) * self._stride - self._padding  # first row of the last output row
         last_held = self._height - max(0, last_top)
         first_needed = min(self._height, self._kernel - self._padding)
-        self._rows = max(self._kernel + self._stride, last_held + first_needed)
+        # a 1 x 1 window at stride 1 reads each row as the next one is written, and a release
+        # reaches the writer a cycle late: one more slot keeps it from waiting
+        lockstep = self._kernel == self._stride == 1
+        self._rows = max(self._kernel + self._stride + lockstep, last_held + first_needed)
 
     @property
     def shape(self):
@@ -223,8 +227,13 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
     ``rows = max(K + s, L + min(H, K - p))``, where ``L = H - max(0, (out_h - 1)*s - p)`` rows
     are held while the last output row of a frame is read and ``min(H, K - p)`` rows of the next
     frame are needed before its first output row (``K + s`` alone would stall the reader
-    between frames, e.g. for ``K = 3, s = 1, p = 0``). Latency: the first word of an output row
-    leaves 2 cycles after the input word that completes the last row it needs.
+    between frames, e.g. for ``K = 3, s = 1, p = 0``); ``K + s + 1`` for ``K = s = 1``, whose
+    reader keeps pace with the writer, since ``i.ready`` is a register that learns of a release
+    a cycle late. Latency: the first word of an output row
+    leaves 3 cycles after the input word that completes the last row it needs: the read data is
+    registered before it leaves (a block RAM's clock-to-output takes most of a cycle), and the
+    last row an output row needs is kept as an absolute row count, so deciding to read is one
+    comparison.
 
     Parameters
     ----------
@@ -287,8 +296,13 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         released = Signal(bits)  # rows below this are no longer needed by the reader
         w_addr = Signal(range(depth))
         w_col = Signal(range(row_words))
+        # i.ready is a register: whether the row being written has a free slot, decided a cycle
+        # ahead from the rows written and released (a release shows a cycle late: never early)
+        room = Signal(init=1)
+        row_done = self.i.valid & self.i.ready & (w_col == row_words - 1)
+        m.d.sync += room.eq(Mux(row_done, ahead(written + 1, released) < R, ahead(written, released) < R))
         m.d.comb += [
-            self.i.ready.eq(ahead(written, released) < R),
+            self.i.ready.eq(room),
             buffer.w_addr.eq(w_addr),
             buffer.w_data.eq(Value.cast(self.i.payload)),
             buffer.w_en.eq(self.i.valid & self.i.ready),
@@ -316,22 +330,26 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         top_base = Signal(range(depth), init=(-p % R) * row_words)  # address of the slot of row `top`
         row_base = Signal(range(depth), init=(-p % R) * row_words)  # address of the slot of row `row`
 
+        # The last input row the current output row needs, frame + min(top + K - 1, H - 1), kept
+        # as an absolute count with the rows left below the frame's last, so that the next output
+        # row's is needed + min(s, slack): no sum of top, K and frame on the way.
+        first_last = min(K - 1 - p, H - 1)
+        needed = Signal(bits, init=first_last)
+        slack = Signal(range(H), init=H - 1 - first_last)
+        step_rows = Mux(slack < s, slack, s)
+
         inside = (row >= 0) & (row < H) & (x >= 0) & (x < W)
-        last_needed = Mux(top + (K - 1) < H - 1, top + (K - 1), H - 1)
-        rows_ready = ahead(written, frame + last_needed) > 0
+        rows_ready = ahead(written, needed) > 0
         advance = ~self.o.valid | self.o.ready
         issue = advance & rows_ready
 
-        # The output stage: the read port's data register, with the mask beside it.
-        o_mask = Signal()
-        m.d.comb += [
-            buffer.r_en[0].eq(advance),
-            buffer.r_addr[0].eq(Mux(inside, row_base + col, 0)),
-            self.o.payload.data.eq(Mux(o_mask, buffer.r_data[0], 0)),
-            self.o.payload.mask.eq(o_mask),
-        ]
+        # The output: the read port's data register, then the data (zero where padding) registered
+        # with the mask beside it.
+        read, read_mask = Signal(), Signal()
+        m.d.comb += [buffer.r_en[0].eq(advance), buffer.r_addr[0].eq(Mux(inside, row_base + col, 0))]
         with m.If(advance):
-            m.d.sync += [self.o.valid.eq(rows_ready), o_mask.eq(inside)]
+            m.d.sync += [read.eq(rows_ready), read_mask.eq(inside), self.o.valid.eq(read)]
+            m.d.sync += [self.o.payload.mask.eq(read_mask), self.o.payload.data.eq(Mux(read_mask, buffer.r_data[0], 0))]
 
         last_g, last_kx, last_ky = g == G - 1, kx == K - 1, ky == K - 1
         last_ox, last_oy = ox == self._out_width - 1, oy == self._out_height - 1
@@ -351,12 +369,13 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
                 new_top, new_base = Signal.like(top), Signal.like(top_base)
                 with m.If(~last_oy):
                     m.d.comb += [new_top.eq(top + s), new_base.eq(_wrap_add(top_base, s * row_words, depth))]
-                    m.d.sync += oy.eq(oy + 1)
+                    m.d.sync += [oy.eq(oy + 1), needed.eq(needed + step_rows), slack.eq(slack - step_rows)]
                 with m.Else():
                     # next frame: its row 0 is absolute row frame + H
                     step = (H - p - ((self._out_height - 1) * s - p)) % R  # slots from row `top` to the next -p
                     m.d.comb += [new_top.eq(-p), new_base.eq(_wrap_add(top_base, step * row_words, depth))]
-                    m.d.sync += [oy.eq(0), frame.eq(frame + H)]
+                    m.d.sync += [oy.eq(0), frame.eq(frame + H), needed.eq(frame + H + first_last)]
+                    m.d.sync += slack.eq(H - 1 - first_last)
                 m.d.sync += [g.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), top.eq(new_top), row.eq(new_top)]
                 m.d.sync += [top_base.eq(new_base), row_base.eq(new_base)]
                 m.d.sync += [x0.eq(-p), x.eq(-p), x0_word.eq(-p * G), col.eq(-p * G)]

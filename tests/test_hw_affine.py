@@ -386,7 +386,8 @@ def test_rprelu_parameters_give_figures_without_ports():
     # out_shape signed(5); the table is 2 words of 3 x (3 + 1 + 1) bits
     assert plain.lut_kind == "rprelu" and plain.lut_features() == (1.0, 3 * 8, 3 * 5, 15.0)
     luts = round(23.835 + 1.224 * 24 + 6.01 * 15 + 1.365 * 15)
-    assert plain.figures(6) == Figures(cycles=6, latency=4, post=4, luts=luts, memory_bits=30, multipliers=3)
+    # the table read, then RPReLU's four stages
+    assert plain.figures(6) == Figures(cycles=6, latency=5, post=5, luts=luts, memory_bits=30, multipliers=3)
     dut = RPReLU(**params)
     assert dut.figures(6) == plain.figures(6)
     assert (dut.out_shape, dut.multipliers, dut.luts) == (plain.out_shape, plain.multipliers, plain.luts)

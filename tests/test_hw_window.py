@@ -192,10 +192,11 @@ def test_parameters_give_the_figures_without_ports():
     parameters = SlidingWindow.parameters(**params)
     assert type(parameters) is SlidingWindowParameters and not hasattr(parameters, "signature")
     # 4 row slots of 7 pixels of 2 words of 2 * 8 bits: 56 words in LUT-cheap memory, 55 .bit_length() = 6;
-    # 5 * 7 windows of 9 positions of 2 words; the first output row needs 2 input rows (14 pixels)
+    # 5 * 7 windows of 9 positions of 2 words; the first output row needs 2 input rows (14 pixels),
+    # then the read, the read data's register and the output register
     luts = round(258.212 + 0.7 * 16 + 4.406 * 6)
     assert parameters.rows == 4
-    assert parameters.figures(70) == Figures(5 * 7 * 9 * 2, 2 * 7 * 2 + 1, 2, luts, 4 * 7 * 4 * 8)
+    assert parameters.figures(70) == Figures(5 * 7 * 9 * 2, 2 * 7 * 2 + 2, 3, luts, 4 * 7 * 4 * 8)
     built = SlidingWindow(**params)
     assert isinstance(built, SlidingWindowParameters) and built.figures(70) == parameters.figures(70)
     for attribute in ("rows", "groups", "out_height", "out_width", "memory_bits", "latency", "luts", *params):
