@@ -17,8 +17,10 @@ Usage: ``python bench/hw_units.py [--no-synthesis]``
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,9 @@ from instabnn_hw.hw import affine, int_mvu, plumbing, pool, threshold, window, x
 from instabnn_hw.hw.insta_prelu import InstaPReLU  # noqa: E402
 from instabnn_hw.hw.layouts import tensor_to_words  # noqa: E402
 from instabnn_hw.hw.moments import MomentsThreshold  # noqa: E402
+from instabnn_hw.hw.multiplier import MULTIPLIER_MODULE, multiplier_verilog  # noqa: E402
+from instabnn_hw.hw.popcount import POPCOUNT_MODULE, popcount_verilog  # noqa: E402
+from instabnn_hw.hw.ram import RAM_MODULE, ram_verilog  # noqa: E402
 from instabnn_hw.hw.simulate import simulate_streams  # noqa: E402
 from instabnn_hw.hw.synthesis import synthesize  # noqa: E402
 from instabnn_hw.table import format_table  # noqa: E402
@@ -61,6 +66,19 @@ class Unit:
         return float(self.component.initiation_interval)
 
 
+#: The Verilog form (``external_modules``: RAM, multiplier and popcount modules) of each unit built.
+_VERILOG_FORMS: dict[int, Callable[[], object]] = {}
+
+
+def built(component_class, **params):
+    """``component_class(**params)`` for Amaranth's simulator; its Verilog form is kept for synthesis."""
+    component = component_class(**params)
+    takes = "external_modules" in inspect.signature(component_class.__init__).parameters
+    options = {"external_modules": True} if takes else {}
+    _VERILOG_FORMS[id(component)] = lambda: component_class(**params, **options)
+    return component
+
+
 def _words(count, width, low=-128, high=128):
     return RNG.integers(low, high, size=(count, width)).tolist()
 
@@ -73,45 +91,54 @@ def units() -> list[Unit]:
     """The units measured, one realistic parameter set each."""
     found = []
 
-    cut = plumbing.RegisterSlice(shape=signed(8))
+    cut = built(plumbing.RegisterSlice, shape=signed(8))
     found.append(Unit("RegisterSlice", "8 bits", cut, {"i": list(range(-100, 100))}, {"o": 200}, "o"))
-    fifo = plumbing.Fifo(shape=signed(8), depth=16)
+    fifo = built(plumbing.Fifo, shape=signed(8), depth=16)
     found.append(Unit("Fifo", "depth 16", fifo, {"i": list(range(-100, 100))}, {"o": 200}, "o"))
-    fork = plumbing.Fork(shape=signed(8))
+    fork = built(plumbing.Fork, shape=signed(8))
     found.append(Unit("Fork", "", fork, {"i": list(range(100))}, {"o.0": 100, "o.1": 100}, "o.0"))
-    join = plumbing.JoinAdd(shape=signed(8), count=4, shifts=(1, 0))
+    join = built(plumbing.JoinAdd, shape=signed(8), count=4, shifts=(1, 0))
     found.append(Unit("JoinAdd", "4 lanes", join, {"i.0": _words(100, 4), "i.1": _words(100, 4)}, {"o": 100}, "o"))
-    narrow = plumbing.WidthConverter(shape=1, in_count=32, out_count=8)
+    narrow = built(plumbing.WidthConverter, shape=1, in_count=32, out_count=8)
     found.append(Unit("WidthConverter", "32 -> 8", narrow, {"i": _bits(40, 32)}, {"o": 160}, "o"))
 
-    sw = window.SlidingWindow(shape=1, channels=32, simd=16, height=8, width=8, kernel=3, padding=1)
+    sw = built(window.SlidingWindow, shape=1, channels=32, simd=16, height=8, width=8, kernel=3, padding=1)
     frames = [RNG.integers(0, 2, size=(32, 8, 8)) for _ in range(2)]
     words = [w for f in frames for w in tensor_to_words(f, 16).tolist()]
     found.append(Unit("SlidingWindow", "3x3 p1, 32ch/16, 8x8", sw, {"i": words}, {"o": 2 * sw.output_words}, "o", 32))
     mp_words, mp_mask = window.sliding_windows(RNG.integers(-128, 128, (8, 6, 6)), kernel=2, stride=2, simd=4)
-    maxpool = pool.MaxPool(shape=signed(8), channels=8, simd=4, kernel=2)
+    maxpool = built(pool.MaxPool, shape=signed(8), channels=8, simd=4, kernel=2)
     window_words = [{"data": w, "mask": int(k)} for w, k in zip(mp_words.tolist(), mp_mask.tolist(), strict=True)]
     found.append(Unit("MaxPool", "2x2, 8ch/4", maxpool, {"i": window_words}, {"o": len(window_words) // 4}, "i"))
-    gpool = pool.GlobalSumPool(shape=signed(8), channels=8, simd=4, height=4, width=4)
+    gpool = built(pool.GlobalSumPool, shape=signed(8), channels=8, simd=4, height=4, width=4)
     found.append(Unit("GlobalSumPool", "4x4, 8ch/4", gpool, {"i": _words(96, 4)}, {"o": 6}, "i"))
 
     weights = RNG.integers(0, 2, size=(16, 72))
-    xmvu = xnor_mvu.XnorMatrixVector(weights=weights, pe=4, simd=24)
+    xmvu = built(xnor_mvu.XnorMatrixVector, weights=weights, pe=4, simd=24)
     vectors = [{"data": w, "mask": 1} for w in _bits(3 * 12, 24)]
     found.append(Unit("XnorMatrixVector", "16x72, PE 4, SIMD 24", xmvu, {"i": vectors}, {"o": 48}, "o", 2))
     iweights = RNG.integers(-128, 128, size=(8, 27))
-    imvu = int_mvu.IntMatrixVector(weights=iweights, pe=2, simd=9, in_shape=signed(8))
+    imvu = built(int_mvu.IntMatrixVector, weights=iweights, pe=2, simd=9, in_shape=signed(8))
     found.append(Unit("IntMatrixVector", "8x27, PE 2, SIMD 9", imvu, {"i": _words(30, 9)}, {"o": 40}, "o", 2))
-    amax = int_mvu.Argmax(shape=signed(16), count=2, classes=10)
+    amax = built(int_mvu.Argmax, shape=signed(16), count=2, classes=10)
     found.append(Unit("Argmax", "10 classes / 2", amax, {"i": _words(50, 2)}, {"o": 10}, "o", 1))
 
-    static = threshold.StaticThreshold(shape=signed(12), channels=16, simd=4, thresholds=RNG.integers(-50, 50, 16))
+    static = built(
+        threshold.StaticThreshold, shape=signed(12), channels=16, simd=4, thresholds=RNG.integers(-50, 50, 16)
+    )
     found.append(Unit("StaticThreshold", "16ch/4", static, {"i": _words(100, 4)}, {"o": 100}, "o"))
-    requant = affine.Requantise(
-        in_shape=signed(12), channels=16, simd=4, mult=RNG.integers(1, 100, 16), bias=RNG.integers(-99, 99, 16), shift=6
+    requant = built(
+        affine.Requantise,
+        in_shape=signed(12),
+        channels=16,
+        simd=4,
+        mult=RNG.integers(1, 100, 16),
+        bias=RNG.integers(-99, 99, 16),
+        shift=6,
     )
     found.append(Unit("Requantise", "16ch/4", requant, {"i": _words(100, 4)}, {"o": 100}, "o"))
-    prelu = affine.RPReLU(
+    prelu = built(
+        affine.RPReLU,
         in_shape=signed(12), channels=16, simd=4, gamma=RNG.integers(-9, 9, 16), slope=RNG.integers(1, 64, 16),
         zeta=RNG.integers(-99, 99, 16), slope_shift=6, out_shift=6, low=-128, high=127,
     )  # fmt: skip
@@ -129,17 +156,20 @@ def _insta_units() -> list[Unit]:
         for _ in range(frames)
         for w in tensor_to_words(RNG.integers(-128, 128, (channels, size, size)), simd).tolist()
     ]
-    th = MomentsThreshold(
+    th = built(
+        MomentsThreshold,
         **common, stats=("m3",), shifts=(14,), mode="th", alpha=RNG.integers(-99, 99, channels),
         beta=RNG.integers(-8, 9, (channels, 1)), out_shift=4,
     )  # fmt: skip
     hidden = 4
-    thplus = MomentsThreshold(
+    thplus = built(
+        MomentsThreshold,
         **common, stats=("m1", "m2"), shifts=(4, 8), mode="th+", w1=RNG.integers(-4, 5, (hidden, 2 * channels)),
         b1=RNG.integers(-99, 99, hidden), hidden_shift=6, hidden_max=15, w2=RNG.integers(-8, 9, (channels, hidden)),
         alpha=RNG.integers(-99, 99, channels), out_shift=2,
     )  # fmt: skip
-    prelu = InstaPReLU(
+    prelu = built(
+        InstaPReLU,
         **{**common, "in_shape": signed(10)}, stats_channels=channels, stats=("m1", "m2"), feature_shape=signed(12),
         w1=RNG.integers(-8, 9, (hidden, 2 * channels)), b1=RNG.integers(-99, 99, hidden), hidden_shift=6,
         hidden_max=15, w2=RNG.integers(-16, 17, (channels, hidden)), delta_shift=2,
@@ -168,8 +198,14 @@ def fmax_rows(found: list[Unit]) -> list[list]:
     for k, unit in enumerate(found):
         started = time.monotonic()
         name = f"unit{k}_{unit.name.lower()}"
-        result = synthesize(unit.component, name=name, workdir=WORK / "hw_units" / name, wrap=True,
-                            frequency_mhz=TARGET_MHZ)  # fmt: skip
+        component = _VERILOG_FORMS[id(unit.component)]()
+        sources = {
+            RAM_MODULE: ram_verilog(),
+            MULTIPLIER_MODULE: multiplier_verilog(),
+            POPCOUNT_MODULE: popcount_verilog(getattr(component, "popcount_sizes", ())),
+        }
+        result = synthesize(component, name=name, workdir=WORK / "hw_units" / name, wrap=True,
+                            frequency_mhz=TARGET_MHZ, sources=sources)  # fmt: skip
         fmax = result["fmax_mhz"]
         rows.append(
             [unit.name, unit.parameters, result["lut4_equivalent"], result["ff"], result["dsp"], result["bram"],

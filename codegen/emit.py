@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 from instabnn_hw.design_folder import TOP_NAME, DesignPorts, StreamPort, tap_signal
 from instabnn_hw.hw.layouts import channel_word
 from instabnn_hw.hw.plumbing import Fifo, Fork
+from instabnn_hw.hw.multiplier import MULTIPLIER_MODULE, multiplier_verilog
 from instabnn_hw.hw.popcount import POPCOUNT_MODULE, popcount_verilog
 from instabnn_hw.hw.ram import RAM_MODULE, ram_verilog
 from instabnn_hw.hw.rom import ROM_MODULE, rom_hex, rom_verilog
@@ -345,13 +346,15 @@ def build_top(
 
 
 def emit(graph: ir.Graph, plan, rtl_dir) -> tuple[list[Path], DesignPorts]:
-    """Writes ``rtl_dir/``: ``instabnn_top.v``, ``instabnn_rom.v``, ``instabnn_ram.v``, ``instabnn_popcount.v``
-    and ``mem/*.hex``.
+    """Writes ``rtl_dir/``: ``instabnn_top.v``, ``instabnn_rom.v``, ``instabnn_ram.v``, ``instabnn_mul.v``,
+    ``instabnn_popcount.v`` and ``mem/*.hex``.
 
     The design's sources are every ``*.v`` in ``rtl_dir``: the top instantiates
     :data:`~instabnn_hw.hw.rom.ROM_MODULE` (weights), :data:`~instabnn_hw.hw.ram.RAM_MODULE`
     (line and frame buffers, FIFOs, parameter banks; their zero start is simulation-only, outside
-    ``SYNTHESIS``) and one popcount module per size (:func:`~instabnn_hw.hw.popcount.popcount_verilog`).
+    ``SYNTHESIS``), :data:`~instabnn_hw.hw.multiplier.MULTIPLIER_MODULE` (the products on DSP
+    blocks' registers when ``INSTABNN_ECP5`` is defined) and one popcount module per size
+    (:func:`~instabnn_hw.hw.popcount.popcount_verilog`).
     The ``$readmemh`` paths are ``mem/<node>.hex``, relative: run simulators and synthesis from
     ``rtl_dir`` (or copy ``mem/`` beside them). Deterministic: the same graph and plan give
     byte-identical files, wherever the package is installed (no source-location attributes).
@@ -370,6 +373,7 @@ def emit(graph: ir.Graph, plan, rtl_dir) -> tuple[list[Path], DesignPorts]:
     sources = {
         ROM_MODULE: rom_verilog(),
         RAM_MODULE: ram_verilog(),
+        MULTIPLIER_MODULE: multiplier_verilog(),
         POPCOUNT_MODULE: POPCOUNT_HEADER + popcount_verilog(top.popcount_sizes),
     }
     for module, source in sources.items():

@@ -18,6 +18,8 @@ from .dsp import constant_product_blocks, product_blocks
 from .figures import ChannelParameters, Figures, rom_luts
 from .fixed import bounds, clamp, hdl_clamp, hdl_fit, product_range, round_shift, shape_for
 from .layouts import channel_word
+from .multiplier import MUL_LATENCY, registered_product
+from .options import ExternalModules
 from .tables import channel_table
 
 __all__ = [
@@ -65,10 +67,10 @@ def rprelu(x, gamma, slope, zeta, *, slope_shift: int, out_shift: int, low: int,
 # ---------------------------------------------------------------------------------------------
 
 #: Enabled clock edges from presenting ``x`` (and the parameters) to :func:`requantise_datapath`'s output.
-REQUANTISE_LATENCY = 3
+REQUANTISE_LATENCY = 2 + MUL_LATENCY
 
 #: Enabled clock edges from presenting ``x`` (and the parameters) to :func:`rprelu_datapath`'s output.
-RPRELU_LATENCY = 4
+RPRELU_LATENCY = 3 + MUL_LATENCY
 
 
 def _ints(pair) -> tuple[int, int]:
@@ -94,6 +96,13 @@ def _param(name: str, value, given) -> tuple[object, tuple[int, int]]:
     if low > high:
         raise ValueError(f"{name}_bounds must be (low, high) with low <= high, not {given!r}")
     return value, (low, high)
+
+
+def _operand(value, value_bounds: tuple[int, int]) -> Value:
+    """A multiplier operand (int or Value) in the narrowest shape of its bounds."""
+    if isinstance(value, int):
+        return Const(value, shape_for(value, value))
+    return hdl_fit(value, *value_bounds)
 
 
 def _register(m: Module, domain: str, enable, value, name: str, shape=None):
@@ -155,12 +164,14 @@ def requantise_datapath(
     bias_bounds=None,
     product_bounds=None,
     sum_bounds=None,
+    external_modules: bool = False,
     name: str = "requantise",
 ) -> Signal:
     """Build ``clamp(round_shift(x * mult + bias, shift), low, high)`` for one element into ``m``.
 
-    Three registered stages (multiply; add the bias and the rounding constant; shift and clamp),
-    each advancing on a clock edge of ``domain`` where ``enable`` is high: the returned signal
+    Four registered stages (the product's two, :func:`~.multiplier.registered_product`; add the
+    bias and the rounding constant; shift and clamp), each advancing on a clock edge of
+    ``domain`` where ``enable`` is high: the returned signal
     (shape ``shape_for(low, high)``) holds the result :data:`REQUANTISE_LATENCY` enabled edges
     after ``x``, ``mult`` and ``bias`` were presented. ``mult`` and ``bias`` are ints (constants)
     or Amaranth values (e.g. a table read or a register), delayed inside alongside ``x``.
@@ -180,6 +191,9 @@ def requantise_datapath(
     product_bounds, sum_bounds : (int, int), optional
         Tighter ranges of ``x * mult`` and ``x * mult + bias`` known to the caller (e.g. per
         channel), intersected with the derived ones.
+    external_modules : bool
+        The product on a DSP block's own registers (an instance of the Verilog multiplier
+        module), for Verilog output.
     """
     check_int("shift", shift, low=0)
     x, xb = _param("x", x, x_bounds)
@@ -189,17 +203,18 @@ def requantise_datapath(
     pb = _intersect(product_range(xb, mb), product_bounds)
     sb = _intersect((pb[0] + bb[0], pb[1] + bb[1]), sum_bounds)
     sb_rounded = (sb[0] + rnd, sb[1] + rnd)
-    # stage 1: product
-    product = Signal(shape_for(*pb), name=f"{name}_product")
-    with m.If(enable):
-        m.d[domain] += product.eq(hdl_fit(x * mult, *pb))
-    bias1 = _register(m, domain, enable, bias, f"{name}_bias")
-    # stage 2: sum with the rounding constant
+    # stages 1 and 2: the product
+    product = registered_product(
+        m, _operand(x, xb), _operand(mult, mb), enable=enable, domain=domain, external_modules=external_modules,
+        name=f"{name}_mul",
+    )  # fmt: skip
+    bias2 = _register(m, domain, enable, _register(m, domain, enable, bias, f"{name}_bias1"), f"{name}_bias2")
+    # stage 3: sum with the rounding constant
     total = Signal(shape_for(*sb_rounded), name=f"{name}_sum")
-    addend = bias1 + rnd if isinstance(bias1, int) else bias1 + Const(rnd)
+    addend = bias2 + rnd if isinstance(bias2, int) else bias2 + Const(rnd)
     with m.If(enable):
-        m.d[domain] += total.eq(hdl_fit(product + addend, *sb_rounded))
-    # stage 3: shift (floor) and clamp
+        m.d[domain] += total.eq(hdl_fit(hdl_fit(product, *pb) + addend, *sb_rounded))
+    # stage 4: shift (floor) and clamp
     natural = (sb_rounded[0] >> shift, sb_rounded[1] >> shift)
     return _output(m, domain, enable, total >> shift, natural, low, high, f"{name}_out")
 
@@ -237,13 +252,15 @@ def rprelu_datapath(
     gamma_bounds=None,
     slope_bounds=None,
     zeta_bounds=None,
+    external_modules: bool = False,
     name: str = "rprelu",
 ) -> Signal:
     """Build :func:`rprelu` for one element into ``m``; reusable with per-image parameters.
 
-    Four registered stages (``u = x - gamma``; ``u << slope_shift`` and ``u * slope``; ``w = v +
-    zeta`` plus the rounding constant, ``v`` the branch ``u``'s sign picks; ``clamp(w >>
-    out_shift, low, high)``), each advancing on a clock edge of
+    Five registered stages (``u = x - gamma``; two for ``u << slope_shift`` and ``u * slope``,
+    :func:`~.multiplier.registered_product`; ``w = v + zeta`` plus the rounding constant, ``v``
+    the branch ``u``'s sign picks; ``clamp(w >> out_shift, low, high)``), each advancing on a
+    clock edge of
     ``domain`` where ``enable`` is high. The returned signal (shape ``shape_for(low, high)``)
     holds the result :data:`RPRELU_LATENCY` enabled edges after ``x``, ``gamma``, ``slope`` and
     ``zeta`` were presented together: each of the three may be an int (a constant: no logic) or
@@ -263,6 +280,9 @@ def rprelu_datapath(
     x_bounds, gamma_bounds, slope_bounds, zeta_bounds : (int, int), optional
         Ranges tighter than the values' shapes (the caller guarantees them), e.g. the range of
         a per-image gamma that a register holds in a wider shape.
+    external_modules : bool
+        The product on a DSP block's own registers (an instance of the Verilog multiplier
+        module), for Verilog output.
     """
     check_int("slope_shift", slope_shift, low=0)
     check_int("out_shift", out_shift, low=0)
@@ -278,30 +298,34 @@ def rprelu_datapath(
         m.d[domain] += u.eq(hdl_fit(x - gamma, *r["u"]))
     slope1 = _register(m, domain, enable, slope, f"{name}_slope")
     zeta1 = _register(m, domain, enable, zeta, f"{name}_zeta1")
-    # stage 2: the two branches of the PReLU, each registered (a multiplier's output goes
-    # straight into a register)
+
+    # stages 2 and 3: the two branches of the PReLU, each registered twice (the product on a
+    # DSP block's own registers)
+    def delayed(value, label):
+        return _register(m, domain, enable, _register(m, domain, enable, value, f"{name}_{label}2"), f"{name}_{label}3")
+
     shifted = product = None
     if r["u"][1] >= 0:  # u may be >= 0: u << slope_shift
         shifted_bounds = (max(r["u"][0], 0) << slope_shift, r["u"][1] << slope_shift)
-        shifted = Signal(shape_for(*shifted_bounds), name=f"{name}_shifted")
-        with m.If(enable):
-            m.d[domain] += shifted.eq(hdl_fit(u << slope_shift, *shifted_bounds))
-    if r["u"][0] < 0:  # u may be < 0: u * slope, whose register holds it right only then
+        shifted = delayed(hdl_fit(u << slope_shift, *shifted_bounds), "shifted")
+    if r["u"][0] < 0:  # u may be < 0: u * slope, which the sum reads only then
         product_bounds = product_range((r["u"][0], min(r["u"][1], -1)), pb)
-        product = Signal(shape_for(*product_bounds), name=f"{name}_product")
-        with m.If(enable):
-            m.d[domain] += product.eq(u * slope1)
+        product = registered_product(
+            m, u, _operand(slope1, pb), enable=enable, domain=domain, external_modules=external_modules,
+            name=f"{name}_mul",
+        )  # fmt: skip
+        product = hdl_fit(product, *product_bounds)
     if product is None or shifted is None:
         v = shifted if product is None else product
     else:
-        v = Mux(_register(m, domain, enable, u[-1], f"{name}_negative"), product, shifted)
-    zeta2 = _register(m, domain, enable, zeta1, f"{name}_zeta2")
-    # stage 3: add zeta and the rounding constant
-    addend = zeta2 + rnd if isinstance(zeta2, int) else zeta2 + Const(rnd)
+        v = Mux(delayed(u[-1], "negative"), product, shifted)
+    zeta3 = delayed(zeta1, "zeta")
+    # stage 4: add zeta and the rounding constant
+    addend = zeta3 + rnd if isinstance(zeta3, int) else zeta3 + Const(rnd)
     total = Signal(shape_for(*r["w"]), name=f"{name}_w")
     with m.If(enable):
         m.d[domain] += total.eq(hdl_fit(v + addend, *r["w"]))
-    # stage 4: shift (floor) and clamp
+    # stage 5: shift (floor) and clamp
     return _output(m, domain, enable, total >> out_shift, r["y"], low, high, f"{name}_out")
 
 
@@ -376,7 +400,7 @@ class _PerChannelParameters(ChannelParameters):
         return Figures(words, self.latency, self.latency, self.luts, self.memory_bits, self.multipliers)
 
 
-class _PerChannel(_PerChannelParameters, wiring.Component):
+class _PerChannel(_PerChannelParameters, ExternalModules, wiring.Component):
     """Shared frame of :class:`Requantise` and :class:`RPReLU`: ports and the pipeline around the
     per-element datapath."""
 
@@ -482,6 +506,10 @@ class Requantise(RequantiseParameters, _PerChannel):
         Output clamp; ``None`` takes the bound of ``round_shift(x * mult_c + bias_c)`` over
         every ``x`` of ``in_shape`` and every channel (no clamp on that side). The output
         element shape is ``shape_for(low, high)``.
+    external_modules : bool
+        Each product on a DSP block's own registers (an instance of
+        :data:`~.multiplier.MULTIPLIER_MODULE`), for Verilog output; ``False`` (default): inline,
+        for Amaranth's simulator. Same cycles either way.
 
     Members
     -------
@@ -489,8 +517,9 @@ class Requantise(RequantiseParameters, _PerChannel):
     o : Out(stream.Signature(channel_word(out_shape, simd)))
     """
 
-    def __init__(self, **params) -> None:
+    def __init__(self, *, external_modules: bool = False, **params) -> None:
         super().__init__(**params)
+        self._set_external_modules(external_modules)
         wiring.Component.__init__(self, self._signature())
 
     def _datapath(self, m, x, table, k, advance):
@@ -509,6 +538,7 @@ class Requantise(RequantiseParameters, _PerChannel):
             bias_bounds=table["bias"][1],
             product_bounds=(min(p[0] for p in products), max(p[1] for p in products)),
             sum_bounds=(min(s[0] for s in sums), max(s[1] for s in sums)),
+            external_modules=self._external_modules,
             name=f"requantise{k}",
         )
 
@@ -607,6 +637,10 @@ class RPReLU(RPReLUParameters, _PerChannel):
         Fraction bits of the slope (0 to 64), and the rounding right shift of the result (0 to 128).
     low, high : int
         Output clamp; the output element shape is ``shape_for(low, high)``.
+    external_modules : bool
+        Each product on a DSP block's own registers (an instance of
+        :data:`~.multiplier.MULTIPLIER_MODULE`), for Verilog output; ``False`` (default): inline,
+        for Amaranth's simulator. Same cycles either way.
 
     Members
     -------
@@ -614,8 +648,9 @@ class RPReLU(RPReLUParameters, _PerChannel):
     o : Out(stream.Signature(channel_word(out_shape, simd)))
     """
 
-    def __init__(self, **params) -> None:
+    def __init__(self, *, external_modules: bool = False, **params) -> None:
         super().__init__(**params)
+        self._set_external_modules(external_modules)
         wiring.Component.__init__(self, self._signature())
 
     def _datapath(self, m, x, table, k, advance):
@@ -633,5 +668,6 @@ class RPReLU(RPReLUParameters, _PerChannel):
             gamma_bounds=table["gamma"][1],
             slope_bounds=table["slope"][1],
             zeta_bounds=table["zeta"][1],
+            external_modules=self._external_modules,
             name=f"rprelu{k}",
         )

@@ -536,7 +536,9 @@ def _run_build(
         # the links were checked to stay inside the design folder: the copy holds their files
         shutil.copytree(memory_dir, work / "mem", symlinks=False)
     top = TOP_NAME
-    reads = [f"read_verilog -DSYNTHESIS {' '.join(p.name for p in sources)}"]
+    # INSTABNN_ECP5: the multipliers on the DSP blocks' own registers (instabnn_hw.hw.multiplier)
+    defines = "-DSYNTHESIS -DINSTABNN_ECP5" if dev.family == "ecp5" else "-DSYNTHESIS"
+    reads = [f"read_verilog {defines} {' '.join(p.name for p in sources)}"]
     if board_spec is not None:
         from .board import board_files
 

@@ -383,6 +383,7 @@ class InstaPReLU(InstaPReLUParameters, ExternalModules, wiring.Component):
                 gamma_bounds=self._gamma_bounds,
                 slope_bounds=self._slope_bounds,
                 zeta_bounds=array_bounds(self._zeta),
+                external_modules=external,
                 name=f"rprelu{lane}",
             )
             outs.append(out)

@@ -18,6 +18,7 @@ from .dsp import product_blocks
 from .figures import Figures, Parameters, bram_mux, rom_luts
 from .fixed import bounds, hdl_fit, int_array, product_range, shape_for
 from .layouts import channel_word
+from .multiplier import MUL_LATENCY, registered_product
 from .mvu import MatrixVectorParameters, MatrixVectorUnit
 from .ram import Ram
 from .rom import Rom
@@ -36,7 +37,7 @@ __all__ = [
 MAX_OPERAND_BITS = 18
 
 #: Adder-tree levels between two pipeline registers.
-TREE_LEVELS_PER_STAGE = 2
+TREE_LEVELS_PER_STAGE = 1
 
 
 def _magnitude(array) -> int:
@@ -113,8 +114,9 @@ class IntMatrixVectorParameters(MatrixVectorParameters):
     @property
     def latency(self) -> int:
         """Cycles from the transfer of a vector's last input word to its first output word's
-        ``valid`` (no back-pressure): memory read, products, tree stages, accumulator."""
-        return 3 + self.tree_stages
+        ``valid`` (no back-pressure): memory read, operand registers, the products' two
+        registers, tree stages, accumulator."""
+        return 3 + MUL_LATENCY + self.tree_stages
 
     @property
     def multipliers(self) -> int:
@@ -173,7 +175,8 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
     input word by one weight word (``pe * simd`` multipliers), so a vector takes
     ``NF * SF`` cycles and vectors follow each other with no bubble.
 
-    Pipeline: memory read; products (registered); an adder tree per PE with a register every
+    Pipeline: memory read; the operands registered; products on DSP blocks' own input and
+    output registers (:func:`~.multiplier.registered_product`); an adder tree per PE with a register every
     :data:`TREE_LEVELS_PER_STAGE` levels; the accumulators, which write the output register on a
     vector's last word. The whole pipeline advances unless a finished sum meets a full,
     stalled output register. Widths come from bounds: products from the weight and input
@@ -201,8 +204,9 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
         Widths come from ``weights``: a weight edited in the file must stay within their range
         and each row's :func:`int_matvec_bounds`, or sums may wrap.
     external_modules : bool
-        Make the input buffer a :class:`~.ram.Ram` instance of the Verilog module, for Verilog
-        output; ``False`` (default): inline, for Amaranth's simulator.
+        Make the input buffer a :class:`~.ram.Ram` instance of the Verilog module and each
+        product an instance of :data:`~.multiplier.MULTIPLIER_MODULE`, for Verilog output;
+        ``False`` (default): inline, for Amaranth's simulator. Same cycles either way.
 
     Members
     -------
@@ -260,7 +264,14 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
             x = x_layout(x1)
         w = w_layout(w_port.data)
 
-        # stage 2: products
+        # stage 2: the operands registered (a block RAM's clock-to-output takes most of a cycle)
+        x2, w2 = Signal(x_layout), Signal(w_layout)
+        with m.If(advance):
+            m.d.sync += [x2.eq(x), w2.eq(w)]
+        tags = [valid1, first1, last1]
+        tags = [self._delay(m, advance, t, f"{n}2") for t, n in zip(tags, ("valid", "first", "last"), strict=True)]
+
+        # stages 3 and 4: products, on DSP blocks' own registers
         x_bounds = bounds(self._in_shape)
         w_bounds = (int(self._weights.min()), int(self._weights.max()))
         p_bounds = _intersect(product_range(x_bounds, w_bounds), self._acc_bounds)
@@ -268,13 +279,15 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
         for p in range(pe):
             row = []
             for k in range(simd):
-                product = Signal(shape_for(*p_bounds), name=f"product_{p}_{k}")
-                with m.If(advance):
-                    m.d.sync += product.eq(hdl_fit(x[k] * w[p][k], *p_bounds))
-                row.append(product)
+                product = registered_product(
+                    m, x2[k], w2[p][k], enable=advance, external_modules=self._external_modules, name=f"mul_{p}_{k}"
+                )
+                row.append(hdl_fit(product, *p_bounds))
             terms.append(row)
-        tags = [valid1, first1, last1]
-        tags = [self._delay(m, advance, t, f"{n}2") for t, n in zip(tags, ("valid", "first", "last"), strict=True)]
+        for stage in (3, 4):
+            tags = [
+                self._delay(m, advance, t, f"{n}{stage}") for t, n in zip(tags, ("valid", "first", "last"), strict=True)
+            ]
 
         # adder trees: a register every TREE_LEVELS_PER_STAGE levels and after the last one
         level, count = 0, 1

@@ -33,7 +33,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from amaranth.back import verilog
@@ -217,6 +217,7 @@ def synthesize(
     max_io: int = 150,
     place: bool = True,
     seed: int = 1,
+    sources: Mapping[str, str] | None = None,
 ) -> dict:
     """Synthesise ``component`` (and place and route it) for an ECP5 or iCE40 device.
 
@@ -244,6 +245,10 @@ def synthesize(
         Run nextpnr (``False``: cell counts only, ``fmax_mhz`` is ``None``).
     seed : int
         nextpnr's placement seed.
+    sources : mapping of str to str, optional
+        Verilog of the modules the component instantiates (``{module name: source}``: the RAM,
+        multiplier and popcount modules of a component built with ``external_modules``); for
+        ECP5 they are read with ``INSTABNN_ECP5`` defined, as :mod:`.build` does.
 
     Returns
     -------
@@ -282,13 +287,18 @@ def synthesize(
             text = verilog.convert(component, name=name, emit_src=False)
             module = name
     (workdir / f"{name}.v").write_text(text)
+    files = [f"{name}.v"]
+    for source_name, source in sorted((sources or {}).items()):
+        (workdir / f"{source_name}.v").write_text(source)
+        files.append(f"{source_name}.v")
 
     synth = f"{info['synth']} -top {name} -json {name}.json"
     if family == "ecp5" and nowidelut:
         synth += " -nowidelut"
     # Amaranth names array elements `x[0]` next to the vector `x`; Yosys 0.70's abc9 re-integration
     # then creates a wire of the same name and fails an assertion: make those names private
-    script = [f"read_verilog {name}.v", "rename -hide w:*[[]*"]
+    defines = "-DSYNTHESIS -DINSTABNN_ECP5 " if family == "ecp5" else "-DSYNTHESIS "
+    script = [f"read_verilog {defines}{' '.join(files)}", "rename -hide w:*[[]*"]
     if wrapped:
         script.append(f"setattr -mod -set keep_hierarchy 1 {module}")
     script += [synth, "tee -q -o stat.json stat -json"]

@@ -801,8 +801,8 @@ def test_insta_prelu_parameters_give_the_figures_without_ports():
     # MLP: 1 chunk x 1 feature (FC1) + 2 outputs x 1 chunk (FC2) + 3, then 2 to the last write
     assert (parameters.frame_words, parameters.mlp_cycles) == (4, 1 + 2 + 3 + 2)
     assert parameters.lut_features() == (1.0, 4.0, 4.0, 1.0)
-    # 1 statistics word + the MLP, then the parameter fetch and RPReLU's 4 stages
-    latency = 1 + 8 + 1 + 4
+    # 1 statistics word + the MLP, then the parameter fetch and RPReLU's 5 stages
+    latency = 1 + 8 + 1 + 5
     # memory: gamma banks 2*2*unsigned(2) (gamma + delta in [0, 3]), zeta 2*1, slope 2*1, base 2*1,
     # MLP features 1*3, w1 1*1, b1 1*1, w2 2*1
     expected = Figures(cycles=1 + 8, latency=latency, post=latency - 1 - 8, luts=841, memory_bits=21, multipliers=2)

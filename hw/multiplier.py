@@ -1,0 +1,133 @@
+"""Multiplications that fit one DSP block, registered on both sides inside it.
+
+ECP5's ``MULT18X18D`` takes 3.9 ns without its registers and 0.74 ns with them (Project Trellis,
+speed grade 6), and Yosys maps ``*`` to the former, with the operand and product flip-flops in
+the fabric around it: a product alone then caps a design near 145 MHz. :func:`registered_product`
+builds ``a * b`` with both operands registered and the product registered, :data:`MUL_LATENCY`
+enabled clock edges from the operands to the product, in one of two forms with the same cycles:
+
+* inline (for Amaranth's simulator): three Amaranth registers around ``*``;
+* ``external_modules`` (for Verilog output): an instance of :data:`MULTIPLIER_MODULE`, whose
+  source :func:`multiplier_verilog` the compiler writes beside the design. Synthesis for ECP5
+  (``-DINSTABNN_ECP5``) makes it a ``MULT18X18D`` with its input and output registers; every other
+  reader (Verilator, Icarus, Yosys for iCE40) gets the same registers in plain Verilog.
+
+Only products whose operands fit a DSP block (:func:`fits_dsp`: 18 bits signed, or 17 bits
+unsigned as a signed operand would need 18) take the instance; a wider product stays inline
+(Yosys splits it over several blocks, unregistered).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import ClockSignal, Instance, Module, Shape, Signal, Value
+
+__all__ = ["DSP_BITS", "MULTIPLIER_MODULE", "MUL_LATENCY", "fits_dsp", "multiplier_verilog", "registered_product"]
+
+#: Name of the Verilog module of :func:`multiplier_verilog`.
+MULTIPLIER_MODULE = "instabnn_mul"
+
+#: Enabled clock edges from the operands to the product: the operand registers, then the product's.
+MUL_LATENCY = 2
+
+#: Operand bits of one ECP5 ``MULT18X18D``.
+DSP_BITS = 18
+
+
+def fits_dsp(a_shape: Shape, b_shape: Shape) -> bool:
+    """Whether ``a * b`` of these shapes is one ``MULT18X18D`` (each operand at most 18 bits as signed)."""
+    a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
+    return all(s.width + (not s.signed) <= DSP_BITS for s in (a_shape, b_shape))
+
+
+def registered_product(
+    m: Module, a, b, *, enable=1, domain: str = "sync", external_modules: bool = False, name: str = "mul"
+) -> Signal:
+    """``a * b`` (``a`` and ``b`` Amaranth values) :data:`MUL_LATENCY` enabled edges after they were presented.
+
+    The returned signal has the full product's shape. Every register advances on an edge of
+    ``domain`` where ``enable`` is high; with ``external_modules`` and operands that fit a DSP
+    block, the registers are the block's own (see the module notes).
+    """
+    a, b = Value.cast(a), Value.cast(b)
+    a_shape, b_shape = a.shape(), b.shape()
+    # no reset, as the DSP block's registers: a product is only read where a valid bit says so
+    product = Signal((a * b).shape(), name=f"{name}_product", reset_less=True)
+    if external_modules and domain == "sync" and fits_dsp(a_shape, b_shape):
+        p = Signal(a_shape.width + b_shape.width, name=f"{name}_p")
+        m.submodules[name] = Instance(
+            MULTIPLIER_MODULE,
+            p_A_WIDTH=a_shape.width,
+            p_B_WIDTH=b_shape.width,
+            p_A_SIGNED=int(a_shape.signed),
+            p_B_SIGNED=int(b_shape.signed),
+            i_clk=ClockSignal(domain),
+            i_ce=enable,
+            i_a=a,
+            i_b=b,
+            o_p=p,
+        )
+        m.d.comb += product.eq(p.as_signed() if product.shape().signed else p)
+        return product
+    a_reg = Signal(a_shape, name=f"{name}_a", reset_less=True)
+    b_reg = Signal(b_shape, name=f"{name}_b", reset_less=True)
+    with m.If(enable):
+        m.d[domain] += [a_reg.eq(a), b_reg.eq(b), product.eq(a_reg * b_reg)]
+    return product
+
+
+def multiplier_verilog() -> str:
+    """Verilog-2005 source of :data:`MULTIPLIER_MODULE`.
+
+    Parameters ``A_WIDTH``, ``B_WIDTH`` (1 to 18, an unsigned operand at most 17) and
+    ``A_SIGNED``, ``B_SIGNED``; ports ``clk``, ``ce``, ``a``, ``b`` and ``p`` (``A_WIDTH + B_WIDTH``
+    bits, signed when either operand is). ``p`` is ``a * b`` two ``ce`` edges after ``a`` and ``b``.
+    """
+    inputs = " ".join(f".A{k}(a18[{k}]), .B{k}(b18[{k}]), .C{k}(1'b0)," for k in range(18))
+    outputs = ", ".join(f".P{k}(p36[{k}])" for k in range(36))
+    registers = ", ".join(
+        f'.REG_{r}_CLK("CLK0"), .REG_{r}_CE("CE0"), .REG_{r}_RST("RST0")' for r in ("INPUTA", "INPUTB", "OUTPUT")
+    )
+    return f"""// a * b with registered operands and product (instabnn_hw.hw.multiplier)
+module {MULTIPLIER_MODULE} #(
+    parameter A_WIDTH = 18,
+    parameter B_WIDTH = 18,
+    parameter A_SIGNED = 1,
+    parameter B_SIGNED = 1
+) (
+    input clk,
+    input ce,
+    input [A_WIDTH-1:0] a,
+    input [B_WIDTH-1:0] b,
+    output [A_WIDTH+B_WIDTH-1:0] p
+);
+    // the operands as 18-bit two's complement: sign- or zero-extended
+    wire signed [17:0] a_signed = $signed(a);
+    wire signed [17:0] b_signed = $signed(b);
+    wire [17:0] a_unsigned = a;
+    wire [17:0] b_unsigned = b;
+    wire [17:0] a18 = A_SIGNED ? a_signed : a_unsigned;
+    wire [17:0] b18 = B_SIGNED ? b_signed : b_unsigned;
+`ifdef INSTABNN_ECP5
+    wire [35:0] p36;
+    MULT18X18D #({registers}) dsp (
+        {inputs}
+        .SIGNEDA(1'b1), .SIGNEDB(1'b1), .SOURCEA(1'b0), .SOURCEB(1'b0),
+        .CLK0(clk), .CLK1(1'b0), .CLK2(1'b0), .CLK3(1'b0), .CE0(ce), .CE1(1'b1), .CE2(1'b1), .CE3(1'b1),
+        .RST0(1'b0), .RST1(1'b0), .RST2(1'b0), .RST3(1'b0),
+        {outputs}
+    );
+    assign p = p36[A_WIDTH+B_WIDTH-1:0];
+`else
+    reg signed [17:0] a_reg = 0;
+    reg signed [17:0] b_reg = 0;
+    reg signed [35:0] p_reg = 0;
+    always @(posedge clk)
+        if (ce) begin
+            a_reg <= a18;
+            b_reg <= b18;
+            p_reg <= a_reg * b_reg;
+        end
+    assign p = p_reg[A_WIDTH+B_WIDTH-1:0];
+`endif
+endmodule
+"""
