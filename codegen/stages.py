@@ -462,7 +462,7 @@ def _spec(node, graph, b, in_types, in_shapes, in_widths, out_width, common, fol
         return b.spec(**simple)
     if isinstance(node, ir.Requantise):
         affine = {"mult": node.mult, "bias": node.bias, "shift": node.shift, "low": node.low, "high": node.high}
-        b.add("unit", Requantise, words, in_shape=shape, channels=x.channels, simd=w, **affine)
+        b.add("unit", Requantise, words, external, in_shape=shape, channels=x.channels, simd=w, **affine)
         return b.spec(**simple)
     if isinstance(node, ir.InstaThreshold):
         if node.mode == "th":
@@ -517,7 +517,7 @@ def _spec(node, graph, b, in_types, in_shapes, in_widths, out_width, common, fol
             "low": node.low,
             "high": node.high,
         }
-        b.add("unit", RPReLU, words, in_shape=shape, channels=x.channels, simd=w, **affine)
+        b.add("unit", RPReLU, words, external, in_shape=shape, channels=x.channels, simd=w, **affine)
         return b.spec(**simple)
     if isinstance(node, ir.Add):
         a_type, b_type = in_types

@@ -148,8 +148,8 @@ class _ReduceParameters(ChannelParameters):
     def latency(self) -> int:
         """Cycles from the first input word of an output pixel to its first output word: the
         last position's first group arrives ``(positions - 1) * C/simd`` words later, then the
-        registered output."""
-        return (self._positions - 1) * self.groups + 1
+        input register and the registered output."""
+        return (self._positions - 1) * self.groups + 2
 
     def lut_features(self) -> tuple[float, ...]:
         lanes = self._simd * self._out_shape.width
@@ -164,8 +164,9 @@ class _Reduce(_ReduceParameters, wiring.Component):
     """Per-channel reduction of ``positions`` consecutive groups of ``C/simd`` words to one group.
 
     Subclasses give the input layout, the accumulator (= output) element shape and the operator.
-    ``i.ready`` is high except on the last position while the output register is full and not
-    being taken, so all but the last position flow on under back-pressure.
+    Two register stages: the input word (padding already replaced by the operator's neutral
+    value), then the combination with the group's running value into the output register; both
+    advance while the output register can take a word (``i.ready``).
 
     It has no ``__init__`` of its own, so a subclass's parameters class reaches
     :class:`_ReduceParameters` with ``super().__init__``; the subclass then calls
@@ -183,7 +184,8 @@ class _Reduce(_ReduceParameters, wiring.Component):
             },
         )
 
-    def _combine(self, acc, value):
+    def _combine(self, first, acc, value):
+        """The running value after ``value``: ``value`` itself on the window's ``first`` position."""
         raise NotImplementedError
 
     def _neutral(self) -> int:
@@ -196,29 +198,37 @@ class _Reduce(_ReduceParameters, wiring.Component):
         delay = [Signal(layout, reset_less=True, name=f"acc{k}") for k in range(groups)]
         position = Signal(range(self._positions))
         group = Signal(range(groups))
-        first, last = position == 0, position == self._positions - 1
+        advance = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(advance)
+        take = self.i.valid & self.i.ready
 
+        # stage 1: the input word, padding as the neutral value, and where it stands in the window
         if self._windowed:
             values, valid = self.i.payload.data, self.i.payload.mask
         else:
             values, valid = self.i.payload, 1
-        head, combined = delay[0], Signal(layout)
-        for k in range(self._simd):
-            value = Mux(valid, values[k], self._neutral())
-            m.d.comb += combined[k].eq(Mux(first, value, self._combine(head[k], value)))
-
-        m.d.comb += self.i.ready.eq(~last | ~self.o.valid | self.o.ready)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [delay[k].eq(delay[k + 1]) for k in range(groups - 1)]
-            m.d.sync += delay[-1].eq(combined)
+        word, word_valid = Signal(layout), Signal()
+        first, last = Signal(), Signal()
+        with m.If(advance):
+            m.d.sync += [word_valid.eq(take), first.eq(position == 0), last.eq(position == self._positions - 1)]
+            m.d.sync += [word[k].eq(Mux(valid, values[k], self._neutral())) for k in range(self._simd)]
+        with m.If(take):
             with m.If(group == groups - 1):
-                m.d.sync += [group.eq(0), position.eq(Mux(last, 0, position + 1))]
+                m.d.sync += [group.eq(0), position.eq(Mux(position == self._positions - 1, 0, position + 1))]
             with m.Else():
                 m.d.sync += group.eq(group + 1)
-        with m.If(self.i.valid & self.i.ready & last):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(combined)]
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+
+        # stage 2: combined with the group's running value; the last position's goes out
+        head, combined = delay[0], Signal(layout)
+        for k in range(self._simd):
+            m.d.comb += combined[k].eq(self._combine(first, head[k], word[k]))
+        with m.If(advance):
+            m.d.sync += self.o.valid.eq(word_valid & last)
+            with m.If(word_valid):
+                m.d.sync += [delay[k].eq(delay[k + 1]) for k in range(groups - 1)]
+                m.d.sync += delay[-1].eq(combined)
+                with m.If(last):
+                    m.d.sync += self.o.payload.eq(combined)
         return m
 
 
@@ -269,8 +279,8 @@ class MaxPool(MaxPoolParameters, _Reduce):
     def _neutral(self) -> int:
         return bounds(self._shape)[0]
 
-    def _combine(self, acc, value):
-        return Mux(value > acc, value, acc)
+    def _combine(self, first, acc, value):
+        return Mux(first | (value > acc), value, acc)
 
 
 class SumPoolParameters(_ReduceParameters):
@@ -321,8 +331,8 @@ class SumPool(SumPoolParameters, _Reduce):
     def _neutral(self) -> int:
         return 0
 
-    def _combine(self, acc, value):
-        return acc + value
+    def _combine(self, first, acc, value):
+        return Mux(first, 0, acc) + value
 
 
 class GlobalSumPoolParameters(_ReduceParameters):
@@ -389,5 +399,5 @@ class GlobalSumPool(GlobalSumPoolParameters, _Reduce):
     def _neutral(self) -> int:
         return 0
 
-    def _combine(self, acc, value):
-        return acc + value
+    def _combine(self, first, acc, value):
+        return Mux(first, 0, acc) + value
