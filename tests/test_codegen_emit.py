@@ -170,6 +170,7 @@ def test_emit_is_deterministic(tmp_path):
         names[0]
         == names[1]
         == [
+            "instabnn_mul.v",
             "instabnn_popcount.v",
             "instabnn_ram.v",
             "instabnn_rom.v",
