@@ -5,16 +5,15 @@ Run: ``python bench/hardware.py [--designs cnv,resnet-tiny-th,...] [--jobs 2] [-
 Each design is generated with seeded weights (``instabnn-hw generate --model ... --seed 0``; the
 weights' values do not change the hardware's size), simulated under Verilator on random images
 (every output compared with the reference executor; the measured cycles per frame and first-frame
-latency), and built for the LFE5U-85F by ``instabnn-hw build`` (Yosys, nextpnr, ecppack). The
+latency), and built for the LFE5U-85F by ``instabnn-hw build --clock 150`` (Yosys, nextpnr, ecppack). The
 resnet-tiny variants share one folding target (``--fps 3500``), so they differ only in the
 threshold unit: the INSTA overhead.
 
 Writes ``bench/results/hardware.csv``, ``insta_overhead.csv`` and ``hardware.png``. Designs and
 bitstreams go under ``build/bench/hardware/``; a design whose build is already there is reused
 (``--rebuild`` starts over; the table names each build's nextpnr seed). A resnet-tiny build takes
-about 15 minutes on one core, CNV about 5. resnet-tiny th+ did not route with nextpnr 0.11.1
-(seeds 1 and 2, stopped after 40 and 50 minutes) and the build has no time limit yet: stop its
-nextpnr by hand and the table reports the failure.
+about 15 minutes on one core, CNV about 5. A build still running after ``--timeout`` seconds
+(default :data:`~instabnn_hw.hw.build.BUILD_TIMEOUT`) is stopped, and the table reports the failure.
 """
 
 from __future__ import annotations
@@ -36,9 +35,12 @@ os.environ.setdefault("MAKEFLAGS", "OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O0")
 
 from results import WORK, machine_line, save_figure, write_csv  # noqa: E402
 
+from instabnn_hw.hw.build import BUILD_TIMEOUT  # noqa: E402
 from instabnn_hw.table import format_table  # noqa: E402
 
 DEVICE = "LFE5U-85F"
+#: nextpnr's clock target.
+CLOCK_MHZ = 150.0
 
 #: Generate options of each design (``instabnn-hw generate`` keywords).
 DESIGNS: dict[str, dict] = {
@@ -106,7 +108,7 @@ def _log(name: str, text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {name}: {text}", flush=True)
 
 
-def measure(name: str, *, images: int, seed: int, rebuild: bool) -> Measured:
+def measure(name: str, *, images: int, seed: int, rebuild: bool, timeout: float) -> Measured:
     """Generates, simulates and builds design ``name`` with nextpnr seed ``seed`` (reusing a finished
     build unless ``rebuild``)."""
     from instabnn_hw.codegen.generate import GenerateOptions, generate
@@ -143,7 +145,14 @@ def measure(name: str, *, images: int, seed: int, rebuild: bool) -> Measured:
     if not utilization_path.exists():
         _log(name, f"build for {DEVICE}")
         try:
-            build_design(folder, device=DEVICE, seed=seed, progress=lambda text: _log(name, text))
+            build_design(
+                folder,
+                device=DEVICE,
+                clock_mhz=CLOCK_MHZ,
+                seed=seed,
+                timeout=timeout,
+                progress=lambda text: _log(name, text),
+            )
         except BuildError as exc:
             error = str(exc).splitlines()[0]
             _log(name, f"build failed: {error}")
@@ -304,6 +313,9 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=3, help="random images simulated per design (default: 3)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
     parser.add_argument("--rebuild", action="store_true", help="start over instead of reusing finished builds")
+    parser.add_argument(
+        "--timeout", type=float, default=BUILD_TIMEOUT, help=f"seconds per build (default: {BUILD_TIMEOUT:g})"
+    )
     args = parser.parse_args()
     names = args.designs.split(",")
     unknown = [n for n in names if n not in DESIGNS]
@@ -314,7 +326,8 @@ def main() -> int:
 
     print(machine_line(), flush=True)
     with ThreadPoolExecutor(args.jobs) as pool:
-        results = list(pool.map(lambda n: measure(n, images=args.images, seed=args.seed, rebuild=args.rebuild), names))
+        options = {"images": args.images, "seed": args.seed, "rebuild": args.rebuild, "timeout": args.timeout}
+        results = list(pool.map(lambda n: measure(n, **options), names))
 
     header, rows = hardware_rows(results)
     print()

@@ -14,11 +14,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, check_int_array, check_shape
-from .dsp import constant_product_blocks, product_blocks
 from .figures import ChannelParameters, Figures, rom_luts
 from .fixed import bounds, clamp, hdl_clamp, hdl_fit, product_range, round_shift, shape_for
 from .layouts import channel_word
-from .multiplier import MUL_LATENCY, registered_product
+from .multiplier import MUL_LATENCY, registered_product, registered_product_blocks
 from .options import ExternalModules
 from .tables import channel_table
 
@@ -367,15 +366,15 @@ class _PerChannelParameters(ChannelParameters):
 
     @property
     def multipliers(self) -> int:
-        """MULT18X18D blocks of the lanes' products (:mod:`.dsp`): by each lane's channel constant
-        when the constants fit one word, else by the table's field."""
+        """MULT18X18D blocks of the lanes' products (:func:`~.multiplier.registered_product_blocks`):
+        by each lane's channel constant when the constants fit one word, else by the table's field."""
         factor, operand, width = self._product()
         if operand is None:
             return 0
         if self.groups > 1:
             field = shape_for(*self._column_ranges()[factor])
-            return self._simd * product_blocks(operand, field)
-        return sum(constant_product_blocks(operand, int(c), width=width) for c in self._columns()[factor])
+            return self._simd * registered_product_blocks(operand, field)
+        return sum(registered_product_blocks(operand, int(c), width=width) for c in self._columns()[factor])
 
     @property
     def memory_bits(self) -> int:

@@ -17,12 +17,12 @@ from amaranth.lib.wiring import In, Out
 from ._checks import check_flag, check_int, check_int_array, check_shape
 from .affine import RPRELU_LATENCY, rprelu_bounds, rprelu_datapath
 from .banks import bank_bits, constant_memory, counter, ram_ports
-from .dsp import product_blocks
 from .figures import Figures, FrameParameters
 from .fixed import bounds, hdl_round_shift, round_shift, shape_for
 from .insta import MAX_SHIFT, check_stats, insta_prelu
 from .intervals import array_bounds, hull, iadd, shape_of
 from .layouts import channel_word
+from .multiplier import registered_product_blocks
 from .options import ExternalModules
 from .se_mlp import SeMlp, SeMlpParameters
 
@@ -164,8 +164,8 @@ class InstaPReLUParameters(FrameParameters):
 
     @property
     def multipliers(self) -> int:
-        """MULT18X18D blocks (:mod:`.dsp`): each lane's negative-slope product (none when ``u`` cannot
-        be negative) and the MLP's."""
+        """MULT18X18D blocks (:func:`~.multiplier.registered_product_blocks`): each lane's
+        negative-slope product (none when ``u`` cannot be negative) and the MLP's."""
         r = rprelu_bounds(
             bounds(self._in_shape),
             self._gamma_bounds,
@@ -174,7 +174,7 @@ class InstaPReLUParameters(FrameParameters):
             slope_shift=self._slope_shift,
             out_shift=self._out_shift,
         )
-        lane = product_blocks(shape_for(*r["u"]), shape_of(self._slope_bounds)) if r["u"][0] < 0 else 0
+        lane = registered_product_blocks(shape_for(*r["u"]), shape_of(self._slope_bounds)) if r["u"][0] < 0 else 0
         return self._simd * lane + self._mlp.multipliers
 
     def reference(self, frame, features) -> np.ndarray:

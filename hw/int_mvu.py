@@ -14,11 +14,10 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
-from .dsp import product_blocks
 from .figures import Figures, Parameters, bram_mux, rom_luts
 from .fixed import bounds, hdl_fit, int_array, product_range, shape_for
 from .layouts import channel_word
-from .multiplier import MUL_LATENCY, registered_product
+from .multiplier import MUL_LATENCY, registered_product, registered_product_blocks
 from .mvu import MatrixVectorParameters, MatrixVectorUnit
 from .ram import Ram
 from .rom import Rom
@@ -120,8 +119,8 @@ class IntMatrixVectorParameters(MatrixVectorParameters):
 
     @property
     def multipliers(self) -> int:
-        """MULT18X18D blocks of the ``pe * simd`` products (:mod:`.dsp`)."""
-        return self._pe * self._simd * product_blocks(self._in_shape, self._weight_shape)
+        """MULT18X18D blocks of the ``pe * simd`` products (:func:`~.multiplier.registered_product_blocks`)."""
+        return self._pe * self._simd * registered_product_blocks(self._in_shape, self._weight_shape)
 
     @property
     def memory_bits(self) -> int:

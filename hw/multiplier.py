@@ -14,14 +14,28 @@ enabled clock edges from the operands to the product, in one of two forms with t
 
 Only products whose operands fit a DSP block (:func:`fits_dsp`: 18 bits signed, or 17 bits
 unsigned as a signed operand would need 18) take the instance; a wider product stays inline
-(Yosys splits it over several blocks, unregistered).
+(Yosys splits it over several blocks, unregistered), and so does a product by a constant that
+Yosys makes a shift (0, +-1, a power of two: :func:`~.dsp.constant_product_blocks`). A constant
+operand is never registered, so Yosys still sees it. :func:`registered_product_blocks` counts
+the blocks of either form; the components' figures read it.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import ClockSignal, Instance, Module, Shape, Signal, Value
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Shape, Signal, Value
 
-__all__ = ["DSP_BITS", "MULTIPLIER_MODULE", "MUL_LATENCY", "fits_dsp", "multiplier_verilog", "registered_product"]
+from .dsp import constant_product_blocks, product_blocks
+from .fixed import shape_for
+
+__all__ = [
+    "DSP_BITS",
+    "MULTIPLIER_MODULE",
+    "MUL_LATENCY",
+    "fits_dsp",
+    "multiplier_verilog",
+    "registered_product",
+    "registered_product_blocks",
+]
 
 #: Name of the Verilog module of :func:`multiplier_verilog`.
 MULTIPLIER_MODULE = "instabnn_mul"
@@ -39,6 +53,41 @@ def fits_dsp(a_shape: Shape, b_shape: Shape) -> bool:
     return all(s.width + (not s.signed) <= DSP_BITS for s in (a_shape, b_shape))
 
 
+def _on_dsp(a, b) -> bool:
+    """Whether :func:`registered_product` of operands ``a`` and ``b`` (shapes, or ints for
+    constants) takes the multiplier instance."""
+    if isinstance(a, int):
+        a, b = b, a
+    if isinstance(a, int):
+        return False
+    if isinstance(b, int):
+        return constant_product_blocks(a, b) > 0 and fits_dsp(a, shape_for(b, b))
+    return fits_dsp(a, b)
+
+
+def registered_product_blocks(a, b, *, width: int | None = None) -> int:
+    """MULT18X18D blocks of :func:`registered_product` in ECP5 output (``external_modules``).
+
+    ``a`` and ``b`` are operand shapes, or ints for constant operands; ``width`` is the count
+    of low product bits kept (``None``: all). One block on the instance, else as Yosys maps
+    the product (:mod:`.dsp`).
+    """
+    if _on_dsp(a, b):
+        return 1
+    if isinstance(a, int):
+        a, b = b, a
+    if isinstance(a, int):
+        return 0
+    if isinstance(b, int):
+        return constant_product_blocks(a, b, width=width)
+    return product_blocks(a, b)
+
+
+def _operand(value: Value):
+    """An operand as :func:`registered_product_blocks` takes it: an int if constant, else its shape."""
+    return value.value if isinstance(value, Const) else value.shape()
+
+
 def registered_product(
     m: Module, a, b, *, enable=1, domain: str = "sync", external_modules: bool = False, name: str = "mul"
 ) -> Signal:
@@ -52,7 +101,7 @@ def registered_product(
     a_shape, b_shape = a.shape(), b.shape()
     # no reset, as the DSP block's registers: a product is only read where a valid bit says so
     product = Signal((a * b).shape(), name=f"{name}_product", reset_less=True)
-    if external_modules and domain == "sync" and fits_dsp(a_shape, b_shape):
+    if external_modules and domain == "sync" and _on_dsp(_operand(a), _operand(b)):
         p = Signal(a_shape.width + b_shape.width, name=f"{name}_p")
         m.submodules[name] = Instance(
             MULTIPLIER_MODULE,
@@ -68,10 +117,17 @@ def registered_product(
         )
         m.d.comb += product.eq(p.as_signed() if product.shape().signed else p)
         return product
-    a_reg = Signal(a_shape, name=f"{name}_a", reset_less=True)
-    b_reg = Signal(b_shape, name=f"{name}_b", reset_less=True)
+    operands = []
+    for label, value in (("a", a), ("b", b)):
+        if isinstance(value, Const):
+            operands.append(value)
+            continue
+        reg = Signal(value.shape(), name=f"{name}_{label}", reset_less=True)
+        with m.If(enable):
+            m.d[domain] += reg.eq(value)
+        operands.append(reg)
     with m.If(enable):
-        m.d[domain] += [a_reg.eq(a), b_reg.eq(b), product.eq(a_reg * b_reg)]
+        m.d[domain] += product.eq(operands[0] * operands[1])
     return product
 
 

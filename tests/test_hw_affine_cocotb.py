@@ -6,6 +6,7 @@ from amaranth.hdl import signed, unsigned
 
 from instabnn_hw.hw.affine import Requantise, RPReLU, requantise, rprelu
 from instabnn_hw.hw.fixed import bounds
+from instabnn_hw.hw.multiplier import MULTIPLIER_MODULE
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
 pytestmark = pytest.mark.cocotb
@@ -22,22 +23,43 @@ def inputs_for(rng, shape, pixels, channels):
     return x
 
 
-def requantise_case(rng, *, in_shape, channels, simd, mult_range, bias_range, shift, low=None, high=None):
+def requantise_case(
+    rng, *, in_shape, channels, simd, mult_range, bias_range, shift, low=None, high=None, external_modules=False
+):
     mult = rng.integers(*mult_range, size=channels)
     mult[0], mult[-1] = mult_range[0], mult_range[1] - 1
     bias = rng.integers(*bias_range, size=channels)
     dut = Requantise(
-        in_shape=in_shape, channels=channels, simd=simd, mult=mult, bias=bias, shift=shift, low=low, high=high
+        in_shape=in_shape,
+        channels=channels,
+        simd=simd,
+        mult=mult,
+        bias=bias,
+        shift=shift,
+        low=low,
+        high=high,
+        external_modules=external_modules,
     )
     x = inputs_for(rng, in_shape, 60, channels)
     y = requantise(x, mult.astype(object), bias.astype(object), shift=shift, low=dut.low, high=dut.high)
     return StreamCase(dut, {"i": words_of(x, simd)}, {"o": words_of(y, simd)})
 
 
-def rprelu_case(rng, *, in_shape, channels, simd, gamma_range, slope_range, zeta_range, **kwargs):
+def rprelu_case(
+    rng, *, in_shape, channels, simd, gamma_range, slope_range, zeta_range, external_modules=False, **kwargs
+):
     gamma, slope, zeta = (rng.integers(*r, size=channels) for r in (gamma_range, slope_range, zeta_range))
     slope[0] = slope_range[0]
-    dut = RPReLU(in_shape=in_shape, channels=channels, simd=simd, gamma=gamma, slope=slope, zeta=zeta, **kwargs)
+    dut = RPReLU(
+        in_shape=in_shape,
+        channels=channels,
+        simd=simd,
+        gamma=gamma,
+        slope=slope,
+        zeta=zeta,
+        external_modules=external_modules,
+        **kwargs,
+    )
     x = inputs_for(rng, in_shape, 60, channels)
     y = rprelu(x, gamma.astype(object), slope.astype(object), zeta.astype(object), **kwargs)
     return StreamCase(dut, {"i": words_of(x, simd)}, {"o": words_of(y, simd)})
@@ -59,6 +81,41 @@ def affine_cases(seed: int) -> dict[str, StreamCase]:
             shift=0,
             low=-50,
             high=200,
+        ),
+        # the products on the multiplier module: per-lane constants (simd = channels) and a table
+        "rq_module_constants": requantise_case(
+            rng,
+            in_shape=unsigned(9),
+            channels=4,
+            simd=4,
+            mult_range=(-300, 300),
+            bias_range=(-99, 99),
+            shift=3,
+            external_modules=True,
+        ),
+        "rq_module_table": requantise_case(
+            rng,
+            in_shape=signed(17),
+            channels=6,
+            simd=2,
+            mult_range=(-(1 << 17), 1 << 17),
+            bias_range=(-99, 99),
+            shift=9,
+            external_modules=True,
+        ),
+        "pr_module": rprelu_case(
+            rng,
+            in_shape=signed(9),
+            channels=6,
+            simd=3,
+            gamma_range=(-20, 20),
+            slope_range=(-100, 100),
+            zeta_range=(-100, 100),
+            slope_shift=5,
+            out_shift=3,
+            low=-1000,
+            high=1000,
+            external_modules=True,
         ),
         "rq_8_8": requantise_case(
             rng, in_shape=signed(12), channels=8, simd=8, mult_range=(-9, 9), bias_range=(-500, 500), shift=7, low=-20
@@ -131,6 +188,10 @@ def affine_cases(seed: int) -> dict[str, StreamCase]:
 def test_affine_bit_exact(simulator, tmp_path_factory):
     seed = stimulus_seed()
     build_dir = tmp_path_factory.mktemp(f"affine-{simulator}")
-    record = run_stream_cases(affine_cases(seed), build_dir=build_dir, simulator=simulator, seed=seed)
+    cases = affine_cases(seed)
+    record = run_stream_cases(cases, build_dir=build_dir, simulator=simulator, seed=seed)
+    # every block the figures count is an instance of the module (each of these products fits one)
+    on_module = sum(c.component.multipliers for name, c in cases.items() if "module" in name)
+    assert on_module >= 2 + 3 and (build_dir / "bundle.v").read_text().count(f"{MULTIPLIER_MODULE} ") == on_module
     assert len(record["transfers"]["rq_5_1_o"]) == 60 * 5
     assert len(record["transfers"]["pr_wide_o"]) == 60 * 2

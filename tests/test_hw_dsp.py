@@ -11,6 +11,8 @@ from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.insta_prelu import InstaPReLU
 from instabnn_hw.hw.int_mvu import IntMatrixVector
 from instabnn_hw.hw.moments import MomentsThreshold
+from instabnn_hw.hw.multiplier import MULTIPLIER_MODULE, multiplier_verilog
+from instabnn_hw.hw.ram import RAM_MODULE, ram_verilog
 from instabnn_hw.hw.synthesis import synthesize
 
 
@@ -64,7 +66,7 @@ def test_constant_products_take_the_blocks_yosys_gives_them(xw, xsg, constant, b
     assert constant_product_blocks(_shape(xw, xsg), constant) == blocks
 
 
-def _rprelu(rng):
+def _rprelu(rng, **options):
     in_shape, gamma = signed(12), rng.integers(-100, 100, size=4)
     slope, zeta = np.array([3, -5, 8, 70001]), rng.integers(-50, 50, size=4)
     r = rprelu_bounds(
@@ -81,35 +83,53 @@ def _rprelu(rng):
         out_shift=4,
         low=r["y"][0],
         high=r["y"][1],
+        **options,
     )
 
 
 COMPONENTS = {
-    "requantise_constants": lambda rng: Requantise(
+    # inline: the input is wider than a DSP block
+    "requantise_constants": lambda rng, **o: Requantise(
         in_shape=signed(20),
         channels=6,
         simd=6,
         mult=[5, 4, -3, 300001, 1, 0],
         bias=rng.integers(-9, 9, size=6),
         shift=8,
+        **o,
     ),
-    "requantise_table": lambda rng: Requantise(
-        in_shape=unsigned(16), channels=4, simd=2, mult=[7, -300001, 9, 11], bias=[0, 1, 2, 3], shift=4
+    # on the multiplier instance, except the shifts and the constant wider than a block
+    "requantise_small_constants": lambda rng, **o: Requantise(
+        in_shape=unsigned(12),
+        channels=6,
+        simd=6,
+        mult=[5, 4, -3, 300001, 1, 0],
+        bias=rng.integers(-9, 9, size=6),
+        shift=8,
+        **o,
+    ),
+    "requantise_table": lambda rng, **o: Requantise(
+        in_shape=unsigned(16), channels=4, simd=2, mult=[7, -300001, 9, 11], bias=[0, 1, 2, 3], shift=4, **o
     ),
     "rprelu": _rprelu,
-    "moments_th": lambda rng: MomentsThreshold(**unit_params(rng, stats=("m1", "var", "skew"), in_shape=signed(10))),
-    "moments_th_plus": lambda rng: MomentsThreshold(
-        **unit_params(rng, mode="th+", stats=("m2", "var"), parallel=2, height=4, width=4)
+    "moments_th": lambda rng, **o: MomentsThreshold(
+        **unit_params(rng, stats=("m1", "var", "skew"), in_shape=signed(10)), **o
     ),
-    "insta_prelu": lambda rng: InstaPReLU(**prelu_params(rng, instance_slope=True)),
-    "int_mvu": lambda rng: IntMatrixVector(
-        weights=rng.integers(-128, 128, size=(4, 6)), pe=2, simd=3, in_shape=unsigned(8)
+    "moments_th_plus": lambda rng, **o: MomentsThreshold(
+        **unit_params(rng, mode="th+", stats=("m2", "var"), parallel=2, height=4, width=4), **o
+    ),
+    "insta_prelu": lambda rng, **o: InstaPReLU(**prelu_params(rng, instance_slope=True), **o),
+    "int_mvu": lambda rng, **o: IntMatrixVector(
+        weights=rng.integers(-128, 128, size=(4, 6)), pe=2, simd=3, in_shape=unsigned(8), **o
     ),
 }
 
 
 @pytest.mark.parametrize("kind", COMPONENTS)
 def test_a_component_s_multipliers_are_its_synthesised_blocks(kind, tmp_path):
-    component = COMPONENTS[kind](np.random.default_rng(5))
+    """In the form an ECP5 build reads: the shared Verilog modules, the multiplier on its DSP block."""
+    component = COMPONENTS[kind](np.random.default_rng(5), external_modules=True)
     assert component.multipliers > 0
-    assert synthesize(component, name="dut", workdir=tmp_path, place=False)["dsp"] == component.multipliers
+    sources = {RAM_MODULE: ram_verilog(), MULTIPLIER_MODULE: multiplier_verilog()}
+    result = synthesize(component, name="dut", workdir=tmp_path, place=False, sources=sources)
+    assert result["dsp"] == component.multipliers

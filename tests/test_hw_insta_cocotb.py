@@ -13,7 +13,6 @@ from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.insta_prelu import InstaPReLU
 from instabnn_hw.hw.layouts import tensor_to_words
 from instabnn_hw.hw.moments import MomentsThreshold
-from instabnn_hw.hw.ram import ram_verilog
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
 pytestmark = pytest.mark.cocotb
@@ -194,10 +193,7 @@ def test_insta_bit_exact(simulator, tmp_path_factory):
     seed = stimulus_seed()
     cases = insta_cases(seed)
     build_dir = tmp_path_factory.mktemp(f"insta-{simulator}")
-    (build_dir / "ram.v").write_text(ram_verilog())
-    record = run_stream_cases(
-        cases, build_dir=build_dir, simulator=simulator, seed=seed, extra_sources=[build_dir / "ram.v"]
-    )
+    record = run_stream_cases(cases, build_dir=build_dir, simulator=simulator, seed=seed)
     for name, case in cases.items():
         for path, expected in case.outputs.items():
             assert len(record["transfers"][f"{name}_{path}"]) == len(expected)

@@ -6,7 +6,6 @@ from amaranth.hdl import signed, unsigned
 
 from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.int_mvu import Argmax, IntMatrixVector, argmax, int_matvec
-from instabnn_hw.hw.ram import ram_verilog
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
 pytestmark = pytest.mark.cocotb
@@ -75,9 +74,6 @@ def int_mvu_cases(seed: int) -> dict[str, StreamCase]:
 def test_int_mvu_bit_exact(simulator, tmp_path_factory):
     seed = stimulus_seed()
     build_dir = tmp_path_factory.mktemp(f"int-mvu-{simulator}")
-    (build_dir / "ram.v").write_text(ram_verilog())
-    record = run_stream_cases(
-        int_mvu_cases(seed), build_dir=build_dir, simulator=simulator, seed=seed, extra_sources=[build_dir / "ram.v"]
-    )
+    record = run_stream_cases(int_mvu_cases(seed), build_dir=build_dir, simulator=simulator, seed=seed)
     assert len(record["transfers"]["mvu_odd_o"]) == 20 * 2
     assert len(record["transfers"]["argmax_3_9_o"]) == 40

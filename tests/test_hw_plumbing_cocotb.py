@@ -6,7 +6,6 @@ from amaranth.hdl import signed
 
 from instabnn_hw.hw.layouts import tensor_to_words
 from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, Repeat, WidthConverter, join_add, regroup, repeat_channels
-from instabnn_hw.hw.ram import ram_verilog
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
 pytestmark = pytest.mark.cocotb
@@ -70,9 +69,6 @@ def plumbing_cases(seed: int) -> dict[str, StreamCase]:
 def test_plumbing_bit_exact(simulator, tmp_path_factory):
     seed = stimulus_seed()
     build_dir = tmp_path_factory.mktemp(f"plumbing-{simulator}")
-    (build_dir / "ram.v").write_text(ram_verilog())
-    record = run_stream_cases(
-        plumbing_cases(seed), build_dir=build_dir, simulator=simulator, seed=seed, extra_sources=[build_dir / "ram.v"]
-    )
+    record = run_stream_cases(plumbing_cases(seed), build_dir=build_dir, simulator=simulator, seed=seed)
     assert len(record["transfers"]["join_o"]) == 200
     assert len(record["transfers"]["repeat_o"]) == 15 * 3 * 2

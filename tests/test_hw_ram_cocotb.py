@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from test_hw_ram import GEOMETRIES, RamBench, commands, expected
 
-from instabnn_hw.hw.ram import ram_verilog
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
 pytestmark = pytest.mark.cocotb
@@ -36,10 +35,7 @@ def check(simulator, tmp_path):
             cases[f"{name}_start"] = StreamCase(
                 RamBench(**geometry, external=(True,)), {"i": cmds}, {"o": expected(cmds, **geometry)}
             )
-    (tmp_path / "ram.v").write_text(ram_verilog())
-    record = run_stream_cases(
-        cases, build_dir=tmp_path, simulator=simulator, seed=seed, extra_sources=[tmp_path / "ram.v"]
-    )
+    record = run_stream_cases(cases, build_dir=tmp_path, simulator=simulator, seed=seed)
     assert len(record["transfers"]["mixed_o"]) == 150 and len(record["transfers"]["lanes_start_o"]) == 30
 
 

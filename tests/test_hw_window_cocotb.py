@@ -10,7 +10,6 @@ from amaranth.hdl import signed, unsigned
 
 from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.layouts import tensor_to_words
-from instabnn_hw.hw.ram import ram_verilog
 from instabnn_hw.hw.window import SlidingWindow, sliding_windows
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
@@ -59,8 +58,5 @@ def window_cases(seed: int) -> dict[str, StreamCase]:
 def test_window_bit_exact(simulator, tmp_path_factory):
     seed = stimulus_seed()
     build_dir = tmp_path_factory.mktemp(f"window-{simulator}")
-    (build_dir / "ram.v").write_text(ram_verilog())
-    record = run_stream_cases(
-        window_cases(seed), build_dir=build_dir, simulator=simulator, seed=seed, extra_sources=[build_dir / "ram.v"]
-    )
+    record = run_stream_cases(window_cases(seed), build_dir=build_dir, simulator=simulator, seed=seed)
     assert len(record["transfers"]["k7s2p3_o"]) == 3 * 6 * 7 * 49
