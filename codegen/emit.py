@@ -32,8 +32,8 @@ from amaranth.lib.wiring import In, Out
 
 from instabnn_hw.design_folder import TOP_NAME, DesignPorts, StreamPort, tap_signal
 from instabnn_hw.hw.layouts import channel_word
-from instabnn_hw.hw.plumbing import Fifo, Fork
 from instabnn_hw.hw.multiplier import MULTIPLIER_MODULE, multiplier_verilog
+from instabnn_hw.hw.plumbing import Fifo, Fork
 from instabnn_hw.hw.popcount import POPCOUNT_MODULE, popcount_verilog
 from instabnn_hw.hw.ram import RAM_MODULE, ram_verilog
 from instabnn_hw.hw.rom import ROM_MODULE, rom_hex, rom_verilog
