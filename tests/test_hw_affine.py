@@ -18,7 +18,7 @@ from instabnn_hw.hw.affine import (
     rprelu_bounds,
     rprelu_datapath,
 )
-from instabnn_hw.hw.figures import Figures
+from instabnn_hw.hw.figures import Figures, lut_estimate
 from instabnn_hw.hw.fixed import bounds, round_shift
 from instabnn_hw.hw.simulate import simulate_streams
 
@@ -360,7 +360,7 @@ def test_requantise_parameters_give_figures_without_ports():
     assert type(plain) is RequantiseParameters and not isinstance(plain, wiring.Component)
     # two channel groups: a table of mult unsigned(3) and bias signed(3) per lane; whole LUT4s for 2 x 18 bits
     assert plain.lut_kind == "requantise" and plain.lut_features() == (1.0, 3 * 8, 3 * 8, 18.0)
-    luts = round(24.961 + 1.381 * 24 + 2.086 * 24 + 1.444 * 18)
+    luts = lut_estimate("requantise", (1, 24, 24, 18))
     assert plain.figures(12) == Figures(cycles=12, latency=5, post=5, luts=luts, memory_bits=36, multipliers=3)
     dut = Requantise(**params, low=-100, high=100)
     assert dut.figures(12) == plain.figures(12)
@@ -386,7 +386,7 @@ def test_rprelu_parameters_give_figures_without_ports():
     assert type(plain) is RPReLUParameters and not isinstance(plain, wiring.Component)
     # out_shape signed(5); the table is 2 words of 3 x (3 + 1 + 1) bits
     assert plain.lut_kind == "rprelu" and plain.lut_features() == (1.0, 3 * 8, 3 * 5, 15.0)
-    luts = round(23.835 + 1.224 * 24 + 6.01 * 15 + 1.365 * 15)
+    luts = lut_estimate("rprelu", (1, 24, 15, 15))
     # the table read, then RPReLU's five stages
     assert plain.figures(6) == Figures(cycles=6, latency=6, post=6, luts=luts, memory_bits=30, multipliers=3)
     dut = RPReLU(**params)

@@ -6,7 +6,7 @@ import pytest
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import wiring
 
-from instabnn_hw.hw.figures import Figures
+from instabnn_hw.hw.figures import Figures, lut_estimate
 from instabnn_hw.hw.fixed import bounds, shape_for
 from instabnn_hw.hw.int_mvu import (
     Argmax,
@@ -233,7 +233,7 @@ def test_int_mvu_parameters_give_figures_without_ports():
     assert plain.acc_shape == signed(9)
     # 27 lanes of 4 x 2 bits; the 6 x 54 weight ROM in logic: 54 bits x 6/16 LUT4s
     assert plain.lut_kind == "int_mvu" and plain.lut_features() == (1.0, 27 * 6, 3 * 9, 54 * 6 / 16, 0.0)
-    luts = round(89.905 + 1.826 * 162 + 0.079 * 27 + 1.197 * 54 * 6 / 16)
+    luts = lut_estimate("int_mvu", (1, 162, 27, 54 * 6 / 16, 0))
     # NF 2, SF 3; pipeline: memory, operands, the product's two registers, 4 tree levels, accumulator
     assert plain.latency == 5 + 4
     figures = Figures(24, 2 + 9, 2 + 9, luts, memory_bits=162 * 2 + 27 * 4, multipliers=27, lag=3)
@@ -258,7 +258,7 @@ def test_argmax_parameters_give_figures_without_ports():
     assert plain.lut_kind == "argmax" and plain.lut_features() == (1.0, 40.0)
     # two words a frame, the result the cycle after the last
     # five logits a word: three tree levels, then the input, the running best and the index sum
-    figures = Figures(cycles=2, latency=1 + 6, post=6, luts=round(11.712 + 2.964 * 40))
+    figures = Figures(cycles=2, latency=1 + 6, post=6, luts=lut_estimate("argmax", (1, 40)))
     assert plain.figures(2) == figures
     dut = Argmax(shape=signed(8), count=5, classes=10)
     assert dut.figures(2) == figures and dut.words_per_frame == plain.words_per_frame == 2

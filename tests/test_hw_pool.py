@@ -8,7 +8,7 @@ from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from instabnn_hw.hw.figures import Figures
+from instabnn_hw.hw.figures import Figures, lut_estimate
 from instabnn_hw.hw.fixed import bounds, shape_for
 from instabnn_hw.hw.layouts import tensor_to_words
 from instabnn_hw.hw.pool import (
@@ -245,7 +245,7 @@ FIGURES = {
         MaxPoolParameters,
         {"shape": signed(8), "channels": 4, "simd": 2, "kernel": 3},
         630,
-        Figures(630, 18, 18, round(18.181 + 2.35 * 16)),
+        Figures(630, 18, 18, lut_estimate("pool", (1, 0, 16))),
     ),
     # 4 positions of binary data sum into unsigned(3): 3 lanes of 3 bits, binary
     "sum": (
@@ -253,7 +253,7 @@ FIGURES = {
         SumPoolParameters,
         {"shape": unsigned(1), "channels": 6, "simd": 3, "kernel": 2},
         40,
-        Figures(40, 8, 8, round(18.181 + 0.721 * 9)),
+        Figures(40, 8, 8, lut_estimate("pool", (1, 9, 0))),
     ),
     # 20 pixels of signed(4) sum into signed(9); a frame is its own 4 * 5 * 3 words
     "global": (
@@ -261,7 +261,7 @@ FIGURES = {
         GlobalSumPoolParameters,
         {"shape": signed(4), "channels": 3, "simd": 1, "height": 4, "width": 5},
         1,
-        Figures(60, 59, 59, round(18.181 + 2.35 * 9)),
+        Figures(60, 59, 59, lut_estimate("pool", (1, 0, 9))),
     ),
 }
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from amaranth.hdl import signed, unsigned
 
-from instabnn_hw.hw.figures import Figures
+from instabnn_hw.hw.figures import Figures, lut_estimate
 from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.layouts import tensor_to_words
 from instabnn_hw.hw.simulate import simulate_streams
@@ -194,7 +194,7 @@ def test_parameters_give_the_figures_without_ports():
     # 4 row slots of 7 pixels of 2 words of 2 * 8 bits: 56 words in LUT-cheap memory, 55 .bit_length() = 6;
     # 5 * 7 windows of 9 positions of 2 words; the first output row needs 2 input rows (14 pixels),
     # then the read, the read data's register and the output register
-    luts = round(258.212 + 0.7 * 16 + 4.406 * 6)
+    luts = lut_estimate("window", (1, 16, 6, 0))
     assert parameters.rows == 4
     assert parameters.figures(70) == Figures(5 * 7 * 9 * 2, 2 * 7 * 2 + 2, 3, luts, 4 * 7 * 4 * 8)
     built = SlidingWindow(**params)
