@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Every hw/ unit alone: its initiation interval against its design value, its cost and its fmax.
 
 For each unit, Amaranth's simulator streams several inputs at full rate (every input valid, every
