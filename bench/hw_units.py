@@ -37,11 +37,9 @@ from instabnn_hw.hw import affine, int_mvu, plumbing, pool, threshold, window, x
 from instabnn_hw.hw.insta_prelu import InstaPReLU  # noqa: E402
 from instabnn_hw.hw.layouts import tensor_to_words  # noqa: E402
 from instabnn_hw.hw.moments import MomentsThreshold  # noqa: E402
-from instabnn_hw.hw.multiplier import MULTIPLIER_MODULE, multiplier_verilog  # noqa: E402
-from instabnn_hw.hw.popcount import POPCOUNT_MODULE, popcount_verilog  # noqa: E402
-from instabnn_hw.hw.ram import RAM_MODULE, ram_verilog  # noqa: E402
 from instabnn_hw.hw.simulate import simulate_streams  # noqa: E402
 from instabnn_hw.hw.synthesis import synthesize  # noqa: E402
+from instabnn_hw.hw.verilog_modules import module_sources  # noqa: E402
 from instabnn_hw.table import format_table  # noqa: E402
 
 RNG = np.random.default_rng(0)
@@ -200,11 +198,7 @@ def fmax_rows(found: list[Unit]) -> list[list]:
         started = time.monotonic()
         name = f"unit{k}_{unit.name.lower()}"
         component = _VERILOG_FORMS[id(unit.component)]()
-        sources = {
-            RAM_MODULE: ram_verilog(),
-            MULTIPLIER_MODULE: multiplier_verilog(),
-            POPCOUNT_MODULE: popcount_verilog(getattr(component, "popcount_sizes", ())),
-        }
+        sources = module_sources(getattr(component, "popcount_sizes", ()))
         result = synthesize(component, name=name, workdir=WORK / "hw_units" / name, wrap=True,
                             frequency_mhz=TARGET_MHZ, sources=sources)  # fmt: skip
         fmax = result["fmax_mhz"]

@@ -32,11 +32,9 @@ from amaranth.lib.wiring import In, Out
 
 from instabnn_hw.design_folder import TOP_NAME, DesignPorts, StreamPort, tap_signal
 from instabnn_hw.hw.layouts import channel_word
-from instabnn_hw.hw.multiplier import MULTIPLIER_MODULE, multiplier_verilog
 from instabnn_hw.hw.plumbing import Fifo, Fork
-from instabnn_hw.hw.popcount import POPCOUNT_MODULE, popcount_verilog
-from instabnn_hw.hw.ram import RAM_MODULE, ram_verilog
-from instabnn_hw.hw.rom import ROM_MODULE, rom_hex, rom_verilog
+from instabnn_hw.hw.rom import rom_hex
+from instabnn_hw.hw.verilog_modules import module_sources
 
 from . import ir
 from .plan import Plan
@@ -48,9 +46,6 @@ __all__ = ["TOP_NAME", "Top", "build_top", "emit", "memory_file_name"]
 
 #: The top's name for the logits output, as an edge consumer in ``plan.fifo_depths``.
 LOGITS = "logits"
-
-#: First line of ``instabnn_popcount.v`` (which holds no module when the design has no XNOR layer).
-POPCOUNT_HEADER = "// The XNOR MVUs' popcounts: one module per (width, stages) (instabnn_hw.hw.popcount).\n"
 
 
 def memory_file_name(name: str, taken: set[str] | None = None) -> str:
@@ -349,7 +344,8 @@ def emit(graph: ir.Graph, plan, rtl_dir) -> tuple[list[Path], DesignPorts]:
     """Writes ``rtl_dir/``: ``instabnn_top.v``, ``instabnn_rom.v``, ``instabnn_ram.v``, ``instabnn_mul.v``,
     ``instabnn_popcount.v`` and ``mem/*.hex``.
 
-    The design's sources are every ``*.v`` in ``rtl_dir``: the top instantiates
+    The design's sources are every ``*.v`` in ``rtl_dir``: the top instantiates the shared modules of
+    :func:`~instabnn_hw.hw.verilog_modules.module_sources`:
     :data:`~instabnn_hw.hw.rom.ROM_MODULE` (weights), :data:`~instabnn_hw.hw.ram.RAM_MODULE`
     (line and frame buffers, FIFOs, parameter banks; their zero start is simulation-only, outside
     ``SYNTHESIS``), :data:`~instabnn_hw.hw.multiplier.MULTIPLIER_MODULE` (the products on DSP
@@ -370,13 +366,7 @@ def emit(graph: ir.Graph, plan, rtl_dir) -> tuple[list[Path], DesignPorts]:
         written.append(path)
     top_path = rtl_dir / f"{TOP_NAME}.v"
     top_path.write_text(verilog.convert(top, name=TOP_NAME, emit_src=False))
-    sources = {
-        ROM_MODULE: rom_verilog(),
-        RAM_MODULE: ram_verilog(),
-        MULTIPLIER_MODULE: multiplier_verilog(),
-        POPCOUNT_MODULE: POPCOUNT_HEADER + popcount_verilog(top.popcount_sizes),
-    }
-    for module, source in sources.items():
+    for module, source in module_sources(top.popcount_sizes).items():
         path = rtl_dir / f"{module}.v"
         path.write_text(source)
         written.append(path)

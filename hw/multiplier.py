@@ -53,16 +53,17 @@ def fits_dsp(a_shape: Shape, b_shape: Shape) -> bool:
     return all(s.width + (not s.signed) <= DSP_BITS for s in (a_shape, b_shape))
 
 
-def _on_dsp(a, b) -> bool:
-    """Whether :func:`registered_product` of operands ``a`` and ``b`` (shapes, or ints for
-    constants) takes the multiplier instance."""
+def _product_form(a, b, *, width: int | None = None) -> tuple[int, bool]:
+    """MULT18X18D blocks of :func:`registered_product` of operands ``a`` and ``b`` (shapes, or ints
+    for constants) in ECP5 output, and whether the product takes the multiplier instance."""
     if isinstance(a, int):
         a, b = b, a
     if isinstance(a, int):
-        return False
+        return 0, False
     if isinstance(b, int):
-        return constant_product_blocks(a, b) > 0 and fits_dsp(a, shape_for(b, b))
-    return fits_dsp(a, b)
+        on_dsp = constant_product_blocks(a, b) > 0 and fits_dsp(a, shape_for(b, b))
+        return (1, True) if on_dsp else (constant_product_blocks(a, b, width=width), False)
+    return (1, True) if fits_dsp(a, b) else (product_blocks(a, b), False)
 
 
 def registered_product_blocks(a, b, *, width: int | None = None) -> int:
@@ -72,15 +73,7 @@ def registered_product_blocks(a, b, *, width: int | None = None) -> int:
     of low product bits kept (``None``: all). One block on the instance, else as Yosys maps
     the product (:mod:`.dsp`).
     """
-    if _on_dsp(a, b):
-        return 1
-    if isinstance(a, int):
-        a, b = b, a
-    if isinstance(a, int):
-        return 0
-    if isinstance(b, int):
-        return constant_product_blocks(a, b, width=width)
-    return product_blocks(a, b)
+    return _product_form(a, b, width=width)[0]
 
 
 def _operand(value: Value):
@@ -101,7 +94,7 @@ def registered_product(
     a_shape, b_shape = a.shape(), b.shape()
     # no reset, as the DSP block's registers: a product is only read where a valid bit says so
     product = Signal((a * b).shape(), name=f"{name}_product", reset_less=True)
-    if external_modules and domain == "sync" and _on_dsp(_operand(a), _operand(b)):
+    if external_modules and domain == "sync" and _product_form(_operand(a), _operand(b))[1]:
         p = Signal(a_shape.width + b_shape.width, name=f"{name}_p")
         m.submodules[name] = Instance(
             MULTIPLIER_MODULE,

@@ -22,16 +22,11 @@ from amaranth.back import verilog
 from amaranth.hdl import Module
 from amaranth.lib import stream, wiring
 
-from ..hw.multiplier import MULTIPLIER_MODULE, multiplier_verilog
 from ..hw.payload import pack, unpack
-from ..hw.ram import RAM_MODULE, ram_verilog
+from ..hw.verilog_modules import module_sources
 from .toolchain import run_cocotb
 
-__all__ = ["SHARED_MODULES", "StreamCase", "StreamBundle", "run_stream_cases", "stream_ports", "stimulus_seed"]
-
-#: Verilog of the modules a component built with ``external_modules`` instantiates (its RAMs and
-#: multipliers), given to every simulation of :func:`run_stream_cases`.
-SHARED_MODULES = {RAM_MODULE: ram_verilog, MULTIPLIER_MODULE: multiplier_verilog}
+__all__ = ["StreamCase", "StreamBundle", "run_stream_cases", "stream_ports", "stimulus_seed"]
 
 
 def stimulus_seed(default: int = 1) -> int:
@@ -114,9 +109,10 @@ def run_stream_cases(
 ) -> dict:
     """Run ``cases`` in one cocotb simulation; return the testbench's record.
 
-    The modules of :data:`SHARED_MODULES` are written to ``build_dir`` and compiled with the
-    bundle; ``extra_sources`` are further Verilog files it needs (e.g. the module of
-    :func:`~instabnn_hw.hw.rom.rom_verilog`). The simulator runs in ``build_dir / simulator``,
+    The shared modules a component built with ``external_modules`` instantiates
+    (:func:`~instabnn_hw.hw.verilog_modules.module_sources`, with the cases' popcount sizes) are
+    written to ``build_dir`` and compiled with the bundle; ``extra_sources`` are further Verilog
+    files it needs. The simulator runs in ``build_dir / simulator``,
     so a relative ``$readmemh`` path resolves there.
 
     The record holds, per output stream, the cycle of every transfer. Raises ``AssertionError``
@@ -128,10 +124,11 @@ def run_stream_cases(
     build_dir.mkdir(parents=True, exist_ok=True)
     bundle = StreamBundle({case: c.component for case, c in cases.items()})
     (build_dir / "bundle.v").write_text(verilog.convert(bundle, name="bundle", emit_src=False))
+    popcount_sizes = set().union(*(getattr(c.component, "popcount_sizes", ()) for c in cases.values()))
     shared = []
-    for module, source in SHARED_MODULES.items():
+    for module, source in module_sources(popcount_sizes).items():
         shared.append(build_dir / f"{module}.v")
-        shared[-1].write_text(source())
+        shared[-1].write_text(source)
     streams = []
     for case, c in cases.items():
         ports = stream_ports(c.component)

@@ -11,9 +11,8 @@ from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.insta_prelu import InstaPReLU
 from instabnn_hw.hw.int_mvu import IntMatrixVector
 from instabnn_hw.hw.moments import MomentsThreshold
-from instabnn_hw.hw.multiplier import MULTIPLIER_MODULE, multiplier_verilog
-from instabnn_hw.hw.ram import RAM_MODULE, ram_verilog
 from instabnn_hw.hw.synthesis import synthesize
+from instabnn_hw.hw.verilog_modules import module_sources
 
 
 def _shape(width, is_signed):
@@ -130,6 +129,5 @@ def test_a_component_s_multipliers_are_its_synthesised_blocks(kind, tmp_path):
     """In the form an ECP5 build reads: the shared Verilog modules, the multiplier on its DSP block."""
     component = COMPONENTS[kind](np.random.default_rng(5), external_modules=True)
     assert component.multipliers > 0
-    sources = {RAM_MODULE: ram_verilog(), MULTIPLIER_MODULE: multiplier_verilog()}
-    result = synthesize(component, name="dut", workdir=tmp_path, place=False, sources=sources)
+    result = synthesize(component, name="dut", workdir=tmp_path, place=False, sources=module_sources())
     assert result["dsp"] == component.multipliers

@@ -9,7 +9,7 @@ import pytest
 from amaranth.hdl import signed
 
 from instabnn_hw.hw.int_mvu import IntMatrixVector, int_matvec
-from instabnn_hw.hw.rom import rom_hex, rom_verilog
+from instabnn_hw.hw.rom import rom_hex
 from instabnn_hw.hw.xnor_mvu import XnorMatrixVector, vectors_from_words, words_from_vectors, xnor_matvec
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
@@ -56,7 +56,6 @@ def check(simulator, tmp_path_factory):
     build_dir = tmp_path_factory.mktemp(f"rom-{simulator}")
     run_dir = build_dir / simulator  # run_stream_cases runs the simulator here
     run_dir.mkdir()
-    (build_dir / "rom.v").write_text(rom_verilog())
 
     xnor_weights = rng.integers(0, 2, size=(6, 27))
     xnor = XnorMatrixVector(weights=xnor_weights, pe=3, simd=9, weights_file=XNOR_FILE)
@@ -75,9 +74,7 @@ def check(simulator, tmp_path_factory):
             "xnor": StreamCase(xnor, {"i": xnor_inputs}, {"o": xnor_expected.reshape(-1, 3).tolist()}),
             "int": StreamCase(int_mvu, {"i": int_inputs}, {"o": int_expected.reshape(-1, 2).tolist()}),
         }
-        record = run_stream_cases(
-            cases, build_dir=build_dir, simulator=simulator, seed=seed, extra_sources=[build_dir / "rom.v"]
-        )
+        record = run_stream_cases(cases, build_dir=build_dir, simulator=simulator, seed=seed)
         assert len(record["transfers"]["xnor_o"]) == xnor_expected.size // 3
         assert len(record["transfers"]["int_o"]) == int_expected.size // 2
 

@@ -7,7 +7,6 @@ compiler's Verilog does), the others hold the popcount logic inline.
 import numpy as np
 import pytest
 
-from instabnn_hw.hw.popcount import popcount_verilog
 from instabnn_hw.hw.xnor_mvu import XnorMatrixVector, vectors_from_words, words_from_vectors, xnor_matvec
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
@@ -54,11 +53,7 @@ def check(simulator, tmp_path_factory):
     seed = stimulus_seed()
     cases, counts = xnor_cases(seed)
     build_dir = tmp_path_factory.mktemp(f"xnor-mvu-{simulator}")
-    sizes = set().union(*(c.component.popcount_sizes for c in cases.values() if c.component.external_modules))
-    (build_dir / "popcount.v").write_text(popcount_verilog(sizes))
-    record = run_stream_cases(
-        cases, build_dir=build_dir, simulator=simulator, seed=seed, extra_sources=[build_dir / "popcount.v"]
-    )
+    record = run_stream_cases(cases, build_dir=build_dir, simulator=simulator, seed=seed)
     for stream, count in counts.items():
         assert len(record["transfers"][stream]) == count
 
