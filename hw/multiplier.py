@@ -157,12 +157,13 @@ module {MULTIPLIER_MODULE} #(
     wire [17:0] a18 = A_SIGNED ? a_signed : a_unsigned;
     wire [17:0] b18 = B_SIGNED ? b_signed : b_unsigned;
 `ifdef INSTABNN_ECP5
+    // the unused clock, enable and reset inputs stay unconnected: nextpnr routes a constant on
+    // them from a LUT through the fabric, one wire per block, into the crowded DSP rows
     wire [35:0] p36;
     MULT18X18D #({registers}) dsp (
         {inputs}
         .SIGNEDA(1'b1), .SIGNEDB(1'b1), .SOURCEA(1'b0), .SOURCEB(1'b0),
-        .CLK0(clk), .CLK1(1'b0), .CLK2(1'b0), .CLK3(1'b0), .CE0(ce), .CE1(1'b1), .CE2(1'b1), .CE3(1'b1),
-        .RST0(1'b0), .RST1(1'b0), .RST2(1'b0), .RST3(1'b0),
+        .CLK0(clk), .CE0(ce), .RST0(1'b0),
         {outputs}
     );
     assign p = p36[A_WIDTH+B_WIDTH-1:0];
