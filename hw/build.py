@@ -239,7 +239,7 @@ def estimate_vs_synthesis(utilization: dict) -> str:
         "",
         f"{utilization['device']}"
         + (f" on {utilization['board']}" if utilization["board"] else "")
-        + f", nextpnr seed {utilization['seed']}: fmax {utilization['fmax_mhz']} MHz "
+        + f", nextpnr seed {utilization['seed']}, {utilization['router']}: fmax {utilization['fmax_mhz']} MHz "
         f"(target {utilization['clock_mhz']:g} MHz). Synthesis: `{utilization['synth_command']}`.",
         "",
         "| resource | estimate | synthesis | estimate / synthesis |",
@@ -640,6 +640,7 @@ def _run_build(
         "board": board,
         "clock_mhz": clock_mhz,
         "seed": seed,
+        "router": info["router"],
         "fmax_mhz": round(min(clocks), 2) if clocks else None,
         "resources": _nextpnr_resources(pnr, dev.family, cells["ff"], dev.ff),
         "synthesis": cells,

@@ -116,6 +116,7 @@ def test_small_design_builds_for_the_icebreaker_to_the_same_bitstream(small, cap
     first = (build / "instabnn_top.bin").read_bytes()
     data = json.loads((build / "utilization.json").read_text())
     assert data["device"] == "up5k" and data["board"] == "icebreaker" and data["seed"] == 3
+    assert data["router"] == "router1"
     assert data["clock_mhz"] == 12 and data["fmax_mhz"] > 12
     for name in ("logic cells (LUT4)", "flip-flops", "block RAM (4 kbit)", "multipliers (SB_MAC16)", "I/O"):
         entry = data["resources"][name]
@@ -220,7 +221,7 @@ def test_ecp5_85f_bitstreams_and_the_estimate_against_synthesis(tmp_path, capsys
     bitstream = out / "build" / "instabnn_top.bit"
     assert bitstream.stat().st_size > 100_000
     data = json.loads((out / "build" / "utilization.json").read_text())
-    assert data["board"] == board and data["clock_mhz"] == (25 if board else 100)
+    assert data["board"] == board and data["clock_mhz"] == (25 if board else 100) and data["router"] == "router2"
     for resource, entry in data["resources"].items():
         assert 0 < entry["used"] <= entry["available"], resource
     est, syn = data["estimate"], data["synthesis"]
