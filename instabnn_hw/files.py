@@ -25,6 +25,7 @@ import errno
 import os
 import re
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def _first_existing(absolute: Path) -> Path:
 
 def _probe(folder: Path, label: str) -> None:
     """Creates and removes a file in ``folder``: permissions alone do not tell (root, read-only mounts, /proc)."""
-    probe = folder / f".probe.{os.getpid()}{STAGING_SUFFIX}"
+    # the thread too: threads of one process (bench/hardware.py --jobs 2) probe the same folder at once
+    probe = folder / f".probe.{os.getpid()}-{threading.get_native_id()}{STAGING_SUFFIX}"
     try:
         os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         os.unlink(probe)

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -130,6 +131,29 @@ def test_regenerating_replaces_the_design_and_its_builds_and_says_so(tmp_path, c
 def test_an_empty_folder_is_a_fine_out(tmp_path):
     (tmp_path / "empty").mkdir()
     assert main(["generate", *SMALL, "--out", str(tmp_path / "empty")]) == 0
+
+
+def test_two_threads_check_one_parent_under_names_of_their_own(tmp_path, monkeypatch):
+    """Threads of one process (bench/hardware.py --jobs 2) probe one parent at once: each under its own name."""
+    from instabnn_hw import files
+
+    probes, real_open = [], os.open
+
+    def recording_open(path, *args):
+        probes.append(Path(path).name)
+        return real_open(path, *args)
+
+    monkeypatch.setattr(files.os, "open", recording_open)
+
+    def check(name):
+        files.check_output_folder(tmp_path / name, label=f"--out {name}", owner=lambda path: None)
+
+    workers = [threading.Thread(target=check, args=(name,)) for name in ("a", "b")]
+    for worker in workers:
+        worker.start()
+        worker.join()
+    assert len(probes) == 2 and probes[0] != probes[1]
+    assert not list(tmp_path.iterdir())
 
 
 JSON_OUT = {
