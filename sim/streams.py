@@ -105,15 +105,13 @@ def run_stream_cases(
     valid_probability: float = 0.6,
     ready_probability: float = 0.6,
     max_cycles: int = 500_000,
-    extra_sources: Sequence[Path] = (),
 ) -> dict:
     """Run ``cases`` in one cocotb simulation; return the testbench's record.
 
     The shared modules a component built with ``external_modules`` instantiates
     (:func:`~instabnn_hw.hw.verilog_modules.module_sources`, with the cases' popcount sizes) are
-    written to ``build_dir`` and compiled with the bundle; ``extra_sources`` are further Verilog
-    files it needs. The simulator runs in ``build_dir / simulator``,
-    so a relative ``$readmemh`` path resolves there.
+    written to ``build_dir`` and compiled with the bundle. The simulator runs in
+    ``build_dir / simulator``, so a relative ``$readmemh`` path resolves there.
 
     The record holds, per output stream, the cycle of every transfer. Raises ``AssertionError``
     naming the case, stream, index, expected and received payload of the first mismatches,
@@ -168,7 +166,7 @@ def run_stream_cases(
             build_dir=build_dir / simulator,
             simulator=simulator,
             extra_env=env,
-            extra_sources=[*shared, *extra_sources],
+            extra_sources=shared,
         )
     except AssertionError as error:
         if not record_path.exists():
