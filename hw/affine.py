@@ -115,6 +115,14 @@ def _register(m: Module, domain: str, enable, value, name: str, shape=None):
     return reg
 
 
+def _beside_product(m: Module, domain: str, enable, value, name: str):
+    """``value`` delayed by :data:`~.multiplier.MUL_LATENCY` enabled edges, to meet a product of
+    values presented with it (an int stays as it is)."""
+    for k in range(MUL_LATENCY):
+        value = _register(m, domain, enable, value, f"{name}{k + 1}")
+    return value
+
+
 def _intersect(derived: tuple[int, int], given) -> tuple[int, int]:
     if given is None:
         return derived
@@ -168,9 +176,10 @@ def requantise_datapath(
 ) -> Signal:
     """Build ``clamp(round_shift(x * mult + bias, shift), low, high)`` for one element into ``m``.
 
-    Four registered stages (the product's two, :func:`~.multiplier.registered_product`; add the
-    bias and the rounding constant; shift and clamp), each advancing on a clock edge of
-    ``domain`` where ``enable`` is high: the returned signal
+    Registered stages: the product's :data:`~.multiplier.MUL_LATENCY`
+    (:func:`~.multiplier.registered_product`), then add the bias and the rounding constant, then
+    shift and clamp, each advancing on a clock edge of ``domain`` where ``enable`` is high: the
+    returned signal
     (shape ``shape_for(low, high)``) holds the result :data:`REQUANTISE_LATENCY` enabled edges
     after ``x``, ``mult`` and ``bias`` were presented. ``mult`` and ``bias`` are ints (constants)
     or Amaranth values (e.g. a table read or a register), delayed inside alongside ``x``.
@@ -202,18 +211,18 @@ def requantise_datapath(
     pb = _intersect(product_range(xb, mb), product_bounds)
     sb = _intersect((pb[0] + bb[0], pb[1] + bb[1]), sum_bounds)
     sb_rounded = (sb[0] + rnd, sb[1] + rnd)
-    # stages 1 and 2: the product
+    # the product's stages
     product = registered_product(
         m, _operand(x, xb), _operand(mult, mb), enable=enable, domain=domain, external_modules=external_modules,
         name=f"{name}_mul",
     )  # fmt: skip
-    bias2 = _register(m, domain, enable, _register(m, domain, enable, bias, f"{name}_bias1"), f"{name}_bias2")
-    # stage 3: sum with the rounding constant
+    bias_now = _beside_product(m, domain, enable, bias, f"{name}_bias")
+    # the sum with the rounding constant
     total = Signal(shape_for(*sb_rounded), name=f"{name}_sum")
-    addend = bias2 + rnd if isinstance(bias2, int) else bias2 + Const(rnd)
+    addend = bias_now + rnd if isinstance(bias_now, int) else bias_now + Const(rnd)
     with m.If(enable):
         m.d[domain] += total.eq(hdl_fit(hdl_fit(product, *pb) + addend, *sb_rounded))
-    # stage 4: shift (floor) and clamp
+    # shift (floor) and clamp
     natural = (sb_rounded[0] >> shift, sb_rounded[1] >> shift)
     return _output(m, domain, enable, total >> shift, natural, low, high, f"{name}_out")
 
@@ -256,15 +265,15 @@ def rprelu_datapath(
 ) -> Signal:
     """Build :func:`rprelu` for one element into ``m``; reusable with per-image parameters.
 
-    Five registered stages (``u = x - gamma``; two for ``u << slope_shift`` and ``u * slope``,
-    :func:`~.multiplier.registered_product`; ``w = v + zeta`` plus the rounding constant, ``v``
-    the branch ``u``'s sign picks; ``clamp(w >> out_shift, low, high)``), each advancing on a
-    clock edge of
-    ``domain`` where ``enable`` is high. The returned signal (shape ``shape_for(low, high)``)
-    holds the result :data:`RPRELU_LATENCY` enabled edges after ``x``, ``gamma``, ``slope`` and
-    ``zeta`` were presented together: each of the three may be an int (a constant: no logic) or
-    an Amaranth value (a table read, or INSTA-PReLU's per-image register); values are carried
-    along the pipeline with ``x``, so a parameter may change on the very next edge.
+    Registered stages: ``u = x - gamma``; :data:`~.multiplier.MUL_LATENCY` for ``u << slope_shift``
+    and ``u * slope`` (:func:`~.multiplier.registered_product`); ``w = v + zeta`` plus the rounding
+    constant, ``v`` the branch ``u``'s sign picks; ``clamp(w >> out_shift, low, high)``; each
+    advancing on a clock edge of ``domain`` where ``enable`` is high. The returned signal (shape
+    ``shape_for(low, high)``) holds the result :data:`RPRELU_LATENCY` enabled edges after ``x``,
+    ``gamma``, ``slope`` and ``zeta`` were presented together: each of the three may be an int (a
+    constant: no logic) or an Amaranth value (a table read, or INSTA-PReLU's per-image register);
+    values are carried along the pipeline with ``x``, so a parameter may change on the very next
+    edge.
 
     Parameters
     ----------
@@ -298,10 +307,9 @@ def rprelu_datapath(
     slope1 = _register(m, domain, enable, slope, f"{name}_slope")
     zeta1 = _register(m, domain, enable, zeta, f"{name}_zeta1")
 
-    # stages 2 and 3: the two branches of the PReLU, each registered twice (the product on a
-    # DSP block's own registers)
+    # the two branches of the PReLU, each registered as long as the product takes
     def delayed(value, label):
-        return _register(m, domain, enable, _register(m, domain, enable, value, f"{name}_{label}2"), f"{name}_{label}3")
+        return _beside_product(m, domain, enable, value, f"{name}_{label}")
 
     shifted = product = None
     if r["u"][1] >= 0:  # u may be >= 0: u << slope_shift
@@ -319,12 +327,12 @@ def rprelu_datapath(
     else:
         v = Mux(delayed(u[-1], "negative"), product, shifted)
     zeta3 = delayed(zeta1, "zeta")
-    # stage 4: add zeta and the rounding constant
+    # add zeta and the rounding constant
     addend = zeta3 + rnd if isinstance(zeta3, int) else zeta3 + Const(rnd)
     total = Signal(shape_for(*r["w"]), name=f"{name}_w")
     with m.If(enable):
         m.d[domain] += total.eq(hdl_fit(v + addend, *r["w"]))
-    # stage 5: shift (floor) and clamp
+    # shift (floor) and clamp
     return _output(m, domain, enable, total >> out_shift, r["y"], low, high, f"{name}_out")
 
 

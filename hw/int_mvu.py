@@ -113,8 +113,8 @@ class IntMatrixVectorParameters(MatrixVectorParameters):
     @property
     def latency(self) -> int:
         """Cycles from the transfer of a vector's last input word to its first output word's
-        ``valid`` (no back-pressure): memory read, operand registers, the products' two
-        registers, tree stages, accumulator."""
+        ``valid`` (no back-pressure): memory read, operand registers, the products'
+        :data:`~.multiplier.MUL_LATENCY` registers, tree stages, accumulator."""
         return 3 + MUL_LATENCY + self.tree_stages
 
     @property
@@ -270,7 +270,7 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
         tags = [valid1, first1, last1]
         tags = [self._delay(m, advance, t, f"{n}2") for t, n in zip(tags, ("valid", "first", "last"), strict=True)]
 
-        # stages 3 and 4: products, on DSP blocks' own registers
+        # the products' stages (:func:`registered_product`), on DSP blocks' own registers
         x_bounds = bounds(self._in_shape)
         w_bounds = (int(self._weights.min()), int(self._weights.max()))
         p_bounds = _intersect(product_range(x_bounds, w_bounds), self._acc_bounds)
@@ -283,7 +283,7 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
                 )
                 row.append(hdl_fit(product, *p_bounds))
             terms.append(row)
-        for stage in (3, 4):
+        for stage in range(3, 3 + MUL_LATENCY):
             tags = [
                 self._delay(m, advance, t, f"{n}{stage}") for t, n in zip(tags, ("valid", "first", "last"), strict=True)
             ]

@@ -16,9 +16,10 @@ from amaranth.lib.wiring import In, Out
 
 from .banks import bank_bits, constant_memory, counter, ram_ports
 from .fixed import hdl_ceil_shift, hdl_clamp, shape_for
-from .intervals import array_bounds, imul, shape_of
+from .intervals import array_bounds, shape_of
 from .layouts import channel_word
 from .moments_parameters import MomentsThresholdParameters
+from .multiplier import registered_product
 from .options import ExternalModules
 from .se_mlp import SeMlp
 
@@ -46,10 +47,10 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
     Evaluator (``eval_cycles``): one start cycle, then ``channels * steps_per_channel`` cycles
     (per channel: latch its sums; the multiplications of ``var`` / ``skew`` and, for ``"th"``,
     one multiply-accumulate of ``beta . F`` per statistic, scheduled on one shared multiplier
-    with registered operands and product (:attr:`MUL_LATENCY`); one write step); for ``"th+"``
+    (:func:`~.multiplier.registered_product`, :data:`~.multiplier.MUL_LATENCY` steps); one write step); for ``"th+"``
     then FC1 (``ceil(hidden / parallel) * len(stats) * C`` cycles) and FC2 (``ceil(hidden /
     parallel) * C`` cycles) on ``parallel`` multipliers, plus 4. For example
-    ``steps_per_channel`` is 5 for ``"th"`` with ``("m3",)``, 12 with ``("m1", "var", "skew")``,
+    ``steps_per_channel`` is 6 for ``"th"`` with ``("m3",)``, 15 with ``("m1", "var", "skew")``,
     2 for ``"th+"`` with raw moments only.
 
     Storage (:attr:`memory_bits`): the frame buffer (``2 * frame_words`` words of ``simd``
@@ -319,13 +320,13 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         if operands:
             mul_a = Signal(shape_of(*(o[1] for o in operands.values())), name="mul_a")
             mul_b = Signal(shape_of(*(o[3] for o in operands.values())), name="mul_b")
-            product = Signal(shape_of(*(imul(o[1], o[3]) for o in operands.values())), name="product")
             order = list(operands)
             a_sel, b_sel = operands[order[0]][0], operands[order[0]][2]
             for name in order[1:]:
                 issuing = net.step == actions[f"issue:{name}"]
                 a_sel, b_sel = Mux(issuing, operands[name][0], a_sel), Mux(issuing, operands[name][2], b_sel)
-            m.d.sync += [mul_a.eq(a_sel), mul_b.eq(b_sel), product.eq(mul_a * mul_b)]
+            m.d.comb += [mul_a.eq(a_sel), mul_b.eq(b_sel)]
+            product = registered_product(m, mul_a, mul_b, external_modules=self._external_modules, name="mul")
         first_mac = min((actions[f"commit:mac{j}"] for j in range(ns)), default=None) if self._mode == "th" else None
         for name in operands:
             with m.If(at[actions[f"commit:{name}"]]):

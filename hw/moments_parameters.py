@@ -31,6 +31,7 @@ from .insta import (
     thplus_thresholds,
 )
 from .intervals import array_bounds, hull, iadd, imul, iscale, isquare, prefix_bounds, shape_of
+from .multiplier import MUL_LATENCY, registered_product_blocks
 from .se_mlp import SeMlpParameters
 
 __all__ = ["MomentsThresholdParameters"]
@@ -45,9 +46,6 @@ class MomentsThresholdParameters(FrameParameters):
     #: reader, the writer and the sums pipeline to its next start, which makes
     #: ``max(frame_words, eval_cycles + EVAL_GAP)`` the exact steady-state frame period.
     EVAL_GAP = 4
-
-    #: Cycles from a multiplication's issue (operands registered) to its commit (product used).
-    MUL_LATENCY = 2
 
     def __init__(
         self,
@@ -134,13 +132,14 @@ class MomentsThresholdParameters(FrameParameters):
     def _feature_program(self) -> list[list[str]]:
         """Per-channel steps of the evaluator: a list scheduler over the one shared multiplier.
 
-        Step 0 latches the channel's sums. A multiplication is issued (operands into registers)
-        in one step, its product registered in the next, and committed ``MUL_LATENCY`` steps
-        after the issue; at most one issue per step, in this order: ``sq`` (``q = S1 * S1``),
-        the ``beta . F`` multiply-accumulates (``macJ``, ``"th"`` only) of the statistics other
-        than ``skew``, ``sk`` (``p = N**2*S3 + S1 * r``, the skew polynomial in Horner form,
-        after ``r = 2q - 3N*S2``), then ``skew``'s. The last step (``w``) writes the threshold
-        (``"th"``) or the features (``"th+"``) once every value it needs is committed.
+        Step 0 latches the channel's sums. A multiplication is issued (operands presented to the
+        shared :func:`~.multiplier.registered_product`) in one step and committed
+        :data:`~.multiplier.MUL_LATENCY` steps after the issue; at most one issue per step, in this
+        order: ``sq`` (``q = S1 * S1``), the ``beta . F`` multiply-accumulates (``macJ``, ``"th"``
+        only) of the statistics other than ``skew``, ``sk`` (``p = N**2*S3 + S1 * r``, the skew
+        polynomial in Horner form, after ``r = 2q - 3N*S2``), then ``skew``'s. The last step (``w``)
+        writes the threshold (``"th"``) or the features (``"th+"``) once every value it needs is
+        committed.
         """
         names, th = self._stats, self._mode == "th"
         steps: dict[int, list[str]] = {0: ["load"]}
@@ -159,8 +158,8 @@ class MomentsThresholdParameters(FrameParameters):
                 ready["r"] = ready["q"] + 1
             t = max([t] + [ready[n] for n in needs])
             steps.setdefault(t, []).append(f"issue:{name}")
-            steps.setdefault(t + self.MUL_LATENCY, []).append(f"commit:{name}")
-            ready[dest] = t + self.MUL_LATENCY + 1
+            steps.setdefault(t + MUL_LATENCY, []).append(f"commit:{name}")
+            ready[dest] = t + MUL_LATENCY + 1
             t += 1
         last = max(ready.values())
         steps.setdefault(last, []).append("w")
@@ -287,7 +286,7 @@ class MomentsThresholdParameters(FrameParameters):
         blocks = self._simd * lane
         shared = self._shared_operand_bounds()
         if shared:
-            blocks += product_blocks(
+            blocks += registered_product_blocks(
                 shape_of(*(a for a, _ in shared.values())), shape_of(*(b for _, b in shared.values()))
             )
         if "var" in self._stats:

@@ -1,38 +1,43 @@
-"""Multiplications that fit one DSP block, registered on both sides inside it.
+"""Multiplications on DSP blocks with the blocks' own registers, and a register after them.
 
 ECP5's ``MULT18X18D`` takes 3.9 ns without its registers and 0.74 ns with them (Project Trellis,
 speed grade 6), and Yosys maps ``*`` to the former, with the operand and product flip-flops in
-the fabric around it: a product alone then caps a design near 145 MHz. :func:`registered_product`
-builds ``a * b`` with both operands registered and the product registered, :data:`MUL_LATENCY`
-enabled clock edges from the operands to the product, in one of two forms with the same cycles:
+the fabric around it, and splits a product wider than one block over several such blocks, whose
+partial products carry chains then add in the same cycle: a wide product alone caps a design
+near 50 MHz. :func:`registered_product` builds ``a * b`` in :data:`MUL_LATENCY` enabled clock
+edges: the operands registered, each block's product registered, then the sum of the blocks'
+partial products (or the one block's product) registered in the fabric, which also takes the
+route out of a block the placer put far away into a cycle of its own. Two forms, the same cycles:
 
 * inline (for Amaranth's simulator): three Amaranth registers around ``*``;
-* ``external_modules`` (for Verilog output): an instance of :data:`MULTIPLIER_MODULE`, whose
-  source :func:`multiplier_verilog` the compiler writes beside the design. Synthesis for ECP5
-  (``-DINSTABNN_ECP5``) makes it a ``MULT18X18D`` with its input and output registers; every other
-  reader (Verilator, Icarus, Yosys for iCE40) gets the same registers in plain Verilog.
+* ``external_modules`` (for Verilog output): one instance of :data:`MULTIPLIER_MODULE` per pair
+  of operand pieces (:func:`operand_pieces`: each operand cut into pieces one block input
+  holds), whose source :func:`multiplier_verilog` the compiler writes beside the design.
+  Synthesis for ECP5 (``-DINSTABNN_ECP5``) makes each a ``MULT18X18D`` with its input and output
+  registers; every other reader (Verilator, Icarus, Yosys for iCE40) gets the same registers
+  in plain Verilog.
 
-Only products whose operands fit a DSP block (:func:`fits_dsp`: 18 bits signed, or 17 bits
-unsigned as a signed operand would need 18) take the instance; a wider product stays inline
-(Yosys splits it over several blocks, unregistered), and so does a product by a constant that
-Yosys makes a shift (0, +-1, a power of two: :func:`~.dsp.constant_product_blocks`). A constant
-operand is never registered, so Yosys still sees it. :func:`registered_product_blocks` counts
-the blocks of either form; the components' figures read it.
+A product by a constant stays inline where Yosys makes it shifts (0, +-1, a power of two:
+:func:`~.dsp.constant_product_blocks`) or where the constant does not fit one block input (Yosys
+splits it, unregistered); a constant operand is never registered, so Yosys still sees it.
+:func:`registered_product_blocks` counts the blocks of either form; the components' figures read it.
 """
 
 from __future__ import annotations
 
 from amaranth.hdl import ClockSignal, Const, Instance, Module, Shape, Signal, Value
 
-from .dsp import constant_product_blocks, product_blocks
+from .dsp import constant_product_blocks
 from .fixed import shape_for
 
 __all__ = [
+    "BLOCK_LATENCY",
     "DSP_BITS",
     "MULTIPLIER_MODULE",
     "MUL_LATENCY",
     "fits_dsp",
     "multiplier_verilog",
+    "operand_pieces",
     "registered_product",
     "registered_product_blocks",
 ]
@@ -40,8 +45,13 @@ __all__ = [
 #: Name of the Verilog module of :func:`multiplier_verilog`.
 MULTIPLIER_MODULE = "instabnn_mul"
 
-#: Enabled clock edges from the operands to the product: the operand registers, then the product's.
-MUL_LATENCY = 2
+#: Enabled clock edges of :data:`MULTIPLIER_MODULE` from its operands to its product: the
+#: operand registers, then the product's.
+BLOCK_LATENCY = 2
+
+#: Enabled clock edges of :func:`registered_product` from its operands to the product: the
+#: block's two, then the register of the partial products' sum.
+MUL_LATENCY = BLOCK_LATENCY + 1
 
 #: Operand bits of one ECP5 ``MULT18X18D``.
 DSP_BITS = 18
@@ -49,29 +59,48 @@ DSP_BITS = 18
 
 def fits_dsp(a_shape: Shape, b_shape: Shape) -> bool:
     """Whether ``a * b`` of these shapes is one ``MULT18X18D`` (each operand at most 18 bits as signed)."""
-    a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
-    return all(s.width + (not s.signed) <= DSP_BITS for s in (a_shape, b_shape))
+    return _fits_input(a_shape) and _fits_input(b_shape)
+
+
+def _fits_input(shape) -> bool:
+    shape = Shape.cast(shape)
+    return shape.width + (not shape.signed) <= DSP_BITS
+
+
+def operand_pieces(shape) -> list[tuple[int, Shape]]:
+    """``(offset, shape)`` of the pieces of an operand of ``shape`` that each fit one block input:
+    17-bit unsigned pieces from the bottom, then the rest with the operand's signedness (at most
+    18 bits signed, 17 unsigned). One piece, the operand itself, where it fits."""
+    shape = Shape.cast(shape)
+    top = DSP_BITS - (not shape.signed)
+    pieces, offset = [], 0
+    while shape.width - offset > top:
+        pieces.append((offset, Shape(DSP_BITS - 1, signed=False)))
+        offset += DSP_BITS - 1
+    pieces.append((offset, Shape(shape.width - offset, signed=shape.signed)))
+    return pieces
 
 
 def _product_form(a, b, *, width: int | None = None) -> tuple[int, bool]:
     """MULT18X18D blocks of :func:`registered_product` of operands ``a`` and ``b`` (shapes, or ints
-    for constants) in ECP5 output, and whether the product takes the multiplier instance."""
+    for constants) in ECP5 output, and whether the product takes multiplier instances."""
     if isinstance(a, int):
         a, b = b, a
     if isinstance(a, int):
         return 0, False
     if isinstance(b, int):
-        on_dsp = constant_product_blocks(a, b) > 0 and fits_dsp(a, shape_for(b, b))
-        return (1, True) if on_dsp else (constant_product_blocks(a, b, width=width), False)
-    return (1, True) if fits_dsp(a, b) else (product_blocks(a, b), False)
+        on_dsp = constant_product_blocks(a, b) > 0 and _fits_input(shape_for(b, b))
+        blocks = len(operand_pieces(a)) if on_dsp else constant_product_blocks(a, b, width=width)
+        return blocks, on_dsp
+    return len(operand_pieces(a)) * len(operand_pieces(b)), True
 
 
 def registered_product_blocks(a, b, *, width: int | None = None) -> int:
     """MULT18X18D blocks of :func:`registered_product` in ECP5 output (``external_modules``).
 
     ``a`` and ``b`` are operand shapes, or ints for constant operands; ``width`` is the count
-    of low product bits kept (``None``: all). One block on the instance, else as Yosys maps
-    the product (:mod:`.dsp`).
+    of low product bits kept (``None``: all). One block per pair of operand pieces on the
+    instances, else as Yosys maps the product (:mod:`.dsp`).
     """
     return _product_form(a, b, width=width)[0]
 
@@ -87,28 +116,33 @@ def registered_product(
     """``a * b`` (``a`` and ``b`` Amaranth values) :data:`MUL_LATENCY` enabled edges after they were presented.
 
     The returned signal has the full product's shape. Every register advances on an edge of
-    ``domain`` where ``enable`` is high; with ``external_modules`` and operands that fit a DSP
-    block, the registers are the block's own (see the module notes).
+    ``domain`` where ``enable`` is high; with ``external_modules`` the operand and block product
+    registers are the blocks' own (see the module notes).
     """
     a, b = Value.cast(a), Value.cast(b)
-    a_shape, b_shape = a.shape(), b.shape()
     # no reset, as the DSP block's registers: a product is only read where a valid bit says so
     product = Signal((a * b).shape(), name=f"{name}_product", reset_less=True)
     if external_modules and domain == "sync" and _product_form(_operand(a), _operand(b))[1]:
-        p = Signal(a_shape.width + b_shape.width, name=f"{name}_p")
-        m.submodules[name] = Instance(
-            MULTIPLIER_MODULE,
-            p_A_WIDTH=a_shape.width,
-            p_B_WIDTH=b_shape.width,
-            p_A_SIGNED=int(a_shape.signed),
-            p_B_SIGNED=int(b_shape.signed),
-            i_clk=ClockSignal(domain),
-            i_ce=enable,
-            i_a=a,
-            i_b=b,
-            o_p=p,
-        )
-        m.d.comb += product.eq(p.as_signed() if product.shape().signed else p)
+        partials = []
+        for i, (a_offset, a_shape) in enumerate(_pieces(a)):
+            for j, (b_offset, b_shape) in enumerate(_pieces(b)):
+                p = Signal(a_shape.width + b_shape.width, name=f"{name}_p{i}_{j}")
+                m.submodules[f"{name}_{i}_{j}"] = Instance(
+                    MULTIPLIER_MODULE,
+                    p_A_WIDTH=a_shape.width,
+                    p_B_WIDTH=b_shape.width,
+                    p_A_SIGNED=int(a_shape.signed),
+                    p_B_SIGNED=int(b_shape.signed),
+                    i_clk=ClockSignal(domain),
+                    i_ce=enable,
+                    i_a=a[a_offset : a_offset + a_shape.width],
+                    i_b=b[b_offset : b_offset + b_shape.width],
+                    o_p=p,
+                )
+                partial = p.as_signed() if (a_shape.signed or b_shape.signed) else p
+                partials.append(partial << (a_offset + b_offset))
+        with m.If(enable):
+            m.d[domain] += product.eq(sum(partials[1:], partials[0]))
         return product
     operands = []
     for label, value in (("a", a), ("b", b)):
@@ -119,9 +153,17 @@ def registered_product(
         with m.If(enable):
             m.d[domain] += reg.eq(value)
         operands.append(reg)
+    block = Signal((a * b).shape(), name=f"{name}_p", reset_less=True)
     with m.If(enable):
-        m.d[domain] += product.eq(operands[0] * operands[1])
+        m.d[domain] += [block.eq(operands[0] * operands[1]), product.eq(block)]
     return product
+
+
+def _pieces(value: Value) -> list[tuple[int, Shape]]:
+    """:func:`operand_pieces` of a variable; a constant is one piece (it fits one block input)."""
+    if isinstance(value, Const):
+        return [(0, shape_for(value.value, value.value))]
+    return operand_pieces(value.shape())
 
 
 def multiplier_verilog() -> str:
@@ -129,7 +171,8 @@ def multiplier_verilog() -> str:
 
     Parameters ``A_WIDTH``, ``B_WIDTH`` (1 to 18, an unsigned operand at most 17) and
     ``A_SIGNED``, ``B_SIGNED``; ports ``clk``, ``ce``, ``a``, ``b`` and ``p`` (``A_WIDTH + B_WIDTH``
-    bits, signed when either operand is). ``p`` is ``a * b`` two ``ce`` edges after ``a`` and ``b``.
+    bits, signed when either operand is). ``p`` is ``a * b`` :data:`BLOCK_LATENCY` ``ce`` edges after
+    ``a`` and ``b``.
     """
     inputs = " ".join(f".A{k}(a18[{k}]), .B{k}(b18[{k}]), .C{k}(1'b0)," for k in range(18))
     outputs = ", ".join(f".P{k}(p36[{k}])" for k in range(36))

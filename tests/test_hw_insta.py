@@ -302,12 +302,13 @@ def test_moments_threshold_matches_model(unit, valid, ready):
 def test_evaluator_programs_and_cycle_counts():
     rng = np.random.default_rng(0)
     cases = [
-        # load, issue the multiply-accumulate, (product), commit, write
-        ({"stats": ("m3",)}, 5),
-        # load, sq, mac m1, commit sq, mac var + r, sk, -, commit sk, mac skew, -, commit, write
-        ({"stats": ("m1", "var", "skew")}, 12),
+        # load, issue the multiply-accumulate, (operands), (block product), commit, write
+        ({"stats": ("m3",)}, 6),
+        # load, sq, mac m1, -, commit sq, commit mac m1 + mac var + r, sk, -, commit mac var,
+        # commit sk, mac skew, -, -, commit, write
+        ({"stats": ("m1", "var", "skew")}, 15),
         ({"mode": "th+", "stats": ("m3",)}, 2),  # load, write the features to the MLP's memory
-        ({"mode": "th+", "stats": ("skew",)}, 9),  # load, sq, -, commit, r, sk, -, commit, write
+        ({"mode": "th+", "stats": ("skew",)}, 11),  # load, sq, -, -, commit, r, sk, -, -, commit, write
     ]
     for kw, steps in cases:
         dut = make_unit(rng, **kw)
@@ -508,12 +509,13 @@ def test_moments_threshold_parameters_give_the_figures_without_ports():
     }
     parameters = MomentsThreshold.parameters(**p)
     assert type(parameters) is MomentsThresholdParameters and not hasattr(parameters, "signature")
-    # 8 words a frame; per channel 5 steps: load the sums, issue beta*F, product, commit, write
-    assert (parameters.frame_words, parameters.steps_per_channel, parameters.eval_cycles) == (8, 5, 1 + 2 * 5)
+    # 8 words a frame; per channel 6 steps: load the sums, issue beta*F, its operands and its block
+    # product registered, commit, write
+    assert (parameters.frame_words, parameters.steps_per_channel, parameters.eval_cycles) == (8, 6, 1 + 2 * 6)
     # S1 of 4 signed(4) pixels in [-32, 28]: signed(6) sums and features; thresholds in [-8, 8]: signed(5)
     assert parameters.lut_features() == (1.0, 4.0, 6.0, 6.0 + 5.0)
     # memory: frame 2*8*4, sums 2*2*6, thresholds 2*2*5, alpha 2*signed(3), beta 2*signed(2)
-    expected = Figures(cycles=11 + 4, latency=8 + 11 + 5, post=11 + 5, luts=367, memory_bits=118, multipliers=1)
+    expected = Figures(cycles=13 + 4, latency=8 + 13 + 5, post=13 + 5, luts=367, memory_bits=118, multipliers=1)
     assert parameters.figures(8) == expected
     unit = MomentsThreshold(**p, external_modules=True)
     assert unit.figures(8) == expected and unit.external_modules
@@ -801,8 +803,9 @@ def test_insta_prelu_parameters_give_the_figures_without_ports():
     # MLP: 1 chunk x 1 feature (FC1) + 2 outputs x 1 chunk (FC2) + 3, then 2 to the last write
     assert (parameters.frame_words, parameters.mlp_cycles) == (4, 1 + 2 + 3 + 2)
     assert parameters.lut_features() == (1.0, 4.0, 4.0, 1.0)
-    # 1 statistics word + the MLP, then the parameter fetch and RPReLU's 5 stages
-    latency = 1 + 8 + 1 + 5
+    # 1 statistics word + the MLP, then the parameter fetch and RPReLU's 6 stages (u, the product's
+    # 3, the sum, the clamp)
+    latency = 1 + 8 + 1 + 6
     # memory: gamma banks 2*2*unsigned(2) (gamma + delta in [0, 3]), zeta 2*1, slope 2*1, base 2*1,
     # MLP features 1*3, w1 1*1, b1 1*1, w2 2*1
     expected = Figures(cycles=1 + 8, latency=latency, post=latency - 1 - 8, luts=841, memory_bits=21, multipliers=2)

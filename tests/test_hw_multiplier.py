@@ -6,16 +6,17 @@ import subprocess
 
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import Const, Module, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Shape, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
-from instabnn_hw.hw.dsp import constant_product_blocks, product_blocks
-from instabnn_hw.hw.fixed import bounds
+from instabnn_hw.hw.dsp import constant_product_blocks
+from instabnn_hw.hw.fixed import bounds, shape_for
 from instabnn_hw.hw.multiplier import (
+    BLOCK_LATENCY,
     MUL_LATENCY,
     MULTIPLIER_MODULE,
-    fits_dsp,
     multiplier_verilog,
+    operand_pieces,
     registered_product,
     registered_product_blocks,
 )
@@ -63,34 +64,43 @@ def test_a_constant_operand_is_not_registered(constant):
 
 
 @pytest.mark.parametrize(
-    ("a", "b", "on_instance"),
+    ("a", "b", "instances"),
     [
-        (signed(8), signed(8), True),
-        (unsigned(17), signed(18), True),
-        (unsigned(18), signed(8), False),  # 19 bits as a signed operand
-        (signed(19), signed(2), False),
-        (signed(12), 5, True),
-        (unsigned(12), -3, True),
-        (signed(12), 4, False),  # a shift
-        (signed(12), -1, False),
-        (signed(12), 0, False),
-        (signed(12), 1 << 20, False),
-        (signed(12), 300001, False),  # the constant needs 20 bits
+        (signed(8), signed(8), 1),
+        (unsigned(17), signed(18), 1),
+        (unsigned(18), signed(8), 2),  # 19 bits as a signed operand: two pieces
+        (signed(19), signed(2), 2),
+        (signed(36), unsigned(30), 6),  # 17 + 17 + 2 signed bits, times 17 + 13
+        (signed(12), 5, 1),
+        (unsigned(12), -3, 1),
+        (signed(40), 5, 3),
+        (signed(12), 4, 0),  # a shift
+        (signed(12), -1, 0),
+        (signed(12), 0, 0),
+        (signed(12), 1 << 20, 0),
+        (signed(12), 300001, 0),  # the constant needs 20 bits: Yosys splits it
     ],
 )
-def test_the_instance_is_taken_where_a_block_holds_the_product(a, b, on_instance):
+def test_a_product_takes_one_instance_per_pair_of_pieces(a, b, instances):
     m = Module()
     x = Signal(a)
     y = Const(b, signed(24)) if isinstance(b, int) else Signal(b)
     registered_product(m, x, y, external_modules=True)
     ports = [x] if isinstance(b, int) else [x, y]
-    assert (MULTIPLIER_MODULE in verilog.convert(m, ports=ports, emit_src=False)) == on_instance
-    if on_instance:
-        assert registered_product_blocks(a, b) == registered_product_blocks(b, a) == 1
-    elif isinstance(b, int):
-        assert registered_product_blocks(a, b) == constant_product_blocks(a, b)
+    assert verilog.convert(m, ports=ports, emit_src=False).count(f"{MULTIPLIER_MODULE} ") == instances
+    if instances:
+        assert registered_product_blocks(a, b) == registered_product_blocks(b, a) == instances
     else:
-        assert not fits_dsp(a, b) and registered_product_blocks(a, b) == product_blocks(a, b)
+        assert registered_product_blocks(a, b) == constant_product_blocks(a, b)
+
+
+@pytest.mark.parametrize("shape", [signed(18), unsigned(17), signed(19), unsigned(18), signed(52), unsigned(35)])
+def test_the_pieces_cover_the_operand_and_each_fits_a_block_input(shape):
+    pieces = operand_pieces(shape)
+    assert [offset for offset, _ in pieces] == [17 * k for k in range(len(pieces))]
+    assert sum(piece.width for _, piece in pieces) == shape.width
+    assert all(piece.width + (not piece.signed) <= 18 for _, piece in pieces)
+    assert [piece.signed for _, piece in pieces] == [False] * (len(pieces) - 1) + [shape.signed]
 
 
 def test_two_constants_take_no_block():
@@ -101,7 +111,7 @@ MODULE_CASES = [(18, 1, 18, 1), (17, 0, 18, 1), (8, 0, 5, 0), (3, 1, 11, 0), (1,
 
 
 def _testbench(cases, rng):
-    """Verilog driving one instance per case with random operands, printing each product after two edges."""
+    """Verilog driving one instance per case with random operands, printing each product after its edges."""
     lines = ["`timescale 1ns/1ps", "module tb;", "    reg clk = 0; reg ce = 0;"]
     expected = []
     for k, (aw, asg, bw, bsg) in enumerate(cases):
@@ -123,10 +133,10 @@ def _testbench(cases, rng):
         lines += [f"        ce = {int(go)};", "        #1 clk = 1; #1 clk = 0;"]
         if go:
             history.append(values)
-        if len(history) >= MUL_LATENCY:
+        if len(history) >= BLOCK_LATENCY:
             for k, (aw, _, bw, _) in enumerate(cases):
                 lines.append(f'        $display("%0d %0d", {k}, p{k});')
-                expected.append(f"{k} {history[-MUL_LATENCY][k] % (1 << (aw + bw))}")
+                expected.append(f"{k} {history[-BLOCK_LATENCY][k] % (1 << (aw + bw))}")
     lines += ["        $finish;", "    end", "endmodule"]
     return "\n".join(lines) + "\n", expected
 
@@ -137,6 +147,59 @@ def test_the_verilog_module_multiplies_after_two_enabled_edges(tmp_path):
     bench, expected = _testbench(MODULE_CASES, random.Random(11))
     (tmp_path / "tb.v").write_text(bench)
     subprocess.run(["iverilog", "-g2005", "-o", "tb.vvp", "tb.v", "mul.v"], cwd=tmp_path, check=True)
+    out = subprocess.run(["vvp", "-n", "tb.vvp"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+    printed = [line for line in out.splitlines() if line and not line.startswith(("VCD", "tb.v"))]
+    assert len(expected) > 200 and printed == expected
+
+
+WIDE_CASES = [(signed(30), signed(4)), (unsigned(35), signed(20)), (signed(36), unsigned(30)), (signed(40), -70001)]
+
+
+def test_products_over_several_blocks_under_icarus(tmp_path):
+    """The ``external_modules`` form, pieces and their sum, equals ``a * b`` after its latency."""
+    m, ports, rng = Module(), [], random.Random(5)
+    enable = Signal(name="en")
+    cases = []
+    for k, (a_shape, b) in enumerate(WIDE_CASES):
+        a = Signal(a_shape, name=f"a{k}")
+        b_value = Const(b, shape_for(b, b)) if isinstance(b, int) else Signal(b, name=f"b{k}")
+        product = registered_product(m, a, b_value, enable=enable, external_modules=True, name=f"mul{k}")
+        out = Signal(product.shape(), name=f"p{k}")
+        m.d.comb += out.eq(product)
+        ports += [a, out] + ([] if isinstance(b, int) else [b_value])
+        cases.append((a_shape, b, out.shape()))
+    (tmp_path / "dut.v").write_text(verilog.convert(m, name="dut", ports=[enable, *ports], emit_src=False))
+    (tmp_path / "mul.v").write_text(multiplier_verilog())
+    connections = ", ".join([".clk(clk)", ".rst(1'b0)", ".en(en)"] + [f".{p.name}({p.name})" for p in ports])
+    lines = ["`timescale 1ns/1ps", "module tb;", "    reg clk = 0; reg en = 0;"]
+    for k, (a_shape, b, out_shape) in enumerate(cases):
+        lines.append(f"    reg [{a_shape.width - 1}:0] a{k}; wire [{out_shape.width - 1}:0] p{k};")
+        if not isinstance(b, int):
+            lines.append(f"    reg [{Shape.cast(b).width - 1}:0] b{k};")
+    lines += [f"    dut dut ({connections});", "    initial begin"]
+    history, expected = [], []
+    for step in range(80):
+        go = step < 3 or rng.random() < 0.7
+        values = []
+        for k, (a_shape, b, out_shape) in enumerate(cases):
+            x = rng.choice([rng.randint(*bounds(a_shape)), *bounds(a_shape)])
+            lines.append(f"        a{k} = {a_shape.width}'d{x % (1 << a_shape.width)};")
+            if isinstance(b, int):
+                y = b
+            else:
+                y = rng.choice([rng.randint(*bounds(b)), *bounds(b)])
+                lines.append(f"        b{k} = {b.width}'d{y % (1 << b.width)};")
+            values.append((x * y) % (1 << out_shape.width))
+        lines += [f"        en = {int(go)};", "        #1 clk = 1; #1 clk = 0;"]
+        if go:
+            history.append(values)
+        if len(history) >= MUL_LATENCY:
+            for k in range(len(cases)):
+                lines.append(f'        $display("%0d %0d", {k}, p{k});')
+                expected.append(f"{k} {history[-MUL_LATENCY][k]}")
+    lines += ["        $finish;", "    end", "endmodule"]
+    (tmp_path / "tb.v").write_text("\n".join(lines) + "\n")
+    subprocess.run(["iverilog", "-g2005", "-o", "tb.vvp", "tb.v", "dut.v", "mul.v"], cwd=tmp_path, check=True)
     out = subprocess.run(["vvp", "-n", "tb.vvp"], cwd=tmp_path, check=True, capture_output=True, text=True).stdout
     printed = [line for line in out.splitlines() if line and not line.startswith(("VCD", "tb.v"))]
     assert len(expected) > 200 and printed == expected
