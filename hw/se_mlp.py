@@ -15,10 +15,10 @@ from amaranth.lib import data
 
 from ._checks import check_int, check_int_array
 from .banks import constant_memory, counter, ram_ports
-from .dsp import product_blocks
 from .fixed import bounds, hdl_round_shift
 from .insta import MAX_SHIFT
 from .intervals import array_bounds, prefix_bounds, shape_of
+from .multiplier import MUL_LATENCY, registered_product, registered_product_blocks
 
 __all__ = ["SeMlp", "SeMlpParameters"]
 
@@ -225,8 +225,9 @@ class SeMlpParameters:
 
     @property
     def cycles(self) -> int:
-        """Cycles from the ``start`` cycle to the last output."""
-        return self._chunks * self._features + self._outputs * self._chunks + 3
+        """Cycles from the ``start`` cycle to the last output: FC1, the wait for its last hidden
+        units (the products' :data:`~.multiplier.MUL_LATENCY` and 2), FC2, its last product."""
+        return self._chunks * self._features + self._outputs * self._chunks + 3 + 2 * MUL_LATENCY
 
     @property
     def operand_shapes(self) -> tuple[Shape, Shape]:
@@ -238,8 +239,8 @@ class SeMlpParameters:
 
     @property
     def multipliers(self) -> int:
-        """MULT18X18D blocks of the ``parallel`` shared multipliers (:mod:`.dsp`)."""
-        return self._parallel * product_blocks(*self.operand_shapes)
+        """MULT18X18D blocks of the ``parallel`` shared multipliers (:func:`~.multiplier.registered_product_blocks`)."""
+        return self._parallel * registered_product_blocks(*self.operand_shapes)
 
     @property
     def memory_bits(self) -> int:
@@ -318,6 +319,7 @@ class SeMlp(Elaboratable):
         first1, last1 = Signal(name="first1"), Signal(name="last1")
         j1, q1, o1 = counter(ns, name="j1"), counter(nc, name="q1"), counter(nout, name="o1")
         v2, q2 = Signal(name="v2"), counter(nc, name="q2")
+        drain = Signal(range(MUL_LATENCY + 1), name="drain")
         m.d.sync += [v1_fc1.eq(0), v1_fc2.eq(0), v2.eq(0), self.out_valid.eq(0), self.out_last.eq(0)]
 
         with m.FSM(name="mlp"):
@@ -336,8 +338,12 @@ class SeMlp(Elaboratable):
                     m.d.sync += q.eq(Mux(q == nc - 1, 0, q + 1))
                     with m.If(q == nc - 1):
                         m.next = "DRAIN"
-            with m.State("DRAIN"):  # the last chunk's hidden units are written in the next cycle
-                m.next = "FC2"
+            with m.State("DRAIN"):  # until the last chunk's hidden units are written
+                with m.If(drain == MUL_LATENCY):
+                    m.d.sync += drain.eq(0)
+                    m.next = "FC2"
+                with m.Else():
+                    m.d.sync += drain.eq(drain + 1)
             with m.State("FC2"):
                 end_q = q == nc - 1
                 m.d.sync += [v1_fc2.eq(1), first1.eq(q == 0), last1.eq(end_q), q1.eq(q), o1.eq(o)]
@@ -358,14 +364,21 @@ class SeMlp(Elaboratable):
         for p in range(par):
             a, b = Signal(a_shape, name=f"mul_a{p}"), Signal(b_shape, name=f"mul_b{p}")
             m.d.comb += [a.eq(Mux(v1_fc2, w2r.data[p], w1r.data[p])), b.eq(Mux(v1_fc2, h_sel[p], f_sel))]
-            prods.append(a * b)
+            prods.append(registered_product(m, a, b, external_modules=self.external_modules, name=f"mul{p}"))
+        # what the accumulators need of each product's cycle, delayed as long as the product
+        tags = {"fc1": v1_fc1, "fc2": v1_fc2, "first": first1, "last": last1, "q": q1, "o": o1}
+        for k in range(MUL_LATENCY):
+            delayed = {name: Signal.like(tag, name=f"{name}_d{k + 1}") for name, tag in tags.items()}
+            m.d.sync += [delayed[name].eq(tag) for name, tag in tags.items()]
+            tags = delayed
+        fc1, fc2, first, last, q_p, o_p = (tags[name] for name in ("fc1", "fc2", "first", "last", "q", "o"))
 
         acc1 = [Signal(plan.acc1_shape, name=f"acc1_{p}") for p in range(par)]
         acc2 = Signal(plan.out_shape)
-        with m.If(v1_fc1):
-            m.d.sync += [acc1[p].eq(Mux(first1, 0, acc1[p]) + prods[p]) for p in range(par)]
-            m.d.sync += [v2.eq(last1), q2.eq(q1)]
-        m.d.comb += b1r.addr.eq(q1)
+        with m.If(fc1):
+            m.d.sync += [acc1[p].eq(Mux(first, 0, acc1[p]) + prods[p]) for p in range(par)]
+            m.d.sync += [v2.eq(last), q2.eq(q_p)]
+        m.d.comb += b1r.addr.eq(q_p)
         with m.If(v2):
             with m.Switch(q2):
                 for qq in range(nc):
@@ -374,14 +387,14 @@ class SeMlp(Elaboratable):
                             pre = acc1[p] + b1r.data[p]
                             hid = hdl_round_shift(Mux(pre < 0, 0, pre), plan.hidden_shift)
                             m.d.sync += h[qq * par + p].eq(Mux(hid > plan.hidden_max, plan.hidden_max, hid))
-        total = Mux(first1, 0, acc2) + sum(prods[1:], prods[0])
-        with m.If(v1_fc2):
+        total = Mux(first, 0, acc2) + sum(prods[1:], prods[0])
+        with m.If(fc2):
             m.d.sync += acc2.eq(total)
-            with m.If(last1):
+            with m.If(last):
                 m.d.sync += [
                     self.out_valid.eq(1),
-                    self.out_index.eq(o1),
+                    self.out_index.eq(o_p),
                     self.out_value.eq(total),
-                    self.out_last.eq(o1 == nout - 1),
+                    self.out_last.eq(o_p == nout - 1),
                 ]
         return m
