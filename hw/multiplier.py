@@ -89,9 +89,9 @@ def _product_form(a, b, *, width: int | None = None) -> tuple[int, bool]:
     if isinstance(a, int):
         return 0, False
     if isinstance(b, int):
-        on_dsp = constant_product_blocks(a, b) > 0 and _fits_input(shape_for(b, b))
-        blocks = len(operand_pieces(a)) if on_dsp else constant_product_blocks(a, b, width=width)
-        return blocks, on_dsp
+        if _fits_input(shape_for(b, b)) and constant_product_blocks(a, b) > 0:
+            return len(operand_pieces(a)), True
+        return constant_product_blocks(a, b, width=width), False
     return len(operand_pieces(a)) * len(operand_pieces(b)), True
 
 
