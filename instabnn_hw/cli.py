@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument(
         "--device",
         default=None,
+        # argparse formats help with %: the share's percent sign doubled
         help=f"FPGA: {', '.join(DEVICES)}; with no folding target the fastest folding whose estimate fits it "
-        f"({PLANNED_LUT_SHARE:.0%} of its LUT4, its DSP blocks and block RAM, its pins without --board)",
+        f"({PLANNED_LUT_SHARE:.0%}% of its LUT4, its DSP blocks and block RAM, its pins without --board)",
     )
     device.add_argument("--board", default=None, help=f"board of the build's top (its device): {', '.join(BOARDS)}")
     generate.add_argument(

@@ -1,5 +1,6 @@
 """Tests for the ``instabnn-hw`` command line, run in-process through ``main`` where possible."""
 
+import argparse
 import json
 import os
 import re
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from instabnn_hw.cli import main
+from instabnn_hw.cli import build_parser, main
 from instabnn_hw.quant.checkpoint import load_checkpoint, save_checkpoint
 from instabnn_hw.quant.data import load_dataset
 from instabnn_hw.quant.models import build_model
@@ -221,6 +222,19 @@ def test_console_script_help():
     assert result.stdout.startswith("usage: instabnn-hw")
     for command in ("models", "train", "eval"):
         assert command in result.stdout
+
+
+def _commands() -> list[str]:
+    (commands,) = (action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    return list(commands.choices)
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_command_help(capsys, command):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: instabnn-hw {command}")
 
 
 def test_console_script_error_is_one_line(inputs, tmp_path):
