@@ -41,7 +41,7 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
     then rests ``EVAL_GAP`` cycles, so a frame takes ``cycles_per_frame = max(frame_words,
     eval_cycles + EVAL_GAP)`` cycles in steady state; ``initiation_interval`` is 1 when
     ``eval_cycles + EVAL_GAP <= frame_words`` (the rate of a static threshold unit). An idle
-    unit emits a frame's first word ``latency = frame_words + eval_cycles + 5`` cycles after
+    unit emits a frame's first word ``latency = frame_words + eval_cycles + 6`` cycles after
     taking its first word.
 
     Evaluator (``eval_cycles``): one start cycle, then ``channels * steps_per_channel`` cycles
@@ -225,17 +225,21 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         m.d.comb += net.full_set.eq(bank_bits(p3["b"], p3["v"] & p3["last"]))
 
     def _frame_reader(self, m: Module, net: SimpleNamespace) -> None:
-        """The reader: frame buffer and thresholds fetched together, compared into the output register."""
+        """The reader: frame buffer and thresholds fetched together, registered, compared into the output register."""
         S, G, F = self._simd, self.groups, self.frame_words
         fr, tr, rb, rpos, rgrp = net.fr, net.tr, net.rb, net.rpos, net.rgrp
         advance = ~self.o.valid | self.o.ready
         issue = advance & net.ready.bit_select(rb, 1)
         m.d.comb += [fr.addr.eq(Mux(rb, F, 0) + rpos), fr.en.eq(advance)]
         m.d.comb += [tr.addr.eq(Mux(rb, G, 0) + rgrp), tr.en.eq(advance)]
-        fetched = Signal()
+        # the memories' words registered before the comparison: a block RAM's clock-to-output
+        # and the multiplexer over the blocks a deep buffer takes fill most of a cycle
+        frame, threshold = Signal(fr.data.shape(), name="frame_r"), Signal(tr.data.shape(), name="threshold_r")
+        fetched, loaded = Signal(), Signal()
         with m.If(advance):
-            m.d.sync += [fetched.eq(issue), self.o.valid.eq(fetched)]
-            m.d.sync += [self.o.payload[lane].eq(fr.data[lane] >= tr.data[lane]) for lane in range(S)]
+            m.d.sync += [fetched.eq(issue), loaded.eq(fetched), self.o.valid.eq(loaded)]
+            m.d.sync += [frame.eq(fr.data), threshold.eq(tr.data)]
+            m.d.sync += [self.o.payload[lane].eq(frame[lane] >= threshold[lane]) for lane in range(S)]
         with m.If(issue):
             r_last = rpos == F - 1
             m.d.sync += [rpos.eq(Mux(r_last, 0, rpos + 1)), rb.eq(rb ^ r_last)]

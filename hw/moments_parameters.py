@@ -245,7 +245,7 @@ class MomentsThresholdParameters(FrameParameters):
     @property
     def latency(self) -> int:
         """Cycles from an idle unit taking a frame's first word to emitting its first word, at full rate."""
-        return self.frame_words + self._eval_cycles + 5
+        return self.frame_words + self._eval_cycles + 6
 
     @property
     def memory_bits(self) -> int:

@@ -517,7 +517,7 @@ def test_moments_threshold_parameters_give_the_figures_without_ports():
     # S1 of 4 signed(4) pixels in [-32, 28]: signed(6) sums and features; thresholds in [-8, 8]: signed(5)
     assert parameters.lut_features() == (1.0, 4.0, 6.0, 6.0 + 5.0)
     # memory: frame 2*8*4, sums 2*2*6, thresholds 2*2*5, alpha 2*signed(3), beta 2*signed(2)
-    expected = Figures(cycles=13 + 4, latency=8 + 13 + 5, post=13 + 5, luts=367, memory_bits=118, multipliers=1)
+    expected = Figures(cycles=13 + 4, latency=8 + 13 + 6, post=13 + 6, luts=367, memory_bits=118, multipliers=1)
     assert parameters.figures(8) == expected
     unit = MomentsThreshold(**p, external_modules=True)
     assert unit.figures(8) == expected and unit.external_modules
