@@ -26,7 +26,8 @@ Conventions
 * Every stage but the input and the Argmax ends in a
   :class:`~instabnn_hw.hw.plumbing.RegisterSlice` of its output stream (IR element shape, its
   width): ``valid``, payload and ``ready`` are registers at every boundary between two stages,
-  so no combinational path runs from one stage into the next.
+  so no combinational path runs from one stage into the next. A convolution's window reaches its
+  MVU through one more slice.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from instabnn_hw.hw.figures import Figures
 from instabnn_hw.hw.fixed import shape_for
 from instabnn_hw.hw.insta_prelu import InstaPReLU
 from instabnn_hw.hw.int_mvu import Argmax, IntMatrixVector
-from instabnn_hw.hw.layouts import channel_word
+from instabnn_hw.hw.layouts import channel_word, window_word
 from instabnn_hw.hw.moments import MomentsThreshold
 from instabnn_hw.hw.plumbing import JoinAdd, RegisterSlice, Repeat, WidthConverter
 from instabnn_hw.hw.pool import GlobalSumPool, MaxPool, SumPool
@@ -439,7 +440,11 @@ def _spec(node, graph, b, in_types, in_shapes, in_widths, out_width, common, fol
             words = b.window(x, shape, simd, node).parameters.output_words
             if last:
                 b.links.append((last, "window.i"))
-            entry, last = entry or "window.i", "window.o"
+            # the window's valid comes from its position counters and the MVU's ready stalls
+            # them all: cut between the two, that loop is not one long path
+            b.add("window_slice", RegisterSlice, words, shape=window_word(shape, simd))
+            b.links.append(("window.o", "window_slice.i"))
+            entry, last = entry or "window.i", "window_slice.o"
         options = ("weights_file", "external_modules")
         if isinstance(node, ir.XnorConv):
             b.add("mvu", XnorMatrixVector, words, options, weights=node.weights, pe=pe, simd=simd, masked=not trivial)

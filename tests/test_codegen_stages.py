@@ -18,7 +18,7 @@ from instabnn_hw.codegen.stages import (
 from instabnn_hw.hw.affine import Requantise, RPReLU
 from instabnn_hw.hw.insta_prelu import InstaPReLU
 from instabnn_hw.hw.int_mvu import Argmax, IntMatrixVector
-from instabnn_hw.hw.layouts import channel_word
+from instabnn_hw.hw.layouts import channel_word, window_word
 from instabnn_hw.hw.moments import MomentsThreshold
 from instabnn_hw.hw.plumbing import JoinAdd, RegisterSlice, Repeat, WidthConverter
 from instabnn_hw.hw.pool import GlobalSumPool, MaxPool, SumPool
@@ -85,8 +85,11 @@ def test_mvu_stage_components_and_cycles():
     graph = tiny_resnet(0)
     # stem: 1 channel at width 1 = SIMD 1: no converter; 3x3 pad 1: a window, masked
     s = stage(graph, "stem.conv", RESNET_FOLD)
-    assert kinds(s) == [("window", SlidingWindow), ("mvu", IntMatrixVector)]
-    assert s.spec.inputs == ("window.i",) and s.spec.links == (("window.o", "mvu.i"), ("mvu.o", "slice.i"))
+    assert kinds(s) == [("window", SlidingWindow), ("window_slice", RegisterSlice), ("mvu", IntMatrixVector)]
+    assert s.spec.inputs == ("window.i",)
+    assert s.spec.links == (("window.o", "window_slice.i"), ("window_slice.o", "mvu.i"), ("mvu.o", "slice.i"))
+    # the window's slice carries its window words
+    assert s.component("window_slice").shape == window_word(s.spec.in_shapes[0], 1)
     # the slice carries the IR's element shape at the stage's width
     assert s.component("slice").shape == channel_word(s.spec.out_shape, 4)
     mvu = s.component("mvu")
@@ -97,8 +100,14 @@ def test_mvu_stage_components_and_cycles():
     assert s.spec.figures.memory_bits == s.component("window").memory_bits + mvu.memory_bits
     # layer1: incoming width 4 (the stem's PE) -> SIMD 8: a widening converter
     s = stage(graph, "layer1.conv", RESNET_FOLD)
-    assert kinds(s) == [("convert", WidthConverter), ("window", SlidingWindow), ("mvu", XnorMatrixVector)]
-    assert s.spec.links[:2] == (("convert.o", "window.i"), ("window.o", "mvu.i")) and s.spec.inputs == ("convert.i",)
+    assert kinds(s) == [
+        ("convert", WidthConverter),
+        ("window", SlidingWindow),
+        ("window_slice", RegisterSlice),
+        ("mvu", XnorMatrixVector),
+    ]
+    assert s.spec.links[:3] == (("convert.o", "window.i"), ("window.o", "window_slice.i"), ("window_slice.o", "mvu.i"))
+    assert s.spec.inputs == ("convert.i",)
     assert s.spec.figures.cycles == 64 * (8 // 2) * (9 * 8 // 8)
     assert s.component("mvu").masked
     # 1x1 shortcut and classifier: trivial windows, channel words
