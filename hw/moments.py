@@ -19,7 +19,7 @@ from .fixed import hdl_ceil_shift, hdl_clamp, shape_for
 from .intervals import array_bounds, shape_of
 from .layouts import channel_word
 from .moments_parameters import MomentsThresholdParameters
-from .multiplier import registered_product
+from .multiplier import MUL_LATENCY, registered_product
 from .options import ExternalModules
 from .se_mlp import SeMlp
 
@@ -38,10 +38,10 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
     (a word may be overwritten as soon as the previous frame's reader has fetched it).
 
     Timing (full rate, no back-pressure): the evaluator is busy ``eval_cycles`` per frame and
-    then rests ``EVAL_GAP`` cycles, so a frame takes ``cycles_per_frame = max(frame_words,
-    eval_cycles + EVAL_GAP)`` cycles in steady state; ``initiation_interval`` is 1 when
-    ``eval_cycles + EVAL_GAP <= frame_words`` (the rate of a static threshold unit). An idle
-    unit emits a frame's first word ``latency = frame_words + eval_cycles + 6`` cycles after
+    then rests ``eval_gap`` cycles, so a frame takes ``cycles_per_frame = max(frame_words,
+    eval_cycles + eval_gap)`` cycles in steady state; ``initiation_interval`` is 1 when
+    ``eval_cycles + eval_gap <= frame_words`` (the rate of a static threshold unit). An idle
+    unit emits a frame's first word ``latency = frame_words + eval_cycles + writer_stages + 3`` cycles after
     taking its first word.
 
     Evaluator (``eval_cycles``): one start cycle, then ``channels * steps_per_channel`` cycles
@@ -193,36 +193,47 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
                 "x": Signal(channel_word(self._in_shape, S), name=f"{name}_x"),
             }
 
-        p1, p2, p3 = stage("p1"), stage("p2"), stage("p3")
+        # stage pK holds a word K edges after it was taken; the lanes' powers are products on
+        # DSP blocks' registers, so the sums' read-modify-write waits in the last stage for them
+        stages = [stage(f"p{k + 1}") for k in range(self.writer_stages)]
+        first, before, last = stages[0], stages[-2], stages[-1]
         m.d.sync += [
-            p1["v"].eq(accept),
-            p1["g"].eq(wgrp),
-            p1["b"].eq(wb),
-            p1["first"].eq(wpos < G),
-            p1["last"].eq(wpos == F - 1),
-            p1["x"].eq(self.i.payload),
+            first["v"].eq(accept),
+            first["g"].eq(wgrp),
+            first["b"].eq(wb),
+            first["first"].eq(wpos < G),
+            first["last"].eq(wpos == F - 1),
+            first["x"].eq(self.i.payload),
         ]
-        for prev, cur in ((p1, p2), (p2, p3)):
+        for prev, cur in zip(stages, stages[1:], strict=False):
             m.d.sync += [cur[key].eq(prev[key]) for key in cur]
-        sq2 = Signal(data.ArrayLayout(self._square_shape, S))
-        sq3 = Signal(data.ArrayLayout(self._square_shape, S))
-        cu3 = Signal(data.ArrayLayout(self._cube_shape, S))
+        squares, cubes = [], []
         for lane in range(S):
             if 2 in self._sums or 3 in self._sums:
-                m.d.sync += [sq2[lane].eq(p1["x"][lane] * p1["x"][lane]), sq3[lane].eq(sq2[lane])]
+                x = first["x"][lane]
+                square = Signal(self._square_shape, name=f"square{lane}")
+                product = registered_product(m, x, x, external_modules=self._external_modules, name=f"sq{lane}")
+                m.d.comb += square.eq(product)
+                squares.append(square)
             if 3 in self._sums:
-                m.d.sync += cu3[lane].eq(sq2[lane] * p2["x"][lane])
-        m.d.comb += sa.addr.eq(Mux(p2["b"], G, 0) + p2["g"])
-        powers = {1: p3["x"], 2: sq3, 3: cu3}
-        m.d.comb += [sw.addr.eq(Mux(p3["b"], G, 0) + p3["g"]), sw.en.eq(p3["v"])]
+                x = stages[MUL_LATENCY]["x"][lane]  # beside its square
+                product = registered_product(m, square, x, external_modules=self._external_modules, name=f"cu{lane}")
+                cubes.append(product)
+                for k in range(MUL_LATENCY):  # the square beside the cube
+                    delayed = Signal(self._square_shape, name=f"square{lane}_d{k + 1}")
+                    m.d.sync += delayed.eq(squares[lane])
+                    squares[lane] = delayed
+        m.d.comb += sa.addr.eq(Mux(before["b"], G, 0) + before["g"])
+        powers = {1: last["x"], 2: squares, 3: cubes}
+        m.d.comb += [sw.addr.eq(Mux(last["b"], G, 0) + last["g"]), sw.en.eq(last["v"])]
         new_sums = []  # whole signals, then one Cat: see bank_bits on Icarus and partial assignments
         for lane in range(S):
             for k in self._sums:
                 total = Signal(self._sum_shapes[k], name=f"new_s{k}_{lane}")
-                m.d.comb += total.eq(Mux(p3["first"], 0, sa.data[lane][f"s{k}"]) + powers[k][lane])
+                m.d.comb += total.eq(Mux(last["first"], 0, sa.data[lane][f"s{k}"]) + powers[k][lane])
                 new_sums.append(total)
         m.d.comb += Value.cast(sw.data).eq(Cat(*new_sums))
-        m.d.comb += net.full_set.eq(bank_bits(p3["b"], p3["v"] & p3["last"]))
+        m.d.comb += net.full_set.eq(bank_bits(last["b"], last["v"] & last["last"]))
 
     def _frame_reader(self, m: Module, net: SimpleNamespace) -> None:
         """The reader: frame buffer and thresholds fetched together, registered, compared into the output register."""
@@ -383,7 +394,7 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
     def _evaluator_control(self, m: Module, net: SimpleNamespace) -> None:
         """The evaluator's FSM (idle, features, MLP, rest) and the hand-over of its bank to the reader."""
         eb, done = net.eb, net.done
-        gap = counter(self.EVAL_GAP + 1)
+        gap = counter(self.eval_gap + 1)
         with m.FSM(name="evaluator") as fsm:
             with m.State("IDLE"):
                 with m.If(net.full.bit_select(eb, 1)):  # channel 0's ports are read in this cycle
@@ -398,7 +409,7 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
                         m.next = "REST"
             with m.State("REST"):
                 m.d.sync += gap.eq(gap + 1)
-                with m.If(gap == self.EVAL_GAP - 1):
+                with m.If(gap == self.eval_gap - 1):
                     m.d.sync += gap.eq(0)
                     m.next = "IDLE"
         m.d.comb += net.feat_phase.eq(fsm.ongoing("FEATURES"))

@@ -12,7 +12,7 @@ import numpy as np
 from amaranth.hdl import Shape
 
 from ._checks import check_choice, check_flag, check_int, check_int_array, check_shape
-from .dsp import constant_product_blocks, product_blocks
+from .dsp import constant_product_blocks
 from .figures import Figures, FrameParameters
 from .fixed import bounds, shape_for
 from .insta import (
@@ -41,11 +41,6 @@ class MomentsThresholdParameters(FrameParameters):
     """The parameters of a :class:`~.moments.MomentsThreshold` and the figures derived from them."""
 
     lut_kind = "moments"
-
-    #: Cycles the evaluator rests after each frame: the round trip from its end through the
-    #: reader, the writer and the sums pipeline to its next start, which makes
-    #: ``max(frame_words, eval_cycles + EVAL_GAP)`` the exact steady-state frame period.
-    EVAL_GAP = 4
 
     def __init__(
         self,
@@ -238,14 +233,28 @@ class MomentsThresholdParameters(FrameParameters):
         return self._eval_cycles
 
     @property
+    def eval_gap(self) -> int:
+        """Cycles the evaluator rests after each frame: the round trip from its end through the
+        reader, the writer and its :attr:`writer_stages` to its next start, which makes
+        ``max(frame_words, eval_cycles + eval_gap)`` the exact steady-state frame period."""
+        return self.writer_stages + 1
+
+    @property
     def cycles_per_frame(self) -> int:
-        """Steady-state cycles per frame at full rate: ``max(frame_words, eval_cycles + EVAL_GAP)``."""
-        return max(self.frame_words, self._eval_cycles + self.EVAL_GAP)
+        """Steady-state cycles per frame at full rate: ``max(frame_words, eval_cycles + eval_gap)``."""
+        return max(self.frame_words, self._eval_cycles + self.eval_gap)
+
+    @property
+    def writer_stages(self) -> int:
+        """Registers from a taken word to its sums' write: its lanes' square (and cube, a product
+        of the square) take :data:`~.multiplier.MUL_LATENCY` each; at least 2 (read, then write)."""
+        products = 2 if 3 in self._sums else 1 if 2 in self._sums else 0
+        return max(2, 1 + products * MUL_LATENCY)
 
     @property
     def latency(self) -> int:
         """Cycles from an idle unit taking a frame's first word to emitting its first word, at full rate."""
-        return self.frame_words + self._eval_cycles + 6
+        return self.frame_words + self._eval_cycles + self.writer_stages + 3
 
     @property
     def memory_bits(self) -> int:
@@ -281,8 +290,8 @@ class MomentsThresholdParameters(FrameParameters):
         evaluator's shared multiplier, its products by the constants ``N``, ``3N`` and ``N**2``
         (none where those are powers of two) and the INSTA-Th+ MLP's."""
         x, pixels, sums = self._in_shape, self._height * self._width, self._sums
-        lane = product_blocks(x, x) if 2 in sums or 3 in sums else 0
-        lane += product_blocks(self._square_shape, x) if 3 in sums else 0
+        lane = registered_product_blocks(x, x) if 2 in sums or 3 in sums else 0
+        lane += registered_product_blocks(self._square_shape, x) if 3 in sums else 0
         blocks = self._simd * lane
         shared = self._shared_operand_bounds()
         if shared:

@@ -320,16 +320,17 @@ def test_evaluator_programs_and_cycle_counts():
             # FC1, the wait for its last products, FC2, its last products, the start
             mlp = chunks * features + dut.channels * chunks + 3 + 2 * MUL_LATENCY + 1
         assert dut.eval_cycles == 1 + dut.channels * steps + mlp
-        assert dut.cycles_per_frame == max(dut.frame_words, dut.eval_cycles + MomentsThreshold.EVAL_GAP)
+        assert dut.cycles_per_frame == max(dut.frame_words, dut.eval_cycles + dut.eval_gap)
 
 
 @pytest.mark.parametrize(
     "kw, sizes",
     [
-        # eval_cycles + EVAL_GAP = 25: tiny frames (evaluator-bound), the boundary, frame-bound
-        ({"stats": ("m3",), "channels": 4, "simd": 4}, [(1, 1), (4, 6), (5, 5), (13, 2), (6, 8)]),
-        ({"stats": ("m1", "var", "skew"), "channels": 4, "simd": 2}, [(1, 1), (5, 5), (6, 5)]),
-        ({"mode": "th+", "stats": ("m1", "m2"), "channels": 4, "simd": 2, "parallel": 2}, [(1, 1), (4, 4), (7, 7)]),
+        # tiny frames (evaluator-bound), around the boundary eval_cycles + eval_gap (33, 69 and 48
+        # words: 1, 2 and 2 words a pixel), frame-bound
+        ({"stats": ("m3",), "channels": 4, "simd": 4}, [(1, 1), (4, 8), (3, 11), (2, 17), (6, 8)]),
+        ({"stats": ("m1", "var", "skew"), "channels": 4, "simd": 2}, [(1, 1), (2, 17), (5, 7)]),
+        ({"mode": "th+", "stats": ("m1", "m2"), "channels": 4, "simd": 2, "parallel": 2}, [(1, 1), (4, 6), (5, 5)]),
     ],
 )
 def test_steady_state_frame_period_is_cycles_per_frame(kw, sizes):
@@ -340,7 +341,7 @@ def test_steady_state_frame_period_is_cycles_per_frame(kw, sizes):
         run, _ = run_unit(dut, frames)
         assert frame_periods(run, dut, 6) == [dut.cycles_per_frame] * 5
         assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency
-        if dut.frame_words >= dut.eval_cycles + dut.EVAL_GAP:
+        if dut.frame_words >= dut.eval_cycles + dut.eval_gap:
             assert dut.initiation_interval == 1
             assert run.interval("o", skip=dut.frame_words) == 1  # frames back to back, no bubble
         else:
@@ -517,7 +518,7 @@ def test_moments_threshold_parameters_give_the_figures_without_ports():
     # S1 of 4 signed(4) pixels in [-32, 28]: signed(6) sums and features; thresholds in [-8, 8]: signed(5)
     assert parameters.lut_features() == (1.0, 4.0, 6.0, 6.0 + 5.0)
     # memory: frame 2*8*4, sums 2*2*6, thresholds 2*2*5, alpha 2*signed(3), beta 2*signed(2)
-    expected = Figures(cycles=13 + 4, latency=8 + 13 + 6, post=13 + 6, luts=367, memory_bits=118, multipliers=1)
+    expected = Figures(cycles=13 + 3, latency=8 + 13 + 5, post=13 + 5, luts=367, memory_bits=118, multipliers=1)
     assert parameters.figures(8) == expected
     unit = MomentsThreshold(**p, external_modules=True)
     assert unit.figures(8) == expected and unit.external_modules
