@@ -116,6 +116,10 @@ class FifoParameters(Parameters):
     #: A full FIFO accepts and emits one payload per cycle.
     initiation_interval = 1
 
+    #: Most payloads in the memory that synthesis keeps in LUT RAM; a deeper memory is block RAM,
+    #: whose read data (5.8 ns from the clock on ECP5 without its output register) gets a register.
+    LUT_RAM_WORDS = 16
+
     def __init__(self, *, shape, depth: int) -> None:
         self._shape = check_payload("shape", shape)
         self._depth = check_int("depth", depth)
@@ -131,10 +135,24 @@ class FifoParameters(Parameters):
         return self._depth
 
     @property
+    def memory_words(self) -> int:
+        """Payloads in the memory: ``depth - 1`` (the output register holds one)."""
+        return self._depth - 1
+
+    @property
+    def registered_read(self) -> bool:
+        """Whether the memory's read data passes a register before the output register: when the
+        memory is block RAM (more than :attr:`LUT_RAM_WORDS` words)."""
+        return self.memory_words > self.LUT_RAM_WORDS
+
+    @property
     def latency(self) -> int:
-        """Cycles from an input transfer into an empty queue to its ``valid`` on the output: 2
-        (memory, then output register), 1 with ``depth = 1`` (the output register alone)."""
-        return 1 if self._depth == 1 else 2
+        """Cycles from an input transfer into an empty queue to its ``valid`` on the output: 1 with
+        ``depth = 1`` (the output register alone), 2 (memory, output register), 3 with a
+        :attr:`registered_read`."""
+        if self._depth == 1:
+            return 1
+        return 3 if self.registered_read else 2
 
     @property
     def memory_bits(self) -> int:
@@ -146,7 +164,7 @@ class FifoParameters(Parameters):
         # up to 16 words a FIFO is LUT RAM (not LUT4s); deeper, block RAM with an output register
         return (
             1.0,
-            float(bits if self._depth > 16 else 0),
+            float(bits if self._depth > self.LUT_RAM_WORDS else 0),
             float(max(1, self._depth).bit_length()),
             float(bram_mux(self._depth, bits)),
         )
@@ -158,11 +176,16 @@ class FifoParameters(Parameters):
 class Fifo(FifoParameters, ExternalModules, wiring.Component):
     """First-in first-out queue of ``depth`` payloads (memory-backed, registered output).
 
-    The behaviour of :class:`amaranth.lib.fifo.SyncFIFOBuffered`, cycle for cycle (same
-    ``depth``, latency and level): ``depth - 1`` payloads in a :class:`~.ram.Ram` with a
-    synchronous read port, plus the output register; a payload taken by an empty queue is valid
-    on ``o`` two cycles after its transfer. A full queue accepts and emits one payload per cycle;
-    ``depth = 1`` is the output register alone (a payload every other cycle).
+    Up to :attr:`LUT_RAM_WORDS` words of memory, the behaviour of
+    :class:`amaranth.lib.fifo.SyncFIFOBuffered`, cycle for cycle (same ``depth``, latency and
+    level): ``depth - 1`` payloads in a :class:`~.ram.Ram` with a synchronous read port, plus the
+    output register; a payload taken by an empty queue is valid on ``o`` two cycles after its
+    transfer. A deeper memory is block RAM, and its read data goes through one more register
+    (:attr:`registered_read`) so that no path starts at a block RAM's slow read output and
+    continues into the consumer: the read register and the output register form a two-stage
+    pipeline that stalls as a whole while the output is held, one cycle more latency, up to one
+    payload more held. A full queue accepts and emits one payload per cycle; ``depth = 1`` is the
+    output register alone (a payload every other cycle).
 
     Parameters
     ----------
@@ -200,26 +223,39 @@ class Fifo(FifoParameters, ExternalModules, wiring.Component):
             with m.If(self.o.valid & self.o.ready):
                 m.d.sync += self.o.valid.eq(0)
             return m
-        inner = self._depth - 1
+        inner = self.memory_words
         level = Signal(range(inner + 1))  # payloads in the memory
         produce, consume = Signal(range(inner)), Signal(range(inner))
         m.submodules.storage = ram = Ram(width=width, depth=inner, external_modules=self._external_modules)
-        do_read = (level != 0) & (~self.o.valid | self.o.ready)  # memory -> output register
+        advance = ~self.o.valid | self.o.ready  # the output register can take a payload
         m.d.comb += [
             self.i.ready.eq(level != inner),
             ram.w_addr.eq(produce),
             ram.w_data.eq(w_data),
             ram.w_en.eq(do_write),
             ram.r_addr[0].eq(consume),
-            ram.r_en[0].eq(do_read),
-            r_data.eq(ram.r_data[0]),
         ]
+        if self.registered_read:
+            fetched = Signal()  # the read register holds a payload
+            do_read = (level != 0) & (~fetched | advance)
+            with m.If(advance):
+                m.d.sync += [r_data.eq(ram.r_data[0]), self.o.valid.eq(fetched)]
+            with m.If(do_read):
+                m.d.sync += fetched.eq(1)
+            with m.Elif(advance):
+                m.d.sync += fetched.eq(0)
+        else:
+            do_read = (level != 0) & advance  # memory -> output register
+            m.d.comb += r_data.eq(ram.r_data[0])
+            with m.If(do_read):
+                m.d.sync += self.o.valid.eq(1)
+            with m.Elif(self.o.ready):
+                m.d.sync += self.o.valid.eq(0)
+        m.d.comb += ram.r_en[0].eq(do_read)
         with m.If(do_write):
             m.d.sync += produce.eq(_increment(produce, inner))
         with m.If(do_read):
-            m.d.sync += [consume.eq(_increment(consume, inner)), self.o.valid.eq(1)]
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+            m.d.sync += consume.eq(_increment(consume, inner))
         with m.If(do_write & ~do_read):
             m.d.sync += level.eq(level + 1)
         with m.If(do_read & ~do_write):

@@ -77,7 +77,7 @@ def test_register_slice_outputs_do_not_follow_its_inputs_within_a_cycle():
 
 
 @pytest.mark.parametrize("valid, ready", FLOW)
-@pytest.mark.parametrize("depth", [1, 2, 5])
+@pytest.mark.parametrize("depth", [1, 2, 5, 17, 18, 30])
 def test_fifo_passes_everything_in_order(depth, valid, ready):
     layout = data.ArrayLayout(signed(5), 3)
     rng = np.random.default_rng(depth)
@@ -130,9 +130,40 @@ def test_fifo_with_external_modules_instantiates_the_ram_module():
     assert "instabnn_ram" not in verilog.convert(Fifo(shape=signed(8), depth=1, external_modules=True), name="top")
 
 
-def test_fifo_runs_at_one_word_per_cycle():
-    run = simulate_streams(Fifo(shape=8, depth=4), {"i": list(range(50))}, {"o": 50})
+@pytest.mark.parametrize("depth", [4, 20])
+def test_fifo_runs_at_one_word_per_cycle(depth):
+    run = simulate_streams(Fifo(shape=8, depth=depth), {"i": list(range(50))}, {"o": 50})
     assert run.interval("o") == 1
+
+
+@pytest.mark.parametrize("depth", [1, 2, 17, 18, 25])
+def test_fifo_holds_depth_payloads_while_the_output_waits(depth):
+    """A stalled output takes at least ``depth`` payloads; a block RAM FIFO (read register) at most one more."""
+    fifo = Fifo(shape=8, depth=depth)
+    assert fifo.registered_read == (depth - 1 > Fifo.LUT_RAM_WORDS)
+
+    async def testbench(ctx):
+        ctx.set(fifo.o.ready, 0)
+        taken = []
+        for word in range(depth + 8):
+            ctx.set(fifo.i.payload, word)
+            ctx.set(fifo.i.valid, 1)
+            if ctx.get(fifo.i.ready):
+                taken.append(word)
+            await ctx.tick()
+        assert depth <= len(taken) <= depth + fifo.registered_read
+        ctx.set(fifo.i.valid, 0)
+        ctx.set(fifo.o.ready, 1)
+        for word in taken:
+            while not ctx.get(fifo.o.valid):
+                await ctx.tick()
+            assert ctx.get(fifo.o.payload) == word
+            await ctx.tick()
+
+    sim = Simulator(fifo)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
 
 
 @pytest.mark.parametrize("valid, ready", FLOW)
@@ -263,7 +294,7 @@ FIGURES = {
         FifoParameters,
         {"shape": unsigned(8), "depth": 20},
         10,
-        Figures(10, 2, 2, round(1.298 * 8 + 4.97 * 5), 20 * 8),
+        Figures(10, 3, 3, round(1.298 * 8 + 4.97 * 5), 20 * 8),
     ),
     "fifo-register": (Fifo, FifoParameters, {"shape": unsigned(8), "depth": 1}, 10, Figures(10, 1, 1, 5, 8)),
     "fork": (Fork, ForkParameters, {"shape": unsigned(8)}, 12, Figures(12, 0, 0, 8)),
@@ -350,6 +381,7 @@ def test_join_add_and_converter_expose_their_parameters():
         (lambda: Fifo(shape=8, depth=1), {"i": list(range(6))}, {"o": 6}),
         (lambda: Fifo(shape=8, depth=2), {"i": list(range(6))}, {"o": 6}),
         (lambda: Fifo(shape=8, depth=7), {"i": list(range(6))}, {"o": 6}),
+        (lambda: Fifo(shape=8, depth=40), {"i": list(range(6))}, {"o": 6}),
         (lambda: Fork(shape=8), {"i": list(range(6))}, {"o.0": 6, "o.1": 6}),
         (lambda: JoinAdd(shape=signed(8), count=2), {"i.0": [[1, 2]] * 6, "i.1": [[3, 4]] * 6}, {"o": 6}),
         (lambda: WidthConverter(shape=4, in_count=6, out_count=2), {"i": [[1] * 6] * 6}, {"o": 18}),
