@@ -38,7 +38,8 @@ module                        components (numpy models)
 
 :mod:`.figures` holds the parameters classes' base (and the frame geometry they share) and the
 LUT model; :mod:`.options` the ``external_modules`` build option; :mod:`.tables` looks up
-per-channel constants by channel group; :mod:`.simulate` drives any
+per-channel constants by channel group; :mod:`.multiplier` builds products on DSP blocks'
+registers and :mod:`.delay` the delay lines that carry values beside them; :mod:`.simulate` drives any
 component in Amaranth's simulator with random flow control; :mod:`.synthesis` synthesises one
 with the open ECP5 / iCE40 tools; :mod:`.build` turns a generated design into a bitstream
 (fit check, Yosys, nextpnr, packing).

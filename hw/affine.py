@@ -14,6 +14,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, check_int_array, check_shape
+from .delay import delayed
 from .figures import ChannelParameters, Figures, rom_luts
 from .fixed import bounds, clamp, hdl_clamp, hdl_fit, product_range, round_shift, shape_for
 from .layouts import channel_word
@@ -102,25 +103,6 @@ def _operand(value, value_bounds: tuple[int, int]) -> Value:
     if isinstance(value, int):
         return Const(value, shape_for(value, value))
     return hdl_fit(value, *value_bounds)
-
-
-def _register(m: Module, domain: str, enable, value, name: str, shape=None):
-    """``value`` delayed by one enabled edge (an int stays as it is)."""
-    if isinstance(value, int):
-        return value
-    value = Value.cast(value)
-    reg = Signal(shape if shape is not None else value.shape(), name=name)
-    with m.If(enable):
-        m.d[domain] += reg.eq(value)
-    return reg
-
-
-def _beside_product(m: Module, domain: str, enable, value, name: str):
-    """``value`` delayed by :data:`~.multiplier.MUL_LATENCY` enabled edges, to meet a product of
-    values presented with it (an int stays as it is)."""
-    for k in range(MUL_LATENCY):
-        value = _register(m, domain, enable, value, f"{name}{k + 1}")
-    return value
 
 
 def _intersect(derived: tuple[int, int], given) -> tuple[int, int]:
@@ -216,7 +198,7 @@ def requantise_datapath(
         m, _operand(x, xb), _operand(mult, mb), enable=enable, domain=domain, external_modules=external_modules,
         name=f"{name}_mul",
     )  # fmt: skip
-    bias_now = _beside_product(m, domain, enable, bias, f"{name}_bias")
+    bias_now = delayed(m, bias, MUL_LATENCY, enable=enable, domain=domain, name=f"{name}_bias")
     # the sum with the rounding constant
     total = Signal(shape_for(*sb_rounded), name=f"{name}_sum")
     addend = bias_now + rnd if isinstance(bias_now, int) else bias_now + Const(rnd)
@@ -304,17 +286,17 @@ def rprelu_datapath(
     u = Signal(shape_for(*r["u"]), name=f"{name}_u")
     with m.If(enable):
         m.d[domain] += u.eq(hdl_fit(x - gamma, *r["u"]))
-    slope1 = _register(m, domain, enable, slope, f"{name}_slope")
-    zeta1 = _register(m, domain, enable, zeta, f"{name}_zeta1")
+    slope1 = delayed(m, slope, enable=enable, domain=domain, name=f"{name}_slope")
+    zeta1 = delayed(m, zeta, enable=enable, domain=domain, name=f"{name}_zeta1")
 
     # the two branches of the PReLU, each registered as long as the product takes
-    def delayed(value, label):
-        return _beside_product(m, domain, enable, value, f"{name}_{label}")
+    def beside_product(value, label):
+        return delayed(m, value, MUL_LATENCY, enable=enable, domain=domain, name=f"{name}_{label}")
 
     shifted = product = None
     if r["u"][1] >= 0:  # u may be >= 0: u << slope_shift
         shifted_bounds = (max(r["u"][0], 0) << slope_shift, r["u"][1] << slope_shift)
-        shifted = delayed(hdl_fit(u << slope_shift, *shifted_bounds), "shifted")
+        shifted = beside_product(hdl_fit(u << slope_shift, *shifted_bounds), "shifted")
     if r["u"][0] < 0:  # u may be < 0: u * slope, which the sum reads only then
         product_bounds = product_range((r["u"][0], min(r["u"][1], -1)), pb)
         product = registered_product(
@@ -325,10 +307,10 @@ def rprelu_datapath(
     if product is None or shifted is None:
         v = shifted if product is None else product
     else:
-        v = Mux(delayed(u[-1], "negative"), product, shifted)
-    zeta3 = delayed(zeta1, "zeta")
+        v = Mux(beside_product(u[-1], "negative"), product, shifted)
+    zeta_now = beside_product(zeta1, "zeta")
     # add zeta and the rounding constant
-    addend = zeta3 + rnd if isinstance(zeta3, int) else zeta3 + Const(rnd)
+    addend = zeta_now + rnd if isinstance(zeta_now, int) else zeta_now + Const(rnd)
     total = Signal(shape_for(*r["w"]), name=f"{name}_w")
     with m.If(enable):
         m.d[domain] += total.eq(hdl_fit(v + addend, *r["w"]))
@@ -434,7 +416,7 @@ class _PerChannel(_PerChannelParameters, ExternalModules, wiring.Component):
         for k in range(self._simd):
             m.d.comb += self.o.payload[k].eq(self._datapath(m, x[k], table, k, advance))
         for stage in range(1, self._datapath_latency):
-            tags.append(_register(m, "sync", advance, tags[-1], f"valid{stage + 1}"))
+            tags.append(delayed(m, tags[-1], enable=advance, name=f"valid{stage + 1}"))
         with m.If(advance):
             m.d.sync += self.o.valid.eq(tags[-1])
         return m

@@ -14,6 +14,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
+from .delay import delayed
 from .figures import Figures, Parameters, bram_mux, rom_luts
 from .fixed import bounds, hdl_fit, int_array, product_range, shape_for
 from .layouts import channel_word
@@ -268,7 +269,9 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
         with m.If(advance):
             m.d.sync += [x2.eq(x), w2.eq(w)]
         tags = [valid1, first1, last1]
-        tags = [self._delay(m, advance, t, f"{n}2") for t, n in zip(tags, ("valid", "first", "last"), strict=True)]
+        tags = [
+            delayed(m, t, enable=advance, name=f"{n}2") for t, n in zip(tags, ("valid", "first", "last"), strict=True)
+        ]
 
         # the products' stages (:func:`registered_product`), on DSP blocks' own registers
         x_bounds = bounds(self._in_shape)
@@ -283,10 +286,10 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
                 )
                 row.append(hdl_fit(product, *p_bounds))
             terms.append(row)
-        for stage in range(3, 3 + MUL_LATENCY):
-            tags = [
-                self._delay(m, advance, t, f"{n}{stage}") for t, n in zip(tags, ("valid", "first", "last"), strict=True)
-            ]
+        tags = [
+            delayed(m, t, MUL_LATENCY, enable=advance, name=f"{n}_mul")
+            for t, n in zip(tags, ("valid", "first", "last"), strict=True)
+        ]
 
         # adder trees: a register every TREE_LEVELS_PER_STAGE levels and after the last one
         level, count = 0, 1
@@ -310,7 +313,7 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
                     pairs = regs
                 terms[p] = pairs
             if registered:
-                tags = [self._delay(m, advance, t, f"tag{level}_{j}") for j, t in enumerate(tags)]
+                tags = [delayed(m, t, enable=advance, name=f"tag{level}_{j}") for j, t in enumerate(tags)]
         sums = [row[0] for row in terms]
         valid_a, first_a, last_a = tags
 
@@ -328,13 +331,6 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
         with m.If(advance & valid_a & last_a):
             m.d.sync += self.o.valid.eq(1)
         return m
-
-    @staticmethod
-    def _delay(m, enable, value, name):
-        reg = Signal(len(value), name=name)
-        with m.If(enable):
-            m.d.sync += reg.eq(value)
-        return reg
 
 
 def _intersect(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:

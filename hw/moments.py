@@ -15,6 +15,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .banks import bank_bits, constant_memory, counter, ram_ports
+from .delay import delayed
 from .fixed import hdl_ceil_shift, hdl_clamp, shape_for
 from .intervals import array_bounds, shape_of
 from .layouts import channel_word
@@ -219,10 +220,8 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
                 x = stages[MUL_LATENCY]["x"][lane]  # beside its square
                 product = registered_product(m, square, x, external_modules=self._external_modules, name=f"cu{lane}")
                 cubes.append(product)
-                for k in range(MUL_LATENCY):  # the square beside the cube
-                    delayed = Signal(self._square_shape, name=f"square{lane}_d{k + 1}")
-                    m.d.sync += delayed.eq(squares[lane])
-                    squares[lane] = delayed
+                # the square beside the cube
+                squares[lane] = delayed(m, squares[lane], MUL_LATENCY, name=f"square{lane}_d")
         m.d.comb += sa.addr.eq(Mux(before["b"], G, 0) + before["g"])
         powers = {1: last["x"], 2: squares, 3: cubes}
         m.d.comb += [sw.addr.eq(Mux(last["b"], G, 0) + last["g"]), sw.en.eq(last["v"])]

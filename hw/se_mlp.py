@@ -15,6 +15,7 @@ from amaranth.lib import data
 
 from ._checks import check_int, check_int_array
 from .banks import constant_memory, counter, ram_ports
+from .delay import delayed
 from .fixed import bounds, hdl_round_shift
 from .insta import MAX_SHIFT
 from .intervals import array_bounds, prefix_bounds, shape_of
@@ -367,10 +368,7 @@ class SeMlp(Elaboratable):
             prods.append(registered_product(m, a, b, external_modules=self.external_modules, name=f"mul{p}"))
         # what the accumulators need of each product's cycle, delayed as long as the product
         tags = {"fc1": v1_fc1, "fc2": v1_fc2, "first": first1, "last": last1, "q": q1, "o": o1}
-        for k in range(MUL_LATENCY):
-            delayed = {name: Signal.like(tag, name=f"{name}_d{k + 1}") for name, tag in tags.items()}
-            m.d.sync += [delayed[name].eq(tag) for name, tag in tags.items()]
-            tags = delayed
+        tags = {name: delayed(m, tag, MUL_LATENCY, name=f"{name}_d") for name, tag in tags.items()}
         fc1, fc2, first, last, q_p, o_p = (tags[name] for name in ("fc1", "fc2", "first", "last", "q", "o"))
 
         acc1 = [Signal(plan.acc1_shape, name=f"acc1_{p}") for p in range(par)]

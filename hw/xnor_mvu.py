@@ -21,6 +21,7 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory
 
 from ._checks import check_choice, check_divides, check_int, check_int_array
+from .delay import delayed
 from .figures import bram_mux, rom_luts
 from .fixed import shape_for
 from .mvu import MatrixVectorParameters, MatrixVectorUnit
@@ -305,10 +306,7 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
         advance = Signal()
 
         def delay(value, name, *, reset_less=True):
-            reg = Signal(len(value), name=name, reset_less=reset_less)
-            with m.If(advance):
-                m.d.sync += reg.eq(value)
-            return reg
+            return delayed(m, value, enable=advance, name=name, reset_less=reset_less)
 
         def counter(name, count, step):
             # 0 .. count-1, advancing on `step`; the reset and the wrap share the flip-flops' sync reset
