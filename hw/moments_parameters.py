@@ -42,6 +42,10 @@ class MomentsThresholdParameters(FrameParameters):
 
     lut_kind = "moments"
 
+    #: Registers from the reader's fetch to the output: the memories' read, their words registered
+    #: before the comparison, the output register.
+    READER_STAGES = 3
+
     def __init__(
         self,
         *,
@@ -254,7 +258,7 @@ class MomentsThresholdParameters(FrameParameters):
     @property
     def latency(self) -> int:
         """Cycles from an idle unit taking a frame's first word to emitting its first word, at full rate."""
-        return self.frame_words + self._eval_cycles + self.writer_stages + 3
+        return self.frame_words + self._eval_cycles + self.writer_stages + self.READER_STAGES
 
     @property
     def memory_bits(self) -> int:
