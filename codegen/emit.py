@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from instabnn_hw.design_folder import TOP_NAME, DesignPorts, StreamPort, tap_signal
 from instabnn_hw.hw.layouts import channel_word
 from instabnn_hw.hw.plumbing import Fifo, Fork
-from instabnn_hw.hw.rom import rom_hex
+from instabnn_hw.hw.rom import rom_files
 from instabnn_hw.hw.verilog_modules import module_sources
 
 from . import ir
@@ -154,7 +154,8 @@ class Top(wiring.Component):
             stage = spec.build(weights_file=weights_file, external_modules=external_modules)
             if weights_file is not None:
                 mvu = stage.component("mvu")
-                self._memory_files[f"mem/{file_name}"] = rom_hex(mvu.weight_words(), mvu.weight_word_width)
+                for name, text in rom_files(file_name, mvu.weight_words(), mvu.weight_word_width).items():
+                    self._memory_files[f"mem/{name}"] = text
             self._stages[node.name] = stage
         self._check_fifos()
         argmax = self._stages[graph.output.name].component("unit")
@@ -213,7 +214,8 @@ class Top(wiring.Component):
 
     @property
     def memory_files(self) -> dict[str, str]:
-        """``{"mem/<node>.hex": text}`` of the MVU weight memories (empty with inline ROMs)."""
+        """``{"mem/<file>": text}`` of the MVU weight memories: ``mem/<node>.hex``, or one file per
+        tile of a deep one (:func:`~instabnn_hw.hw.rom.rom_files`); empty with inline ROMs."""
         return dict(self._memory_files)
 
     def _readers(self, name: str) -> list[tuple[str, int]]:

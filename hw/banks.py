@@ -37,12 +37,21 @@ def constant_memory(depth: int, shape, init) -> Memory:
 
 
 def ram_ports(
-    m: Module, name: str, shape, depth: int, *, external_modules: bool, read_ports=("sync",), granular: bool = False
+    m: Module,
+    name: str,
+    shape,
+    depth: int,
+    *,
+    external_modules: bool,
+    read_ports=("sync",),
+    granular: bool = False,
+    tiled: bool = False,
 ):
     """A :class:`~.ram.Ram` of ``depth`` words of ``shape`` (a layout), as submodule ``name``: its ports.
 
     ``granular``: one write-enable lane per element of the ``ArrayLayout`` ``shape`` (the
-    ``Memory`` granularity 1). ``external_modules``: the component's.
+    ``Memory`` granularity 1). ``external_modules``: the component's. ``tiled``: the Ram's
+    (its reads then take :func:`~.tiles.read_latency` enabled edges).
     """
     width = Shape.cast(shape).width
     granularity = Shape.cast(shape.elem_shape).width if granular else None
@@ -52,6 +61,7 @@ def ram_ports(
         read_ports=read_ports,
         granularity=granularity,
         external_modules=external_modules,
+        tiled=tiled,
     )
     m.submodules[name] = ram
     return ram.ports(shape)

@@ -30,6 +30,7 @@ __all__ = [
     "FrameParameters",
     "Parameters",
     "bram_mux",
+    "bram_tiles",
     "lut_estimate",
     "rom_in_logic",
     "rom_luts",
@@ -93,11 +94,16 @@ def rom_luts(depth: int, width: int, *, merged: bool = True) -> float:
     return width * max(n, 2 * n - 1)
 
 
+def bram_tiles(depth: int, width: int) -> int:
+    """Blocks in depth of a ``depth x width`` memory in block RAM: 1 for one in LUTs or logic."""
+    if depth <= 16 or rom_in_logic(depth, width):
+        return 1
+    return _bram_blocks(depth, width)[1]
+
+
 def bram_mux(depth: int, width: int) -> int:
     """Output multiplexer bits of a memory in block RAM split in depth: ``width * (blocks - 1)``."""
-    if depth <= 16 or rom_in_logic(depth, width):
-        return 0
-    return width * (_bram_blocks(depth, width)[1] - 1)
+    return width * (bram_tiles(depth, width) - 1)
 
 
 def lut_estimate(kind: str, features: tuple[float, ...]) -> int:

@@ -114,9 +114,10 @@ class IntMatrixVectorParameters(MatrixVectorParameters):
     @property
     def latency(self) -> int:
         """Cycles from the transfer of a vector's last input word to its first output word's
-        ``valid`` (no back-pressure): memory read, operand registers, the products'
-        :data:`~.multiplier.MUL_LATENCY` registers, tree stages, accumulator."""
-        return 3 + MUL_LATENCY + self.tree_stages
+        ``valid`` (no back-pressure): memory read (:attr:`weight_read_latency`), operand
+        registers, the products' :data:`~.multiplier.MUL_LATENCY` registers, tree stages,
+        accumulator."""
+        return 2 + self.weight_read_latency + MUL_LATENCY + self.tree_stages
 
     @property
     def multipliers(self) -> int:
@@ -199,8 +200,9 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
         data, which adds zero) instead of :func:`~.layouts.channel_word`.
     weights_file : str or None
         ``None``: the weight memory is inline (Amaranth ``Memory`` with ``init``). A path: it is a
-        :class:`~.rom.Rom` loading this ``$readmemh`` file, which must hold
-        ``rom_hex(weight_words(), weight_word_width)`` (see :mod:`.rom` for how paths resolve).
+        :class:`~.rom.Rom` loading the ``$readmemh`` files based on it, which must hold
+        ``rom_files(path, weight_words(), weight_word_width)`` (one per block RAM deep; see
+        :mod:`.rom` for how paths resolve).
         Widths come from ``weights``: a weight edited in the file must stay within their range
         and each row's :func:`int_matvec_bounds`, or sums may wrap.
     external_modules : bool
@@ -263,12 +265,19 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
         else:
             x = x_layout(x1)
         w = w_layout(w_port.data)
+        tags = [valid1, first1, last1]
+        # a tiled weight memory's second read stage
+        for stage in range(w_port.latency - 1):
+            x = x_layout(delayed(m, Value.cast(x), enable=advance, name=f"x_w{stage}"))
+            tags = [
+                delayed(m, t, enable=advance, name=f"{n}_w{stage}")
+                for t, n in zip(tags, ("valid", "first", "last"), strict=True)
+            ]
 
         # stage 2: the operands registered (a block RAM's clock-to-output takes most of a cycle)
         x2, w2 = Signal(x_layout), Signal(w_layout)
         with m.If(advance):
             m.d.sync += [x2.eq(x), w2.eq(w)]
-        tags = [valid1, first1, last1]
         tags = [
             delayed(m, t, enable=advance, name=f"{n}2") for t, n in zip(tags, ("valid", "first", "last"), strict=True)
         ]

@@ -133,7 +133,7 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         """The frame buffer, the sums and the thresholds (two banks each), and the alpha ROM."""
         C, S, G, F = self._channels, self._simd, self.groups, self.frame_words
         external = self._external_modules
-        fw, (fr,) = ram_ports(m, "frame", channel_word(self._in_shape, S), 2 * F, external_modules=external)
+        fw, (fr,) = ram_ports(m, "frame", channel_word(self._in_shape, S), 2 * F, external_modules=external, tiled=True)
         lane_layout = data.StructLayout({f"s{k}": self._sum_shapes[k] for k in self._sums})
         # read ports: the accumulation's read-modify-write (transparent), the evaluator's
         sw, (sa, se) = ram_ports(
@@ -243,12 +243,16 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         m.d.comb += [fr.addr.eq(Mux(rb, F, 0) + rpos), fr.en.eq(advance)]
         m.d.comb += [tr.addr.eq(Mux(rb, G, 0) + rgrp), tr.en.eq(advance)]
         # the memories' words registered before the comparison: a block RAM's clock-to-output
-        # and the multiplexer over the blocks a deep buffer takes fill most of a cycle
+        # and the multiplexer over the tiles of a deep buffer fill most of a cycle; the frame
+        # buffer's read takes frame_read_latency edges, the thresholds' one
+        extra = self.frame_read_latency - 1
+        fetched = delayed(m, issue, self.frame_read_latency, enable=advance, name="fetched")
+        threshold_word = delayed(m, Value.cast(tr.data), extra, enable=advance, name="threshold_w", reset_less=True)
         frame, threshold = Signal(fr.data.shape(), name="frame_r"), Signal(tr.data.shape(), name="threshold_r")
-        fetched, loaded = Signal(), Signal()
+        loaded = Signal()
         with m.If(advance):
-            m.d.sync += [fetched.eq(issue), loaded.eq(fetched), self.o.valid.eq(loaded)]
-            m.d.sync += [frame.eq(fr.data), threshold.eq(tr.data)]
+            m.d.sync += [loaded.eq(fetched), self.o.valid.eq(loaded)]
+            m.d.sync += [frame.eq(fr.data), Value.cast(threshold).eq(threshold_word)]
             m.d.sync += [self.o.payload[lane].eq(frame[lane] >= threshold[lane]) for lane in range(S)]
         with m.If(issue):
             r_last = rpos == F - 1

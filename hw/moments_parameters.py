@@ -33,6 +33,7 @@ from .insta import (
 from .intervals import array_bounds, hull, iadd, imul, iscale, isquare, prefix_bounds, shape_of
 from .multiplier import MUL_LATENCY, registered_product_blocks
 from .se_mlp import SeMlpParameters
+from .tiles import read_latency
 
 __all__ = ["MomentsThresholdParameters"]
 
@@ -41,10 +42,6 @@ class MomentsThresholdParameters(FrameParameters):
     """The parameters of a :class:`~.moments.MomentsThreshold` and the figures derived from them."""
 
     lut_kind = "moments"
-
-    #: Registers from the reader's fetch to the output: the memories' read, their words registered
-    #: before the comparison, the output register.
-    READER_STAGES = 3
 
     def __init__(
         self,
@@ -258,7 +255,19 @@ class MomentsThresholdParameters(FrameParameters):
     @property
     def latency(self) -> int:
         """Cycles from an idle unit taking a frame's first word to emitting its first word, at full rate."""
-        return self.frame_words + self._eval_cycles + self.writer_stages + self.READER_STAGES
+        return self.frame_words + self._eval_cycles + self.writer_stages + self.reader_stages
+
+    @property
+    def frame_read_latency(self) -> int:
+        """Enabled edges of a frame buffer read: 2 when the buffer is tiled over block RAMs in
+        depth (:func:`~.tiles.read_latency`), else 1."""
+        return read_latency(2 * self.frame_words, self._simd * self._in_shape.width)
+
+    @property
+    def reader_stages(self) -> int:
+        """Registers from the reader's fetch to the output: the frame buffer's read
+        (:attr:`frame_read_latency`), its words registered before the comparison, the output register."""
+        return self.frame_read_latency + 2
 
     @property
     def memory_bits(self) -> int:

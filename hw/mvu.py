@@ -20,6 +20,7 @@ from .figures import Figures, Parameters
 from .layouts import channel_word, window_word
 from .options import ExternalModules
 from .rom import check_init_file
+from .tiles import read_latency
 
 __all__ = ["MatrixVectorParameters", "MatrixVectorUnit"]
 
@@ -29,7 +30,7 @@ class MatrixVectorParameters(Parameters):
 
     A subclass validates its weights (and element shapes), calls :meth:`_check_folding` and sets
     ``_in_shape`` and ``_acc_shape``; it gives ``latency`` (from a vector's last input word to its
-    first output word) and ``memory_bits``.
+    first output word), ``weight_word_width`` and ``memory_bits``.
     """
 
     #: Hardware multipliers (DSP blocks).
@@ -90,6 +91,12 @@ class MatrixVectorParameters(Parameters):
     def synapse_fold(self) -> int:
         """``SF = cols / simd``: input words per vector."""
         return self.cols // self._simd
+
+    @property
+    def weight_read_latency(self) -> int:
+        """Enabled edges from a weight address to its word: the weight memory's
+        :attr:`~.rom.Rom.latency` (2 when it is tiled over several block RAMs in depth)."""
+        return read_latency(self.neuron_fold * self.synapse_fold, self.weight_word_width)
 
     @property
     def initiation_interval(self) -> int:

@@ -15,10 +15,12 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int, check_payload, check_shape
+from .delay import delayed
 from .figures import Figures, Parameters, bram_mux
 from .fixed import bounds, shape_for
 from .options import ExternalModules
 from .ram import Ram
+from .tiles import read_latency
 
 __all__ = [
     "Fifo",
@@ -146,13 +148,21 @@ class FifoParameters(Parameters):
         return self.memory_words > self.LUT_RAM_WORDS
 
     @property
+    def read_latency(self) -> int:
+        """Enabled edges of the memory's read: 2 when it is block RAM tiled in depth
+        (:func:`~.tiles.read_latency`), else 1."""
+        if not self.registered_read:
+            return 1
+        return read_latency(self.memory_words, Shape.cast(self._shape).width)
+
+    @property
     def latency(self) -> int:
         """Cycles from an input transfer into an empty queue to its ``valid`` on the output: 1 with
-        ``depth = 1`` (the output register alone), 2 (memory, output register), 3 with a
-        :attr:`registered_read`."""
+        ``depth = 1`` (the output register alone), 2 (memory, output register), with a
+        :attr:`registered_read` one more per edge of the :attr:`read_latency`."""
         if self._depth == 1:
             return 1
-        return 3 if self.registered_read else 2
+        return 1 + self.read_latency + self.registered_read
 
     @property
     def memory_bits(self) -> int:
@@ -180,12 +190,12 @@ class Fifo(FifoParameters, ExternalModules, wiring.Component):
     :class:`amaranth.lib.fifo.SyncFIFOBuffered`, cycle for cycle (same ``depth``, latency and
     level): ``depth - 1`` payloads in a :class:`~.ram.Ram` with a synchronous read port, plus the
     output register; a payload taken by an empty queue is valid on ``o`` two cycles after its
-    transfer. A deeper memory is block RAM, and its read data goes through one more register
-    (:attr:`registered_read`) so that no path starts at a block RAM's slow read output and
-    continues into the consumer: the read register and the output register form a two-stage
-    pipeline that stalls as a whole while the output is held, one cycle more latency, up to one
-    payload more held. A full queue accepts and emits one payload per cycle; ``depth = 1`` is the
-    output register alone (a payload every other cycle).
+    transfer. A deeper memory is block RAM, tiled in depth (:mod:`.tiles`), and its read data
+    goes through one more register (:attr:`registered_read`) so that no path starts at a block
+    RAM's slow read output and continues into the consumer: the memory's read stages and the
+    output register form a pipeline that stalls as a whole while the output is held, one cycle
+    more latency per stage, up to as many payloads more held. A full queue accepts and emits one
+    payload per cycle; ``depth = 1`` is the output register alone (a payload every other cycle).
 
     Parameters
     ----------
@@ -226,7 +236,9 @@ class Fifo(FifoParameters, ExternalModules, wiring.Component):
         inner = self.memory_words
         level = Signal(range(inner + 1))  # payloads in the memory
         produce, consume = Signal(range(inner)), Signal(range(inner))
-        m.submodules.storage = ram = Ram(width=width, depth=inner, external_modules=self._external_modules)
+        m.submodules.storage = ram = Ram(
+            width=width, depth=inner, external_modules=self._external_modules, tiled=self.registered_read
+        )
         advance = ~self.o.valid | self.o.ready  # the output register can take a payload
         m.d.comb += [
             self.i.ready.eq(level != inner),
@@ -235,23 +247,19 @@ class Fifo(FifoParameters, ExternalModules, wiring.Component):
             ram.w_en.eq(do_write),
             ram.r_addr[0].eq(consume),
         ]
+        do_read = (level != 0) & advance
         if self.registered_read:
-            fetched = Signal()  # the read register holds a payload
-            do_read = (level != 0) & (~fetched | advance)
+            # the memory's read stages and the output register advance together
+            fetched = delayed(m, do_read, ram.latency, enable=advance, name="fetched")
             with m.If(advance):
                 m.d.sync += [r_data.eq(ram.r_data[0]), self.o.valid.eq(fetched)]
-            with m.If(do_read):
-                m.d.sync += fetched.eq(1)
-            with m.Elif(advance):
-                m.d.sync += fetched.eq(0)
-        else:
-            do_read = (level != 0) & advance  # memory -> output register
-            m.d.comb += r_data.eq(ram.r_data[0])
+            m.d.comb += ram.r_en[0].eq(advance)
+        else:  # the memory's read register is the output register
+            m.d.comb += [r_data.eq(ram.r_data[0]), ram.r_en[0].eq(do_read)]
             with m.If(do_read):
                 m.d.sync += self.o.valid.eq(1)
             with m.Elif(self.o.ready):
                 m.d.sync += self.o.valid.eq(0)
-        m.d.comb += ram.r_en[0].eq(do_read)
         with m.If(do_write):
             m.d.sync += produce.eq(_increment(produce, inner))
         with m.If(do_read):

@@ -17,6 +17,10 @@ minutes there and writes a Verilog file of as many ``initial`` rows. A :class:`R
 * ``"comb"`` read: ``r_data`` is word ``r_addr`` now (asynchronous; ``r_en`` unused);
 * every word and every ``"sync"`` / ``"transparent"`` ``r_data`` starts at zero.
 
+A ``tiled`` Ram deeper than one block RAM is cut in depth into Rams of one block each, whose
+read data is registered beside the blocks (:mod:`.tiles`): its ``"sync"`` reads take two
+enabled edges.
+
 Addresses must be below ``depth``. The read registers have no reset, as in Amaranth's Verilog
 (its simulator also clears them while the domain's reset is high). In Verilog the zero start is
 an ``initial`` loop outside ``SYNTHESIS`` (Yosys defines it, so it never unrolls the loop;
@@ -43,14 +47,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import SimpleNamespace
 
-from amaranth.hdl import Cat, ClockSignal, Instance, Module, Shape, ShapeCastable, unsigned
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Shape, ShapeCastable, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ._checks import check_int
+from ._checks import check_flag, check_int
 from .options import ExternalModules
 from .rom import address_bits
+from .tiles import memory_tiles, select_tile
 
 __all__ = ["RAM_MODULE", "READ_PORT_KINDS", "Ram", "RamModel", "ram_verilog"]
 
@@ -178,6 +183,10 @@ class Ram(ExternalModules, wiring.Component):
     external_modules : bool
         ``False``: an inline :class:`~amaranth.lib.memory.Memory`. ``True``: an ``Instance`` of
         :data:`RAM_MODULE` (its source, :func:`ram_verilog`, must be among the Verilog sources).
+    tiled : bool
+        Deeper than one block RAM, cut in depth into tiles (:mod:`.tiles`): every read port
+        (``"sync"`` ones only) then reads in :attr:`latency` = 2 enabled edges, a pipeline that
+        advances on its ``r_en``; each tile is a :class:`Ram` of its own.
 
     Members
     -------
@@ -198,10 +207,14 @@ class Ram(ExternalModules, wiring.Component):
         read_ports: Sequence[str] = ("sync",),
         granularity: int | None = None,
         external_modules: bool = False,
+        tiled: bool = False,
     ) -> None:
         self._width = check_int("width", width)
         self._depth = check_int("depth", depth)
         self._kinds = _check_kinds(read_ports)
+        if check_flag("tiled", tiled) and set(self._kinds) != {"sync"}:
+            raise ValueError(f"a tiled memory's read ports must all be 'sync', not {self._kinds!r}")
+        self._tiles, self._tile_depth = memory_tiles(self._depth, self._width) if tiled else (1, self._depth)
         if granularity is None:
             self._granularity = self._width
         else:
@@ -248,6 +261,16 @@ class Ram(ExternalModules, wiring.Component):
     def bits(self) -> int:
         return self._width * self._depth
 
+    @property
+    def tiles(self) -> int:
+        """Tiles in depth: 1 unless ``tiled`` and deeper than one block RAM."""
+        return self._tiles
+
+    @property
+    def latency(self) -> int:
+        """Enabled edges from a synchronous read's address to its word on ``r_data``: 1, 2 when tiled."""
+        return 1 if self._tiles == 1 else 2
+
     def ports(self, shape=None) -> tuple[SimpleNamespace, list[SimpleNamespace]]:
         """``(write, reads)``: the members grouped as Memory ports are, ``addr``, ``data`` and ``en`` each.
 
@@ -272,6 +295,8 @@ class Ram(ExternalModules, wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        if self._tiles > 1:
+            return self._elaborate_tiles(m)
         if self._external_modules:
             mask = {kind: sum(1 << k for k, x in enumerate(self._kinds) if x == kind) for kind in READ_PORT_KINDS}
             m.submodules.ram = Instance(
@@ -303,6 +328,33 @@ class Ram(ExternalModules, wiring.Component):
                 port = memory.read_port(transparent_for=(write,) if kind == "transparent" else ())
                 m.d.comb += port.en.eq(self.r_en[k])
             m.d.comb += [port.addr.eq(self.r_addr[k]), self.r_data[k].eq(port.data)]
+        return m
+
+    def _elaborate_tiles(self, m: Module) -> Module:
+        low = (self._tile_depth - 1).bit_length()
+        reads = [[] for _ in self._kinds]
+        for t in range(self._tiles):
+            depth = min(self._tile_depth, self._depth - t * self._tile_depth)
+            m.submodules[f"tile{t}"] = tile = Ram(
+                width=self._width,
+                depth=depth,
+                read_ports=self._kinds,
+                granularity=self._granularity,
+                external_modules=self._external_modules,
+            )
+            abits = address_bits(depth)
+            here = self.w_addr[low:] == t
+            m.d.comb += [
+                tile.w_addr.eq(self.w_addr[:abits]),
+                tile.w_data.eq(self.w_data),
+                tile.w_en.eq(Mux(here, self.w_en, 0)),
+            ]
+            for k in range(len(self._kinds)):
+                m.d.comb += [tile.r_addr[k].eq(self.r_addr[k][:abits]), tile.r_en[k].eq(self.r_en[k])]
+                reads[k].append(tile.r_data[k])
+        for k in range(len(self._kinds)):
+            index = self.r_addr[k][low:]
+            m.d.comb += self.r_data[k].eq(select_tile(m, reads[k], index, enable=self.r_en[k], name=f"r{k}_tile"))
         return m
 
 

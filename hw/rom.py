@@ -1,12 +1,15 @@
-"""Read-only weight memories, inline or initialised from a ``$readmemh`` file beside the Verilog.
+"""Read-only weight memories, inline or initialised from ``$readmemh`` files beside the Verilog.
 
 Big weight memories are cheaper to convert, and easier to inspect and patch, as memory init
-files than as Amaranth's inline ``init``: the compiler writes ``rom_hex(words, width)`` to a
-file, adds :func:`rom_verilog` (the module :data:`ROM_MODULE`) to the Verilog sources, and builds
-each MVU with ``weights_file=`` that file's path. A :class:`Rom` then elaborates to an
-``Instance`` of that module; without a file it is an :class:`amaranth.lib.memory.Memory`, which
-Amaranth's simulator runs. Both read the same way: ``data`` takes ``mem[addr]`` at the clock
-edge where ``en`` is high and holds otherwise (a synchronous read port with enable).
+files than as Amaranth's inline ``init``: the compiler writes :func:`rom_files` of the words,
+adds :func:`rom_verilog` (the module :data:`ROM_MODULE`) to the Verilog sources, and builds
+each MVU with ``weights_file=`` the files' base path. A :class:`Rom` then elaborates to
+instances of that module; without a file to :class:`amaranth.lib.memory.Memory` instances, which
+Amaranth's simulator runs. Both read the same way: ``data`` takes ``mem[addr]`` at the
+:attr:`Rom.latency`-th clock edge where ``en`` is high and holds otherwise.
+
+A ROM deeper than one block RAM is cut in depth into tiles (:mod:`.tiles`), each from its own
+file: tile ``k`` of ``path`` is the file :func:`tile_path` names.
 
 Where ``$readmemh`` looks for a relative path: Verilator and Icarus open it at run time relative
 to the simulator's working directory (cocotb's ``test_dir``); Yosys relative to its working
@@ -19,14 +22,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from amaranth.hdl import ClockSignal, Instance, Module, unsigned
+from amaranth.hdl import ClockSignal, Instance, Module, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int
+from .tiles import memory_tiles, read_latency, select_tile
 
-__all__ = ["ROM_MODULE", "Rom", "check_init_file", "rom_hex", "rom_verilog"]
+__all__ = [
+    "ROM_MODULE",
+    "Rom",
+    "check_init_file",
+    "rom_files",
+    "rom_hex",
+    "rom_verilog",
+    "tile_path",
+]
 
 #: Name of the Verilog module of :func:`rom_verilog`.
 ROM_MODULE = "instabnn_rom"
@@ -85,6 +97,27 @@ def rom_hex(words: Sequence[int], width: int) -> str:
     return "".join(line + "\n" for line in lines)
 
 
+def tile_path(path: str, tile: int, tiles: int) -> str:
+    """The init file of tile ``tile`` of ``tiles`` of a ROM whose files are based on ``path``:
+    ``path`` itself for one tile, else ``"<stem>@<tile><suffix>"`` (``mem/fc.hex`` ->
+    ``mem/fc@0.hex``; ``@`` is not among the characters a node's file name keeps)."""
+    if tiles == 1:
+        return path
+    head, dot, suffix = path.rpartition(".")
+    if not dot or "/" in suffix:
+        return f"{path}@{tile}"
+    return f"{head}@{tile}.{suffix}"
+
+
+def rom_files(path: str, words: Sequence[int], width: int) -> dict[str, str]:
+    """``{file: text}``: the ``$readmemh`` files of a ROM of ``words`` based on ``path``, one per
+    tile of :func:`~.tiles.memory_tiles` (what a :class:`Rom` with ``init_file=path`` reads)."""
+    tiles, tile_depth = memory_tiles(len(words), width)
+    return {
+        tile_path(path, k, tiles): rom_hex(words[k * tile_depth : (k + 1) * tile_depth], width) for k in range(tiles)
+    }
+
+
 def check_init_file(name: str, value: object) -> str | None:
     """``value`` if it is ``None`` or a non-empty path that can sit in a Verilog string literal."""
     if value is None:
@@ -104,8 +137,10 @@ def address_bits(depth: int) -> int:
 class Rom(wiring.Component):
     """Read-only memory of ``depth`` words of ``width`` bits with one synchronous read port.
 
-    ``data`` takes word ``addr`` at a clock edge where ``en`` is high and holds otherwise, like
-    ``Memory(...).read_port()`` (``en`` is 1 unless driven).
+    ``data`` takes word ``addr`` :attr:`latency` clock edges where ``en`` is high after ``addr``
+    was presented, and holds otherwise: a pipeline whose every stage advances on ``en``
+    (``en`` is 1 unless driven). One block deep, that is ``Memory(...).read_port()``; deeper,
+    tiles (see the module notes).
 
     Parameters
     ----------
@@ -115,10 +150,11 @@ class Rom(wiring.Component):
         Words.
     init : sequence of int
         The ``depth`` words in address order, each in ``[0, 2**width)``. Inline memories use
-        them; with ``init_file`` they are what that file must hold (:meth:`init_hex`).
+        them; with ``init_file`` they are what the files hold (:meth:`memory_files`).
     init_file : str or None
-        ``None``: an inline :class:`~amaranth.lib.memory.Memory`. A path: an ``Instance`` of
-        :data:`ROM_MODULE` loading this ``$readmemh`` file (see the module notes on paths).
+        ``None``: inline :class:`~amaranth.lib.memory.Memory` instances. A path: instances of
+        :data:`ROM_MODULE` loading the ``$readmemh`` files :func:`rom_files` names (see the
+        module notes on paths).
 
     Members
     -------
@@ -134,9 +170,10 @@ class Rom(wiring.Component):
             raise TypeError(f"init must be a sequence of integers, not {init!r}")
         if len(init) != self._depth:
             raise ValueError(f"init must hold depth ({self._depth}) words, not {len(init)}")
-        self._init_hex = rom_hex(init, self._width)  # validates every word
+        rom_hex(init, self._width)  # validates every word
         self._init = tuple(int(word) for word in init)
         self._init_file = check_init_file("init_file", init_file)
+        self._tiles, self._tile_depth = memory_tiles(self._depth, self._width)
         super().__init__(
             {
                 "addr": In(address_bits(self._depth)),
@@ -161,9 +198,19 @@ class Rom(wiring.Component):
     def init_file(self) -> str | None:
         return self._init_file
 
-    def init_hex(self) -> str:
-        """``rom_hex(init, width)``: the text the init file must hold."""
-        return self._init_hex
+    @property
+    def tiles(self) -> int:
+        """Blocks in depth the memory is cut into (:func:`~.tiles.memory_tiles`)."""
+        return self._tiles
+
+    @property
+    def latency(self) -> int:
+        """Enabled edges from ``addr`` to its word on ``data``: 1, or 2 with several tiles."""
+        return read_latency(self._depth, self._width)
+
+    def memory_files(self) -> dict[str, str]:
+        """``{file: text}`` the ``init_file`` instances read (:func:`rom_files`); empty when inline."""
+        return {} if self._init_file is None else rom_files(self._init_file, self._init, self._width)
 
     @property
     def bits(self) -> int:
@@ -171,20 +218,35 @@ class Rom(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        if self._init_file is None:
-            m.submodules.memory = memory = Memory(shape=unsigned(self._width), depth=self._depth, init=self._init)
+        if self._tiles == 1:
+            self._block(m, "memory", self._init, self._init_file, self.addr, self.data)
+            return m
+        low = (self._tile_depth - 1).bit_length()
+        reads = []
+        for k in range(self._tiles):
+            words = self._init[k * self._tile_depth : (k + 1) * self._tile_depth]
+            read = Signal(self._width, name=f"tile{k}_read")
+            path = None if self._init_file is None else tile_path(self._init_file, k, self._tiles)
+            self._block(m, f"tile{k}", words, path, self.addr[: address_bits(len(words))], read)
+            reads.append(read)
+        m.d.comb += self.data.eq(select_tile(m, reads, self.addr[low:], enable=self.en, name="tile"))
+        return m
+
+    def _block(self, m: Module, name: str, words: Sequence[int], path: str | None, addr, data) -> None:
+        """One memory of ``words`` read synchronously: inline, or an instance loading ``path``."""
+        if path is None:
+            m.submodules[name] = memory = Memory(shape=unsigned(self._width), depth=len(words), init=words)
             port = memory.read_port()
-            m.d.comb += [port.addr.eq(self.addr), port.en.eq(self.en), self.data.eq(port.data)]
+            m.d.comb += [port.addr.eq(addr), port.en.eq(self.en), data.eq(port.data)]
         else:
-            m.submodules.rom = Instance(
+            m.submodules[name] = Instance(
                 ROM_MODULE,
                 p_WIDTH=self._width,
-                p_DEPTH=self._depth,
-                p_INIT_FILE=self._init_file,
-                p_ABITS=address_bits(self._depth),
+                p_DEPTH=len(words),
+                p_INIT_FILE=path,
+                p_ABITS=address_bits(len(words)),
                 i_clk=ClockSignal(),
                 i_en=self.en,
-                i_addr=self.addr,
-                o_data=self.data,
+                i_addr=addr,
+                o_data=data,
             )
-        return m

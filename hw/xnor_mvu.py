@@ -190,9 +190,10 @@ class XnorMatrixVectorParameters(MatrixVectorParameters):
     @property
     def latency(self) -> int:
         """Cycles from the transfer of a vector's last input word to its first output word's
-        ``valid`` (no back-pressure): issue, buffer read-back (when ``NF > 1``), memory read,
-        operand register, popcount stages, accumulator and output register."""
-        return (4 if self.neuron_fold > 1 else 3) + self._popcount_stages
+        ``valid`` (no back-pressure): issue, buffer read-back (when ``NF > 1``), memory read
+        (:attr:`weight_read_latency`), operand register, popcount stages, accumulator and output
+        register."""
+        return (3 if self.neuron_fold > 1 else 2) + self.weight_read_latency + self._popcount_stages
 
     @property
     def buffer_bits(self) -> int:
@@ -279,8 +280,9 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
         LUTs; ``SF = 1`` always uses a register).
     weights_file : str or None
         ``None``: the weight memory is inline (Amaranth ``Memory`` with ``init``). A path: it is a
-        :class:`~.rom.Rom` loading this ``$readmemh`` file, which must hold
-        ``rom_hex(weight_words(), weight_word_width)`` (see :mod:`.rom` for how paths resolve).
+        :class:`~.rom.Rom` loading the ``$readmemh`` files based on it, which must hold
+        ``rom_files(path, weight_words(), weight_word_width)`` (one per block RAM deep; see
+        :mod:`.rom` for how paths resolve).
     external_modules : bool
         Each PE's popcount is an instance of the shared Verilog module of its size
         (:func:`~.popcount.popcount_instance`; the compiler writes :func:`~.popcount.popcount_verilog`
@@ -371,6 +373,10 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
                 m.d.sync += word.eq(word_in)
             m.d.comb += [w_port.addr.eq(w_addr), w_port.en.eq(advance)]
             valid_m, last_m = valid_a, last_a
+        # a tiled weight memory's second read stage
+        for stage in range(w_port.latency - 1):
+            valid_m = delay(valid_m, f"valid_w{stage}", reset_less=False)
+            last_m, word = delay(last_m, f"last_w{stage}"), delay(word, f"word_w{stage}")
         # stage R: operands registered after the block RAMs (their clock-to-output is slow)
         valid_r, last_r = delay(valid_m, "valid_r", reset_less=False), delay(last_m, "last_r")
         word_r, w_data = delay(word, "word_r"), delay(w_port.data, "weights_r")

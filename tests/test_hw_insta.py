@@ -323,6 +323,18 @@ def test_evaluator_programs_and_cycle_counts():
         assert dut.cycles_per_frame == max(dut.frame_words, dut.eval_cycles + dut.eval_gap)
 
 
+def test_a_frame_buffer_tiled_over_block_rams_keeps_the_period_latency_and_results():
+    """2 x 2,050 words of 8 bits: three block RAMs deep, so its reads take two stages."""
+    rng = np.random.default_rng(9)
+    dut = make_unit(rng, stats=("m3",), channels=2, simd=1, height=25, width=41, in_shape=signed(8))
+    assert dut.frame_read_latency == 2 and dut.reader_stages == 4
+    frames = sample_frames(rng, dut.in_shape, dut.channels, dut.height, dut.width, 3)
+    run, bits = run_unit(dut, frames)
+    assert frame_periods(run, dut, 3) == [dut.cycles_per_frame] * 2
+    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency
+    run_unit(dut, frames[:2], valid=0.6, ready=0.5, seed=2)  # under random flow control
+
+
 @pytest.mark.parametrize(
     "kw, sizes",
     [

@@ -29,6 +29,9 @@ MVU_CASES = {
     "unsigned-in-positive-weights": (10, 16, 2, 4, unsigned(8), (0, 300), False),
     "single-word": (3, 5, 3, 5, signed(4), (-3, 3), True),
     "classifier-like": (10, 24, 2, 8, signed(12), (-2048, 2047), False),
+    # 1,100 words of 36 bits: a weight memory of three block RAMs in depth (a tiled ROM)
+    "tiled-weights": (2, 2200, 1, 4, signed(6), (-200, 200), False),
+    "tiled-weights-nf1": (1, 4400, 1, 4, signed(6), (-200, 200), True),
 }
 
 

