@@ -33,7 +33,7 @@ from .insta import (
 from .intervals import array_bounds, hull, iadd, imul, iscale, isquare, prefix_bounds, shape_of
 from .multiplier import MUL_LATENCY, registered_product_blocks
 from .se_mlp import SeMlpParameters
-from .tiles import read_latency
+from .tiles import read_latency, tile_luts
 
 __all__ = ["MomentsThresholdParameters"]
 
@@ -317,6 +317,11 @@ class MomentsThresholdParameters(FrameParameters):
             blocks += constant_product_blocks(self._sum_shapes[2], 3 * pixels)
             blocks += constant_product_blocks(self._sum_shapes[3], pixels * pixels)
         return blocks + (self._mlp.multipliers if self._mode == "th+" else 0)
+
+    @property
+    def luts(self) -> int:
+        """LUT4 equivalents by the LUT model, and the tiles' pick of the frame buffer."""
+        return super().luts + tile_luts(2 * self.frame_words, self._simd * self._in_shape.width)
 
     def lut_features(self) -> tuple[float, ...]:
         lane = sum(s.width for s in self._sum_shapes.values())

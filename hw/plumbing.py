@@ -20,7 +20,7 @@ from .figures import Figures, Parameters, bram_mux
 from .fixed import bounds, shape_for
 from .options import ExternalModules
 from .ram import Ram
-from .tiles import read_latency
+from .tiles import read_latency, tile_luts
 
 __all__ = [
     "Fifo",
@@ -168,6 +168,12 @@ class FifoParameters(Parameters):
     def memory_bits(self) -> int:
         """``depth`` payloads."""
         return self._depth * Shape.cast(self._shape).width
+
+    @property
+    def luts(self) -> int:
+        """LUT4 equivalents by the LUT model, and the tiles' pick of a block RAM memory."""
+        tiles = tile_luts(self.memory_words, Shape.cast(self._shape).width) if self.registered_read else 0
+        return super().luts + tiles
 
     def lut_features(self) -> tuple[float, ...]:
         bits = Shape.cast(self._shape).width

@@ -14,7 +14,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from instabnn_hw.hw.figures import Figures
+from instabnn_hw.hw.figures import Figures, lut_estimate
 from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.insta import (
     STATISTICS,
@@ -33,6 +33,7 @@ from instabnn_hw.hw.moments import MomentsThreshold
 from instabnn_hw.hw.moments_parameters import MomentsThresholdParameters
 from instabnn_hw.hw.multiplier import MUL_LATENCY
 from instabnn_hw.hw.simulate import simulate_streams
+from instabnn_hw.hw.tiles import tile_luts
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
 
@@ -328,6 +329,7 @@ def test_a_frame_buffer_tiled_over_block_rams_keeps_the_period_latency_and_resul
     rng = np.random.default_rng(9)
     dut = make_unit(rng, stats=("m3",), channels=2, simd=1, height=25, width=41, in_shape=signed(8))
     assert dut.frame_read_latency == 2 and dut.reader_stages == 4
+    assert dut.luts == lut_estimate("moments", dut.lut_features()) + tile_luts(2 * dut.frame_words, 8)
     frames = sample_frames(rng, dut.in_shape, dut.channels, dut.height, dut.width, 3)
     run, bits = run_unit(dut, frames)
     assert frame_periods(run, dut, 3) == [dut.cycles_per_frame] * 2
