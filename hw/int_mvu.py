@@ -266,7 +266,7 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
             x = x_layout(x1)
         w = w_layout(w_port.data)
         tags = [valid1, first1, last1]
-        # a tiled weight memory's second read stage
+        # the weight memory's read stages after the first
         for stage in range(w_port.latency - 1):
             x = x_layout(delayed(m, Value.cast(x), enable=advance, name=f"x_w{stage}"))
             tags = [

@@ -8,6 +8,8 @@ and gives its widths, timing and cost without building it.
 
 from __future__ import annotations
 
+from functools import reduce
+from operator import or_
 from types import SimpleNamespace
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, unsigned
@@ -159,30 +161,58 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         # (both until it is evaluated); ready = evaluated, not yet fully read
         for name in ("written", "full", "ready", "written_set", "full_set", "full_clr", "ready_set", "ready_clr"):
             setattr(net, name, Signal(2, name=name))
-        m.d.sync += [
-            net.written.eq((net.written & ~net.full_clr) | net.written_set),
-            net.full.eq((net.full & ~net.full_clr) | net.full_set),
-            net.ready.eq((net.ready & ~net.ready_clr) | net.ready_set),
+        net.written_next, net.ready_next = Signal(2, name="written_next"), Signal(2, name="ready_next")
+        m.d.comb += [
+            net.written_next.eq((net.written & ~net.full_clr) | net.written_set),
+            net.ready_next.eq((net.ready & ~net.ready_clr) | net.ready_set),
         ]
-        # banks of the writer, reader and evaluator
+        m.d.sync += [
+            net.written.eq(net.written_next),
+            net.full.eq((net.full & ~net.full_clr) | net.full_set),
+            net.ready.eq(net.ready_next),
+        ]
+        # banks and positions of the writer, reader and evaluator; the writer's and reader's next
+        # values are driven by their sections
         net.wb, net.rb, net.eb = Signal(name="wb"), Signal(name="rb"), Signal(name="eb")
         net.wpos, net.rpos = counter(F, name="wpos"), counter(F, name="rpos")
         net.wgrp, net.rgrp = counter(G, name="wgrp"), counter(G, name="rgrp")
+        net.wb_next, net.rb_next = Signal(name="wb_next"), Signal(name="rb_next")
+        net.wpos_next, net.rpos_next = counter(F, name="wpos_next"), counter(F, name="rpos_next")
+        m.d.sync += [
+            net.wb.eq(net.wb_next),
+            net.rb.eq(net.rb_next),
+            net.wpos.eq(net.wpos_next),
+            net.rpos.eq(net.rpos_next),
+        ]
+
+        def writer_may_take(written, ready, wb, rb, wpos, rpos):
+            # a bank neither written nor evaluated, or the reader's bank behind the reader
+            w_written, w_ready = written.bit_select(wb, 1), ready.bit_select(wb, 1)
+            return (~w_written & ~w_ready) | (w_ready & (rb == wb) & (rpos > wpos))
+
+        # i.ready from a register, computed from the next state: the position comparison's carry
+        # chain does not reach the producer (through a fork, its other consumers too)
+        taking = Signal(init=1, name="taking")
+        m.d.sync += taking.eq(
+            writer_may_take(net.written_next, net.ready_next, net.wb_next, net.rb_next, net.wpos_next, net.rpos_next)
+        )
+        m.d.comb += self.i.ready.eq(taking)
 
     def _frame_writer(self, m: Module, net: SimpleNamespace) -> None:
         """The writer: the frame buffer, and the sums pipeline (powers, read-modify-write of the sums)."""
         S, G, F = self._simd, self.groups, self.frame_words
         fw, sa, sw = net.fw, net.sa, net.sw
         wb, wpos, wgrp = net.wb, net.wpos, net.wgrp
-        w_written, w_ready = net.written.bit_select(wb, 1), net.ready.bit_select(wb, 1)
-        m.d.comb += self.i.ready.eq((~w_written & ~w_ready) | (w_ready & (net.rb == wb) & (net.rpos > wpos)))
         accept = self.i.valid & self.i.ready
         m.d.comb += [fw.addr.eq(Mux(wb, F, 0) + wpos), fw.data.eq(self.i.payload), fw.en.eq(accept)]
+        w_last = wpos == F - 1
+        m.d.comb += [
+            net.wpos_next.eq(Mux(accept, Mux(w_last, 0, wpos + 1), wpos)),
+            net.wb_next.eq(wb ^ (accept & w_last)),
+        ]
         with m.If(accept):
-            w_last = wpos == F - 1
-            m.d.sync += [wpos.eq(Mux(w_last, 0, wpos + 1)), wb.eq(wb ^ w_last)]
             m.d.sync += wgrp.eq(Mux(wgrp == G - 1, 0, wgrp + 1))
-        m.d.comb += net.written_set.eq(bank_bits(wb, accept & (wpos == F - 1)))
+        m.d.comb += net.written_set.eq(bank_bits(wb, accept & w_last))
 
         def stage(name):
             return {
@@ -254,11 +284,14 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
             m.d.sync += [loaded.eq(fetched), self.o.valid.eq(loaded)]
             m.d.sync += [frame.eq(fr.data), Value.cast(threshold).eq(threshold_word)]
             m.d.sync += [self.o.payload[lane].eq(frame[lane] >= threshold[lane]) for lane in range(S)]
+        r_last = rpos == F - 1
+        m.d.comb += [
+            net.rpos_next.eq(Mux(issue, Mux(r_last, 0, rpos + 1), rpos)),
+            net.rb_next.eq(rb ^ (issue & r_last)),
+        ]
         with m.If(issue):
-            r_last = rpos == F - 1
-            m.d.sync += [rpos.eq(Mux(r_last, 0, rpos + 1)), rb.eq(rb ^ r_last)]
             m.d.sync += rgrp.eq(Mux(rgrp == G - 1, 0, rgrp + 1))
-        m.d.comb += net.ready_clr.eq(bank_bits(rb, issue & (rpos == F - 1)))
+        m.d.comb += net.ready_clr.eq(bank_bits(rb, issue & r_last))
 
     def _feature_phase(self, m: Module, net: SimpleNamespace) -> None:
         """The evaluator's feature phase: one channel every ``steps_per_channel`` cycles, its sums
@@ -267,10 +300,11 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         pixels = self._height * self._width
         program = self._program
         K = len(program)
-        step, ec = counter(K, name="step"), counter(C, name="ec")
+        # the step one-hot: each step's decode, and the multiplier's operand pick, is one flip-flop
+        step, ec = Signal(K, init=1, name="step"), counter(C, name="ec")
         eg, el = counter(G, name="eg"), counter(S, name="el")
         feat_phase = Signal()
-        at_w = feat_phase & (step == K - 1)
+        at_w = feat_phase & step[K - 1]
         if self._emit_stats:
             stall = at_w & self.stats.valid & ~self.stats.ready
             with m.If(self.stats.ready):
@@ -285,8 +319,8 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         m.d.comb += [se.addr.eq(Mux(net.eb, G, 0) + rd_g), se.en.eq(~stall)]
         lane_sums = se.data[el]
         with m.If(go):
-            m.d.sync += step.eq(Mux(at_w, 0, step + 1))
-        at = [go & (step == k) for k in range(K)]
+            m.d.sync += step.eq(step.rotate_left(1))
+        at = [go & step[k] for k in range(K)]
         actions = {action: k for k, step_actions in enumerate(program) for action in step_actions}
 
         # the channel's sums, latched in step 0 (the ports hold its word from the previous write step)
@@ -338,12 +372,12 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         if operands:
             mul_a = Signal(shape_of(*(o[1] for o in operands.values())), name="mul_a")
             mul_b = Signal(shape_of(*(o[3] for o in operands.values())), name="mul_b")
-            order = list(operands)
-            a_sel, b_sel = operands[order[0]][0], operands[order[0]][2]
-            for name in order[1:]:
-                issuing = net.step == actions[f"issue:{name}"]
-                a_sel, b_sel = Mux(issuing, operands[name][0], a_sel), Mux(issuing, operands[name][2], b_sel)
-            m.d.comb += [mul_a.eq(a_sel), mul_b.eq(b_sel)]
+            # one operation issues per step: an OR of the operands gated by their steps' bits
+            issuing = {name: net.step[actions[f"issue:{name}"]] for name in operands}
+            m.d.comb += [
+                mul_a.eq(reduce(or_, [Mux(issuing[name], a, 0) for name, (a, _, _, _) in operands.items()])),
+                mul_b.eq(reduce(or_, [Mux(issuing[name], b, 0) for name, (_, _, b, _) in operands.items()])),
+            ]
             product = registered_product(m, mul_a, mul_b, external_modules=self._external_modules, name="mul")
         first_mac = min((actions[f"commit:mac{j}"] for j in range(ns)), default=None) if self._mode == "th" else None
         for name in operands:
@@ -404,7 +438,7 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
                     m.next = "FEATURES"
             with m.State("FEATURES"):
                 with m.If(net.last_channel):
-                    m.d.sync += [net.step.eq(0), net.ec.eq(0), net.eg.eq(0), net.el.eq(0)]
+                    m.d.sync += [net.step.eq(1), net.ec.eq(0), net.eg.eq(0), net.el.eq(0)]
                     m.next = "REST" if self._mode == "th" else "MLP"
             if self._mode == "th+":
                 with m.State("MLP"):

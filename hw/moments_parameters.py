@@ -259,7 +259,7 @@ class MomentsThresholdParameters(FrameParameters):
 
     @property
     def frame_read_latency(self) -> int:
-        """Enabled edges of a frame buffer read: 2 when the buffer is tiled over block RAMs in
+        """Enabled edges of a frame buffer read: 3 when the buffer is tiled over block RAMs in
         depth (:func:`~.tiles.read_latency`), else 1."""
         return read_latency(2 * self.frame_words, self._simd * self._in_shape.width)
 

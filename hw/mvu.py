@@ -19,8 +19,7 @@ from ._checks import check_divides, check_flag, check_int
 from .figures import Figures, Parameters
 from .layouts import channel_word, window_word
 from .options import ExternalModules
-from .rom import check_init_file
-from .tiles import read_latency
+from .rom import check_init_file, rom_latency
 
 __all__ = ["MatrixVectorParameters", "MatrixVectorUnit"]
 
@@ -95,8 +94,8 @@ class MatrixVectorParameters(Parameters):
     @property
     def weight_read_latency(self) -> int:
         """Enabled edges from a weight address to its word: the weight memory's
-        :attr:`~.rom.Rom.latency` (2 when it is tiled over several block RAMs in depth)."""
-        return read_latency(self.neuron_fold * self.synapse_fold, self.weight_word_width)
+        :attr:`~.rom.Rom.latency` (3 when it is tiled over several block RAMs in depth, else 2)."""
+        return rom_latency(self.neuron_fold * self.synapse_fold, self.weight_word_width)
 
     @property
     def initiation_interval(self) -> int:

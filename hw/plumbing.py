@@ -149,7 +149,7 @@ class FifoParameters(Parameters):
 
     @property
     def read_latency(self) -> int:
-        """Enabled edges of the memory's read: 2 when it is block RAM tiled in depth
+        """Enabled edges of the memory's read: 3 when it is block RAM tiled in depth
         (:func:`~.tiles.read_latency`), else 1."""
         if not self.registered_read:
             return 1

@@ -18,8 +18,8 @@ minutes there and writes a Verilog file of as many ``initial`` rows. A :class:`R
 * every word and every ``"sync"`` / ``"transparent"`` ``r_data`` starts at zero.
 
 A ``tiled`` Ram deeper than one block RAM is cut in depth into Rams of one block each, whose
-read data is registered beside the blocks (:mod:`.tiles`): its ``"sync"`` reads take two
-enabled edges.
+read data is registered beside the blocks and once more (:mod:`.tiles`): its ``"sync"`` reads
+take three enabled edges.
 
 Addresses must be below ``depth``. The read registers have no reset, as in Amaranth's Verilog
 (its simulator also clears them while the domain's reset is high). In Verilog the zero start is
@@ -55,7 +55,7 @@ from amaranth.lib.wiring import In, Out
 from ._checks import check_flag, check_int
 from .options import ExternalModules
 from .rom import address_bits
-from .tiles import memory_tiles, select_tile
+from .tiles import memory_tiles, read_latency, select_tile
 
 __all__ = ["RAM_MODULE", "READ_PORT_KINDS", "Ram", "RamModel", "ram_verilog"]
 
@@ -268,8 +268,9 @@ class Ram(ExternalModules, wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Enabled edges from a synchronous read's address to its word on ``r_data``: 1, 2 when tiled."""
-        return 1 if self._tiles == 1 else 2
+        """Enabled edges from a synchronous read's address to its word on ``r_data``: 1, or when
+        tiled :func:`~.tiles.read_latency`."""
+        return 1 if self._tiles == 1 else read_latency(self._depth, self._width)
 
     def ports(self, shape=None) -> tuple[SimpleNamespace, list[SimpleNamespace]]:
         """``(write, reads)``: the members grouped as Memory ports are, ``addr``, ``data`` and ``en`` each.

@@ -8,8 +8,12 @@ instances of that module; without a file to :class:`amaranth.lib.memory.Memory` 
 Amaranth's simulator runs. Both read the same way: ``data`` takes ``mem[addr]`` at the
 :attr:`Rom.latency`-th clock edge where ``en`` is high and holds otherwise.
 
-A ROM deeper than one block RAM is cut in depth into tiles (:mod:`.tiles`), each from its own
-file: tile ``k`` of ``path`` is the file :func:`tile_path` names.
+A weight word is wide and its reader (an MVU's operand register) one place while the block RAMs
+that hold it spread over their columns of the chip, so a ROM registers its read data where it
+comes out of the block (a block's clock-to-output fills most of a cycle) and leaves the reader a
+cycle to carry it (:func:`rom_latency`). A ROM deeper than one block RAM is cut in depth into
+tiles (:mod:`.tiles`), each from its own file: tile ``k`` of ``path`` is the file
+:func:`tile_path` names.
 
 Where ``$readmemh`` looks for a relative path: Verilator and Icarus open it at run time relative
 to the simulator's working directory (cocotb's ``test_dir``); Yosys relative to its working
@@ -28,6 +32,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int
+from .delay import delayed
 from .tiles import memory_tiles, read_latency, select_tile
 
 __all__ = [
@@ -36,6 +41,7 @@ __all__ = [
     "check_init_file",
     "rom_files",
     "rom_hex",
+    "rom_latency",
     "rom_verilog",
     "tile_path",
 ]
@@ -129,6 +135,13 @@ def check_init_file(name: str, value: object) -> str | None:
     return value
 
 
+def rom_latency(depth: int, width: int) -> int:
+    """Enabled edges from an address to its word on a ``depth x width`` :class:`Rom`'s ``data``:
+    2 (the block's read and the register beside it), or a tiled memory's
+    :func:`~.tiles.read_latency`."""
+    return max(2, read_latency(depth, width))
+
+
 def address_bits(depth: int) -> int:
     """Width of the address: ``max(1, ceil(log2(depth)))`` (the Verilog module's ``ABITS``)."""
     return max(1, (depth - 1).bit_length())
@@ -205,8 +218,8 @@ class Rom(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Enabled edges from ``addr`` to its word on ``data``: 1, or 2 with several tiles."""
-        return read_latency(self._depth, self._width)
+        """Enabled edges from ``addr`` to its word on ``data`` (:func:`rom_latency`)."""
+        return rom_latency(self._depth, self._width)
 
     def memory_files(self) -> dict[str, str]:
         """``{file: text}`` the ``init_file`` instances read (:func:`rom_files`); empty when inline."""
@@ -219,7 +232,9 @@ class Rom(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         if self._tiles == 1:
-            self._block(m, "memory", self._init, self._init_file, self.addr, self.data)
+            read = Signal(self._width, name="memory_read")
+            self._block(m, "memory", self._init, self._init_file, self.addr, read)
+            m.d.comb += self.data.eq(delayed(m, read, enable=self.en, name="memory_data", reset_less=True))
             return m
         low = (self._tile_depth - 1).bit_length()
         reads = []

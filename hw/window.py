@@ -232,8 +232,8 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
     a cycle late. Latency: the first word of an output row
     leaves 3 cycles after the input word that completes the last row it needs: the read data is
     registered before it leaves (a block RAM's clock-to-output takes most of a cycle), and the
-    last row an output row needs is kept as an absolute row count, so deciding to read is one
-    comparison.
+    last row an output row needs is kept as an absolute row count, compared with the rows
+    written a cycle ahead, so deciding to read is a register.
 
     Parameters
     ----------
@@ -339,7 +339,9 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         step_rows = Mux(slack < s, slack, s)
 
         inside = (row >= 0) & (row < H) & (x >= 0) & (x < W)
-        rows_ready = ahead(written, needed) > 0
+        # whether the rows the current output row needs are written, a register computed from
+        # the next row counts: the comparison's carry chain does not reach the loop counters
+        rows_ready = Signal()
         advance = ~self.o.valid | self.o.ready
         issue = advance & rows_ready
 
@@ -354,6 +356,12 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         last_g, last_kx, last_ky = g == G - 1, kx == K - 1, ky == K - 1
         last_ox, last_oy = ox == self._out_width - 1, oy == self._out_height - 1
         next_start = top + s  # first input row of the next output row
+        row_end = last_g & last_kx & last_ky & last_ox
+        needed_next = Signal(bits)
+        m.d.comb += needed_next.eq(
+            Mux(issue & row_end, Mux(last_oy, frame + H + first_last, needed + step_rows), needed)
+        )
+        m.d.sync += [needed.eq(needed_next), rows_ready.eq(ahead(written + row_done, needed_next) > 0)]
         with m.If(issue):
             with m.If(~last_g):
                 m.d.sync += [g.eq(g + 1), col.eq(col + 1)]
@@ -369,12 +377,12 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
                 new_top, new_base = Signal.like(top), Signal.like(top_base)
                 with m.If(~last_oy):
                     m.d.comb += [new_top.eq(top + s), new_base.eq(_wrap_add(top_base, s * row_words, depth))]
-                    m.d.sync += [oy.eq(oy + 1), needed.eq(needed + step_rows), slack.eq(slack - step_rows)]
+                    m.d.sync += [oy.eq(oy + 1), slack.eq(slack - step_rows)]
                 with m.Else():
                     # next frame: its row 0 is absolute row frame + H
                     step = (H - p - ((self._out_height - 1) * s - p)) % R  # slots from row `top` to the next -p
                     m.d.comb += [new_top.eq(-p), new_base.eq(_wrap_add(top_base, step * row_words, depth))]
-                    m.d.sync += [oy.eq(0), frame.eq(frame + H), needed.eq(frame + H + first_last)]
+                    m.d.sync += [oy.eq(0), frame.eq(frame + H)]
                     m.d.sync += slack.eq(H - 1 - first_last)
                 m.d.sync += [g.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), top.eq(new_top), row.eq(new_top)]
                 m.d.sync += [top_base.eq(new_base), row_base.eq(new_base)]

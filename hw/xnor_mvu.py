@@ -373,7 +373,7 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
                 m.d.sync += word.eq(word_in)
             m.d.comb += [w_port.addr.eq(w_addr), w_port.en.eq(advance)]
             valid_m, last_m = valid_a, last_a
-        # a tiled weight memory's second read stage
+        # the weight memory's read stages after the first
         for stage in range(w_port.latency - 1):
             valid_m = delay(valid_m, f"valid_w{stage}", reset_less=False)
             last_m, word = delay(last_m, f"last_w{stage}"), delay(word, f"word_w{stage}")

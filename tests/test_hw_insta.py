@@ -325,10 +325,10 @@ def test_evaluator_programs_and_cycle_counts():
 
 
 def test_a_frame_buffer_tiled_over_block_rams_keeps_the_period_latency_and_results():
-    """2 x 2,050 words of 8 bits: three block RAMs deep, so its reads take two stages."""
+    """2 x 2,050 words of 8 bits: three block RAMs deep, so its reads take three stages."""
     rng = np.random.default_rng(9)
     dut = make_unit(rng, stats=("m3",), channels=2, simd=1, height=25, width=41, in_shape=signed(8))
-    assert dut.frame_read_latency == 2 and dut.reader_stages == 4
+    assert dut.frame_read_latency == 3 and dut.reader_stages == 5
     assert dut.luts == lut_estimate("moments", dut.lut_features()) + tile_luts(2 * dut.frame_words, 8)
     frames = sample_frames(rng, dut.in_shape, dut.channels, dut.height, dut.width, 3)
     run, bits = run_unit(dut, frames)

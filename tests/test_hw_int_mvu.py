@@ -237,9 +237,9 @@ def test_int_mvu_parameters_give_figures_without_ports():
     # 27 lanes of 4 x 2 bits; the 6 x 54 weight ROM in logic: 54 bits x 6/16 LUT4s
     assert plain.lut_kind == "int_mvu" and plain.lut_features() == (1.0, 27 * 6, 3 * 9, 54 * 6 / 16, 0.0)
     luts = lut_estimate("int_mvu", (1, 162, 27, 54 * 6 / 16, 0))
-    # NF 2, SF 3; pipeline: memory, operands, the product's three registers, 4 tree levels, accumulator
-    assert plain.latency == 6 + 4
-    figures = Figures(24, 2 + 10, 2 + 10, luts, memory_bits=162 * 2 + 27 * 4, multipliers=27, lag=3)
+    # NF 2, SF 3; pipeline: memory (two), operands, the product's three registers, 4 tree levels, accumulator
+    assert plain.latency == 7 + 4
+    figures = Figures(24, 2 + 11, 2 + 11, luts, memory_bits=162 * 2 + 27 * 4, multipliers=27, lag=3)
     assert plain.figures(12) == figures
     dut = IntMatrixVector(**params, external_modules=True)
     assert dut.external_modules and dut.figures(12) == figures

@@ -141,7 +141,7 @@ def test_fifo_holds_depth_payloads_while_the_output_waits(depth, shape):
     """A stalled output takes at least ``depth`` payloads; a block RAM FIFO (read stages) a few more."""
     fifo = Fifo(shape=shape, depth=depth)
     assert fifo.registered_read == (depth - 1 > Fifo.LUT_RAM_WORDS)
-    assert fifo.read_latency == (2 if depth == 1500 else 1)  # 1,499 x 36 bits: three blocks deep
+    assert fifo.read_latency == (3 if depth == 1500 else 1)  # 1,499 x 36 bits: three blocks deep
 
     async def testbench(ctx):
         ctx.set(fifo.o.ready, 0)

@@ -196,11 +196,11 @@ def test_port_timing_cycle_by_cycle():
 
 
 @pytest.mark.parametrize("external", [False, True])
-def test_tiled_ram_reads_in_two_enabled_edges(external):
+def test_tiled_ram_reads_in_three_enabled_edges(external):
     """1,100 words of 36 bits in three tiles, two read ports, lane writes: each port shows the
-    word it addressed at its first enabled edge (before that edge's write), after its second."""
+    word it addressed at its first enabled edge (before that edge's write), after its third."""
     ram = Ram(width=36, depth=1100, read_ports=("sync", "sync"), granularity=9, tiled=True, external_modules=external)
-    assert ram.tiles == 3 and ram.latency == 2
+    assert ram.tiles == 3 and ram.latency == 3
     text = verilog.convert(ram, name="top")
     if external:
         for depth in (512, 512, 76):
@@ -210,7 +210,7 @@ def test_tiled_ram_reads_in_two_enabled_edges(external):
     rng = np.random.default_rng(8)
 
     async def testbench(ctx):
-        pipelines = [[None, None], [None, None]]  # per port: the words in its two stages
+        pipelines = [[None] * ram.latency for _ in range(2)]  # per port: the words in its stages
         for step in range(800):
             w_en, w_addr, w_data = int(rng.integers(0, 16)), int(rng.integers(0, 1100)), int(rng.integers(0, 1 << 36))
             if step % 50 == 0:
@@ -230,9 +230,9 @@ def test_tiled_ram_reads_in_two_enabled_edges(external):
             await ctx.tick()
             for k, (_, r_en, word) in enumerate(reads):
                 if r_en:
-                    pipelines[k] = [word, pipelines[k][0]]
-                if pipelines[k][1] is not None:
-                    assert ctx.get(ram.r_data[k]) == pipelines[k][1], (step, k)
+                    pipelines[k] = [word, *pipelines[k][:-1]]
+                if pipelines[k][-1] is not None:
+                    assert ctx.get(ram.r_data[k]) == pipelines[k][-1], (step, k)
 
     sim = Simulator(ram)
     sim.add_clock(1e-8)

@@ -17,11 +17,12 @@ from instabnn_hw.hw.synthesis import tool_path
 from instabnn_hw.hw.xnor_mvu import XnorMatrixVector
 
 
-def test_inline_rom_reads_synchronously_and_holds_without_enable():
+def test_inline_rom_reads_in_two_enabled_edges_and_holds_without_enable():
     rng = random.Random(3)
     init = [rng.getrandbits(12) for _ in range(9)]
     assert len(set(init)) == 9
     rom = Rom(width=12, depth=9, init=init)
+    assert rom.latency == 2
     seen = []
 
     async def testbench(ctx):
@@ -29,13 +30,15 @@ def test_inline_rom_reads_synchronously_and_holds_without_enable():
             ctx.set(rom.addr, address)
             ctx.set(rom.en, 1)
             await ctx.tick()
-            seen.append(ctx.get(rom.data))  # the word of the address set before the edge
+            seen.append(ctx.get(rom.data))  # the word of the address set two edges before
         ctx.set(rom.en, 0)
-        for address in (0, 3, 5):  # disabled: the last word holds whatever the address
+        for address in (0, 3, 5):  # disabled: the pipeline holds whatever the address
             ctx.set(rom.addr, address)
             await ctx.tick()
-            assert ctx.get(rom.data) == init[8]
+            assert ctx.get(rom.data) == init[7]
         ctx.set(rom.en, 1)
+        await ctx.tick()
+        assert ctx.get(rom.data) == init[8]
         await ctx.tick()
         assert ctx.get(rom.data) == init[5]
 
@@ -43,7 +46,7 @@ def test_inline_rom_reads_synchronously_and_holds_without_enable():
     sim.add_clock(1e-8)
     sim.add_testbench(testbench)
     sim.run()
-    assert seen == init
+    assert seen == [0, *init[:8]]
 
 
 def test_rom_with_a_file_is_an_instance_of_the_verilog_module():
@@ -69,31 +72,32 @@ def test_rom_files_cut_the_words_into_one_file_per_tile():
     assert tile_path("a/w.hex", 0, 1) == "a/w.hex"
 
 
-def tiled_rom(**options):
+def tiled_rom(depth=1100, **options):
     rng = random.Random(4)
-    init = [rng.getrandbits(36) for _ in range(1100)]
-    return Rom(width=36, depth=1100, init=init, **options), init
+    init = [rng.getrandbits(36) for _ in range(depth)]
+    return Rom(width=36, depth=depth, init=init, **options), init
 
 
-def test_tiled_rom_reads_in_two_enabled_edges_and_holds_without_enable():
+@pytest.mark.parametrize("depth", [1100, 400])
+def test_rom_reads_in_its_latency_of_enabled_edges_and_holds_without_enable(depth):
     """Random addresses (every tile, the last word included) and enables against the model of a
-    two-stage pipeline that advances on ``en``."""
-    rom, init = tiled_rom()
-    assert rom.tiles == 3 and rom.latency == 2
+    pipeline of :attr:`~Rom.latency` stages that advances on ``en``: three tiled, two one block deep."""
+    rom, init = tiled_rom(depth=depth)
+    assert (rom.tiles, rom.latency) == ((3, 3) if depth == 1100 else (1, 2))
     rng = random.Random(7)
 
     async def testbench(ctx):
-        pipeline = [None, None]  # the addresses in the two stages
+        pipeline = [None] * rom.latency  # the addresses in the stages
         for step in range(600):
-            address = 1099 if step == 5 else rng.randrange(1100)
+            address = depth - 1 if step == 5 else rng.randrange(depth)
             enable = rng.random() < 0.7
             ctx.set(rom.addr, address)
             ctx.set(rom.en, enable)
             await ctx.tick()
             if enable:
-                pipeline = [address, pipeline[0]]
-            if pipeline[1] is not None:
-                assert ctx.get(rom.data) == init[pipeline[1]], step
+                pipeline = [address, *pipeline[:-1]]
+            if pipeline[-1] is not None:
+                assert ctx.get(rom.data) == init[pipeline[-1]], step
 
     sim = Simulator(rom)
     sim.add_clock(1e-8)
@@ -126,13 +130,13 @@ def test_yosys_maps_each_tile_of_a_tiled_rom_to_one_block_deep(tmp_path):
     assert int(cells.get("TRELLIS_FF", 0)) >= 3 * 36  # a register per tile
 
 
-def test_mvus_with_a_deep_weight_memory_read_it_in_two_stages():
-    """The MVU test cases named ``tiled-weights`` do have a tiled weight memory; a shallow one reads in one."""
+def test_mvus_with_a_deep_weight_memory_read_it_in_three_stages():
+    """The MVU test cases named ``tiled-weights`` do have a tiled weight memory; a shallow one reads in two."""
     xnor = XnorMatrixVector(weights=np.zeros((8, 4950), int), pe=4, simd=9)
     integer = IntMatrixVector(weights=np.full((2, 2200), -200), pe=1, simd=4, in_shape=signed(6))
     assert integer.weight_word_width == 36
-    assert xnor.weight_read_latency == integer.weight_read_latency == 2
-    assert XnorMatrixVector(weights=np.zeros((4, 16), int), pe=2, simd=2).weight_read_latency == 1
+    assert xnor.weight_read_latency == integer.weight_read_latency == 3
+    assert XnorMatrixVector(weights=np.zeros((4, 16), int), pe=2, simd=2).weight_read_latency == 2
 
 
 def test_rom_hex_format():

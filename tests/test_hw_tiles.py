@@ -20,7 +20,7 @@ from instabnn_hw.hw.tiles import memory_tiles, read_latency, tile_luts
 )
 def test_memory_tiles_follow_the_block_ram_tiling(depth, width, tiles):
     assert memory_tiles(depth, width) == tiles
-    assert read_latency(depth, width) == (1 if tiles[0] == 1 else 2)
+    assert read_latency(depth, width) == (1 if tiles[0] == 1 else 3)
     count, tile_depth = tiles
     assert (count - 1) * tile_depth < depth <= count * tile_depth
 

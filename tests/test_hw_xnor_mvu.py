@@ -283,13 +283,13 @@ def test_parameters_give_figures_without_ports():
     # NF 2, SF 3; acc signed(6); the 6 x 27 weight ROM in logic: 27 bits x 6/16 LUT4s
     assert plain.lut_kind == "xnor_mvu" and plain.lut_features() == (1.0, 27.0, 3 * 6, 27 * 6 / 16, 0.0)
     luts = round(44.458 + 2.411 * 27 + 0.987 * 18 + 0.869 * 27 * 6 / 16)
-    # 4 vectors of 3 words; with NF > 1 a pipeline of 4 registers and 2 popcount stages
-    assert plain.latency == 4 + 1 + popcount_levels(9) == 6
-    figures = Figures(cycles=24, latency=2 + 6, post=2 + 6, luts=luts, memory_bits=6 * 27 + 3 * (9 + 1), lag=3)
+    # 4 vectors of 3 words; with NF > 1 a pipeline of 5 registers and 2 popcount stages
+    assert plain.latency == 5 + 1 + popcount_levels(9) == 7
+    figures = Figures(cycles=24, latency=2 + 7, post=2 + 7, luts=luts, memory_bits=6 * 27 + 3 * (9 + 1), lag=3)
     assert plain.figures(12) == figures
     dut = XnorMatrixVector(**params, external_modules=True)
     assert dut.figures(12) == figures
     assert (dut.acc_shape, dut.memory_bits, dut.popcount_sizes) == (plain.acc_shape, plain.memory_bits, {(9, 2)})
     single = XnorMatrixVector.parameters(weights=np.zeros((4, 8), int), pe=4, simd=8, masked=False)
-    assert single.latency == 3 + 1 + popcount_levels(8)  # NF = 1: no buffer read-back
+    assert single.latency == 4 + 1 + popcount_levels(8)  # NF = 1: no buffer read-back
     assert single.figures(5) == Figures(5, single.latency, single.latency, single.luts, 32, 0, 0)
