@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from results import WORK, write_csv  # noqa: E402
 from xnor_synth import format_xnor_table, xnor_synthesis_table  # noqa: E402
 
-from instabnn_hw.hw import affine, int_mvu, plumbing, pool, threshold, window, xnor_mvu  # noqa: E402
+from instabnn_hw.hw import affine, int_mvu, plumbing, pool, reshape, threshold, window, xnor_mvu  # noqa: E402
 from instabnn_hw.hw.insta_prelu import InstaPReLU  # noqa: E402
 from instabnn_hw.hw.layouts import tensor_to_words  # noqa: E402
 from instabnn_hw.hw.moments import MomentsThreshold  # noqa: E402
@@ -98,7 +98,7 @@ def units() -> list[Unit]:
     found.append(Unit("Fork", "", fork, {"i": list(range(100))}, {"o.0": 100, "o.1": 100}, "o.0"))
     join = built(plumbing.JoinAdd, shape=signed(8), count=4, shifts=(1, 0))
     found.append(Unit("JoinAdd", "4 lanes", join, {"i.0": _words(100, 4), "i.1": _words(100, 4)}, {"o": 100}, "o"))
-    narrow = built(plumbing.WidthConverter, shape=1, in_count=32, out_count=8)
+    narrow = built(reshape.WidthConverter, shape=1, in_count=32, out_count=8)
     found.append(Unit("WidthConverter", "32 -> 8", narrow, {"i": _bits(40, 32)}, {"o": 160}, "o"))
 
     sw = built(window.SlidingWindow, shape=1, channels=32, simd=16, height=8, width=8, kernel=3, padding=1)

@@ -38,8 +38,9 @@ from instabnn_hw.hw.figures import LUT_MODEL  # noqa: E402
 from instabnn_hw.hw.insta_prelu import InstaPReLU  # noqa: E402
 from instabnn_hw.hw.int_mvu import Argmax, IntMatrixVector  # noqa: E402
 from instabnn_hw.hw.moments import MomentsThreshold  # noqa: E402
-from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, RegisterSlice, Repeat, WidthConverter  # noqa: E402
+from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, RegisterSlice  # noqa: E402
 from instabnn_hw.hw.pool import GlobalSumPool, MaxPool, SumPool  # noqa: E402
+from instabnn_hw.hw.reshape import Repeat, WidthConverter  # noqa: E402
 from instabnn_hw.hw.synthesis import synthesize  # noqa: E402
 from instabnn_hw.hw.threshold import StaticThreshold  # noqa: E402
 from instabnn_hw.hw.window import SlidingWindow  # noqa: E402

@@ -17,7 +17,7 @@ Conventions
   component whose own element shape differs (an MVU accumulator, a join) is linked element by
   element: values always lie in the IR range, so sign extension or truncation is exact.
 * A stage takes each IR input at the width of its producer (``in_widths``) and converts it
-  itself (:class:`~instabnn_hw.hw.plumbing.WidthConverter`; through ``lcm`` with two converters
+  itself (:class:`~instabnn_hw.hw.reshape.WidthConverter`; through ``lcm`` with two converters
   when neither width divides the other: through ``gcd`` the stream would carry ``gcd`` elements per
   cycle, below the consumer's word rate, and an MVU reading its vector during its first fold would
   wait on it).
@@ -48,8 +48,9 @@ from instabnn_hw.hw.insta_prelu import InstaPReLU
 from instabnn_hw.hw.int_mvu import Argmax, IntMatrixVector
 from instabnn_hw.hw.layouts import channel_word, window_word
 from instabnn_hw.hw.moments import MomentsThreshold
-from instabnn_hw.hw.plumbing import JoinAdd, RegisterSlice, Repeat, WidthConverter
+from instabnn_hw.hw.plumbing import JoinAdd, RegisterSlice
 from instabnn_hw.hw.pool import GlobalSumPool, MaxPool, SumPool
+from instabnn_hw.hw.reshape import Repeat, WidthConverter
 from instabnn_hw.hw.threshold import StaticThreshold
 from instabnn_hw.hw.window import SlidingWindow
 from instabnn_hw.hw.xnor_mvu import XnorMatrixVector

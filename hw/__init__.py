@@ -8,8 +8,8 @@ rounding and width rules are in :mod:`.fixed`.
 ============================  =====================================================
 module                        components (numpy models)
 ============================  =====================================================
-:mod:`.plumbing`              Fifo, Fork, JoinAdd, WidthConverter, Repeat (join_add, regroup,
-                              repeat_channels)
+:mod:`.plumbing`              RegisterSlice, Fifo, Fork, JoinAdd (join_add)
+:mod:`.reshape`               WidthConverter, Repeat (regroup, repeat_channels)
 :mod:`.window`                SlidingWindow (sliding_windows)
 :mod:`.pool`                  MaxPool, SumPool, GlobalSumPool (max_pool, sum_pool, global_sum_pool)
 :mod:`.popcount`              PopCount (popcount); shared Verilog modules (popcount_verilog)
@@ -49,10 +49,11 @@ from .affine import Requantise, RPReLU
 from .insta_prelu import InstaPReLU
 from .int_mvu import Argmax, IntMatrixVector
 from .moments import MomentsThreshold
-from .plumbing import Fifo, Fork, JoinAdd, Repeat, WidthConverter
+from .plumbing import Fifo, Fork, JoinAdd
 from .pool import GlobalSumPool, MaxPool, SumPool
 from .popcount import PopCount
 from .ram import Ram
+from .reshape import Repeat, WidthConverter
 from .rom import Rom
 from .threshold import StaticThreshold
 from .window import SlidingWindow

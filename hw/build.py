@@ -560,7 +560,7 @@ def _run_build(
         synth += " -nowidelut"
     elif dev.dsp:  # the UltraPlus DSPs (check_fit has seen the multipliers fit them)
         synth += " -dsp"
-    # iCE40 has no LUT RAM: a `ram_style = "distributed"` hint (hw.plumbing.Repeat) has no mapping there
+    # iCE40 has no LUT RAM: a `ram_style = "distributed"` hint (hw.reshape.Repeat) has no mapping there
     hints = ["setattr -unset ram_style m:*"] if dev.family == "ice40" else []
     script = [
         *reads,

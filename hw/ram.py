@@ -38,7 +38,7 @@ threshold is 0): an instance costs nothing to convert, and the compiler's end-to
 simulations then cover every use. Only two small kinds stay inline: the
 :class:`~.xnor_mvu.XnorMatrixVector` input buffer (``SF * (simd + 1)`` bits, at most a few
 kilobits; it keeps its ``ram_style`` choice and ``no_rw_check``) and the
-:class:`~.plumbing.Repeat` replay buffer (LUT RAM read asynchronously, ``words`` words), as do
+:class:`~.reshape.Repeat` replay buffer (LUT RAM read asynchronously, ``words`` words), as do
 the constant tables (ROMs with ``init``).
 """
 

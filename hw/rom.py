@@ -39,6 +39,7 @@ __all__ = [
     "ROM_MODULE",
     "Rom",
     "check_init_file",
+    "check_words",
     "rom_files",
     "rom_hex",
     "rom_latency",
@@ -93,14 +94,20 @@ def rom_hex(words: Sequence[int], width: int) -> str:
     """
     width = check_int("width", width)
     digits = -(-width // 4)
-    lines = []
+    return "".join(format(word, f"0{digits}x") + "\n" for word in check_words(words, width))
+
+
+def check_words(words: Sequence[int], width: int) -> tuple[int, ...]:
+    """``words`` as Python integers, each checked to be an integer in ``[0, 2**width)``
+    (``TypeError`` / ``ValueError`` naming the first that is not)."""
+    checked = []
     for index, word in enumerate(words):
         if isinstance(word, (bool, np.bool_)) or not isinstance(word, (int, np.integer)):
             raise TypeError(f"words[{index}] must be an integer, not {word!r}")
         if not 0 <= int(word) < 1 << width:
             raise ValueError(f"words[{index}] must be in [0, 2**{width}), not {int(word)!r}")
-        lines.append(format(int(word), f"0{digits}x"))
-    return "".join(line + "\n" for line in lines)
+        checked.append(int(word))
+    return tuple(checked)
 
 
 def tile_path(path: str, tile: int, tiles: int) -> str:
@@ -183,8 +190,7 @@ class Rom(wiring.Component):
             raise TypeError(f"init must be a sequence of integers, not {init!r}")
         if len(init) != self._depth:
             raise ValueError(f"init must hold depth ({self._depth}) words, not {len(init)}")
-        rom_hex(init, self._width)  # validates every word
-        self._init = tuple(int(word) for word in init)
+        self._init = check_words(init, self._width)
         self._init_file = check_init_file("init_file", init_file)
         self._tiles, self._tile_depth = memory_tiles(self._depth, self._width)
         super().__init__(

@@ -5,7 +5,8 @@ import pytest
 from amaranth.hdl import signed
 
 from instabnn_hw.hw.layouts import tensor_to_words
-from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, Repeat, WidthConverter, join_add, regroup, repeat_channels
+from instabnn_hw.hw.plumbing import Fifo, Fork, JoinAdd, join_add
+from instabnn_hw.hw.reshape import Repeat, WidthConverter, regroup, repeat_channels
 from instabnn_hw.sim.streams import StreamCase, run_stream_cases, stimulus_seed
 
 pytestmark = pytest.mark.cocotb
@@ -19,31 +20,19 @@ def plumbing_cases(seed: int) -> dict[str, StreamCase]:
     elements = rng.integers(-8, 8, size=240)
     tensor = rng.integers(-8, 8, size=(6, 3, 5))
     tensor[:, 0, 0] = -8
+    # the memory as an instance of the RAM module (the compiler's Verilog): LUT RAM (2, 6), block
+    # RAM with its read register (40), three block RAMs deep, tiled (5000)
+    external_fifos = {
+        f"fifo_{depth}": StreamCase(
+            Fifo(shape=signed(8), depth=depth, external_modules=True),
+            {"i": words[:, column].tolist()},
+            {"o": words[:, column].tolist()},
+        )
+        for column, depth in enumerate((2, 6, 40, 5000))
+    }
     return {
         "fifo": StreamCase(Fifo(shape=signed(8), depth=3), {"i": words[:, 0].tolist()}, {"o": words[:, 0].tolist()}),
-        # the memory as an instance of the RAM module (the compiler's Verilog)
-        "fifo_ram": StreamCase(
-            Fifo(shape=signed(8), depth=6, external_modules=True),
-            {"i": words[:, 2].tolist()},
-            {"o": words[:, 2].tolist()},
-        ),
-        "fifo_ram2": StreamCase(
-            Fifo(shape=signed(8), depth=2, external_modules=True),
-            {"i": words[:, 3].tolist()},
-            {"o": words[:, 3].tolist()},
-        ),
-        # block RAM: the read register between the memory and the output register
-        "fifo_bram": StreamCase(
-            Fifo(shape=signed(8), depth=40, external_modules=True),
-            {"i": words[:, 1].tolist()},
-            {"o": words[:, 1].tolist()},
-        ),
-        # three block RAMs deep: tiles, a read in two stages
-        "fifo_tiles": StreamCase(
-            Fifo(shape=signed(8), depth=5000, external_modules=True),
-            {"i": words[:, 0].tolist()},
-            {"o": words[:, 0].tolist()},
-        ),
+        **external_fifos,
         "fork": StreamCase(
             Fork(shape=signed(8)),
             {"i": words[:, 1].tolist()},
