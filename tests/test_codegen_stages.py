@@ -21,8 +21,8 @@ from instabnn_hw.hw.int_mvu import Argmax, IntMatrixVector
 from instabnn_hw.hw.layouts import channel_word, window_word
 from instabnn_hw.hw.moments import MomentsThreshold
 from instabnn_hw.hw.plumbing import JoinAdd, RegisterSlice
-from instabnn_hw.hw.reshape import Repeat, WidthConverter
 from instabnn_hw.hw.pool import GlobalSumPool, MaxPool, SumPool
+from instabnn_hw.hw.reshape import Repeat, WidthConverter
 from instabnn_hw.hw.threshold import StaticThreshold
 from instabnn_hw.hw.window import SlidingWindow
 from instabnn_hw.hw.xnor_mvu import XnorMatrixVector
