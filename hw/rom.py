@@ -39,7 +39,6 @@ __all__ = [
     "ROM_MODULE",
     "Rom",
     "check_init_file",
-    "check_words",
     "rom_files",
     "rom_hex",
     "rom_latency",
@@ -94,10 +93,10 @@ def rom_hex(words: Sequence[int], width: int) -> str:
     """
     width = check_int("width", width)
     digits = -(-width // 4)
-    return "".join(format(word, f"0{digits}x") + "\n" for word in check_words(words, width))
+    return "".join(format(word, f"0{digits}x") + "\n" for word in _check_words(words, width))
 
 
-def check_words(words: Sequence[int], width: int) -> tuple[int, ...]:
+def _check_words(words: Sequence[int], width: int) -> tuple[int, ...]:
     """``words`` as Python integers, each checked to be an integer in ``[0, 2**width)``
     (``TypeError`` / ``ValueError`` naming the first that is not)."""
     checked = []
@@ -190,7 +189,7 @@ class Rom(wiring.Component):
             raise TypeError(f"init must be a sequence of integers, not {init!r}")
         if len(init) != self._depth:
             raise ValueError(f"init must hold depth ({self._depth}) words, not {len(init)}")
-        self._init = check_words(init, self._width)
+        self._init = _check_words(init, self._width)
         self._init_file = check_init_file("init_file", init_file)
         self._tiles, self._tile_depth = memory_tiles(self._depth, self._width)
         super().__init__(

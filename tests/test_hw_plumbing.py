@@ -1,7 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""hw.plumbing in Amaranth's simulator: every payload arrives once, in order, under random flow control.
-
-The figures, validation and latency tables cover hw.reshape's components beside these."""
+"""hw.plumbing in Amaranth's simulator: every payload arrives once, in order, under random flow control."""
 
 import random
 
@@ -12,6 +10,7 @@ from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.sim import Simulator
+from stream_components import check_figures, check_latency, check_validation
 
 from instabnn_hw.hw.figures import Figures
 from instabnn_hw.hw.fixed import bounds
@@ -26,7 +25,6 @@ from instabnn_hw.hw.plumbing import (
     RegisterSliceParameters,
     join_add,
 )
-from instabnn_hw.hw.reshape import Repeat, RepeatParameters, WidthConverter, WidthConverterParameters
 from instabnn_hw.hw.simulate import simulate_streams
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
@@ -239,43 +237,12 @@ FIGURES = {
         30,
         Figures(30, 1, 1, round(1.368 + 0.892 * 40)),
     ),
-    # narrowing 8 -> 2: a 4-way multiplexer on each of the 2 * 4 output bits
-    "narrowing": (
-        WidthConverter,
-        WidthConverterParameters,
-        {"shape": signed(4), "in_count": 8, "out_count": 2},
-        10,
-        Figures(40, 1, 1, round(0.737 + 1.143 * 2 * 4 * 3)),
-    ),
-    # widening 2 -> 6: three input words per output word
-    "widening": (
-        WidthConverter,
-        WidthConverterParameters,
-        {"shape": signed(4), "in_count": 2, "out_count": 6},
-        12,
-        Figures(12, 3, 1, round(0.737 + 2.309 * 3)),
-    ),
-    # 6 input words leave twice; the replay buffer holds a pixel's 3 words of 2 * 6 bits
-    "repeat": (
-        Repeat,
-        RepeatParameters,
-        {"shape": signed(6), "count": 2, "words": 3, "times": 2},
-        6,
-        Figures(12, 1, 1, round(21.835 + 0.855 * 12), 3 * 12),
-    ),
 }
 
 
 @pytest.mark.parametrize("name", FIGURES)
 def test_parameters_give_the_figures_without_ports(name):
-    component, parameters_class, params, words, figures = FIGURES[name]
-    parameters = component.parameters(**params)
-    assert type(parameters) is parameters_class and not hasattr(parameters, "signature")
-    assert parameters.figures(words) == figures
-    built = component(**params)
-    assert isinstance(built, parameters_class) and built.figures(words) == figures
-    for attribute in ("shape", "latency", "luts", "initiation_interval", *params):
-        assert getattr(built, attribute) == getattr(parameters, attribute)
+    check_figures(*FIGURES[name])
 
 
 @pytest.mark.parametrize(
@@ -287,22 +254,15 @@ def test_parameters_give_the_figures_without_ports(name):
         (RegisterSlice, {"shape": "x"}, TypeError, r"shape must be an Amaranth shape"),
         (JoinAdd, {"shape": signed(8), "count": 2, "shifts": (0, 40)}, ValueError, r"shifts\[1\] must be in"),
         (JoinAdd, {"shape": signed(8), "count": 2, "shifts": 3}, TypeError, r"shifts must be a pair of integers"),
-        (WidthConverter, {"shape": 1, "in_count": 3, "out_count": 2}, ValueError, r"in_count \(3\) and out_count"),
-        (Repeat, {"shape": signed(4), "count": 2, "words": 2, "times": 0}, ValueError, r"times must be >= 1, not 0"),
     ],
 )
 def test_parameters_validate_as_the_components(component, params, error, message):
-    for make in (component, component.parameters):
-        with pytest.raises(error, match=message):
-            make(**params)
+    check_validation(component, params, error, message)
 
 
-def test_join_add_and_converter_expose_their_parameters():
+def test_join_add_exposes_its_parameters():
     join = JoinAdd(shape=signed(8), count=4, shifts=[2, 0])
     assert (join.shape, join.count, join.shifts, join.out_shape) == (signed(8), 4, (2, 0), signed(11))
-    converter = WidthConverter(shape=unsigned(3), in_count=2, out_count=8)
-    assert (converter.shape, converter.in_count, converter.out_count) == (unsigned(3), 2, 8)
-    assert converter.latency == converter.initiation_interval == 4
 
 
 @pytest.mark.parametrize(
@@ -316,13 +276,7 @@ def test_join_add_and_converter_expose_their_parameters():
         (lambda: Fifo(shape=unsigned(36), depth=1500), {"i": list(range(6))}, {"o": 6}),
         (lambda: Fork(shape=8), {"i": list(range(6))}, {"o.0": 6, "o.1": 6}),
         (lambda: JoinAdd(shape=signed(8), count=2), {"i.0": [[1, 2]] * 6, "i.1": [[3, 4]] * 6}, {"o": 6}),
-        (lambda: WidthConverter(shape=4, in_count=6, out_count=2), {"i": [[1] * 6] * 6}, {"o": 18}),
-        (lambda: WidthConverter(shape=4, in_count=2, out_count=6), {"i": [[1] * 2] * 6}, {"o": 2}),
-        (lambda: Repeat(shape=4, count=2, words=3, times=2), {"i": [[1] * 2] * 6}, {"o": 12}),
     ],
 )
 def test_latency_is_the_first_output_after_the_first_input(make, inputs, outputs):
-    dut = make()
-    run = simulate_streams(dut, inputs, outputs)
-    first_in, first_out = next(iter(inputs)), next(iter(outputs))
-    assert run.cycles[first_out][0] - run.cycles[first_in][0] == dut.latency
+    check_latency(make, inputs, outputs)

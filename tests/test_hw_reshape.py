@@ -1,16 +1,25 @@
 # amaranth: UnusedElaboratable=no
-"""hw.reshape in Amaranth's simulator against its numpy models, under random flow control (their
-figures, validation and latency are in the tables of test_hw_plumbing)."""
+"""hw.reshape in Amaranth's simulator against its numpy models, under random flow control; figures,
+validation and latency."""
 
 import random
 
 import numpy as np
 import pytest
-from amaranth.hdl import signed
+from amaranth.hdl import signed, unsigned
+from stream_components import check_figures, check_latency, check_validation
 
+from instabnn_hw.hw.figures import Figures
 from instabnn_hw.hw.fixed import bounds
 from instabnn_hw.hw.layouts import tensor_to_words
-from instabnn_hw.hw.reshape import Repeat, WidthConverter, regroup, repeat_channels
+from instabnn_hw.hw.reshape import (
+    Repeat,
+    RepeatParameters,
+    WidthConverter,
+    WidthConverterParameters,
+    regroup,
+    repeat_channels,
+)
 from instabnn_hw.hw.simulate import simulate_streams
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
@@ -91,3 +100,66 @@ def test_repeat_emits_one_word_per_cycle(channels, count, times):
     assert dut.cycles_per_pixel == channels // count * times
     assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency  # first copy straight through the register
     assert run.total_cycles <= len(expected) + dut.latency + 1
+
+
+# name: (component, parameters class, parameters, input words of a frame, figures), figures worked out by hand
+FIGURES = {
+    # narrowing 8 -> 2: a 4-way multiplexer on each of the 2 * 4 output bits
+    "narrowing": (
+        WidthConverter,
+        WidthConverterParameters,
+        {"shape": signed(4), "in_count": 8, "out_count": 2},
+        10,
+        Figures(40, 1, 1, round(0.737 + 1.143 * 2 * 4 * 3)),
+    ),
+    # widening 2 -> 6: three input words per output word
+    "widening": (
+        WidthConverter,
+        WidthConverterParameters,
+        {"shape": signed(4), "in_count": 2, "out_count": 6},
+        12,
+        Figures(12, 3, 1, round(0.737 + 2.309 * 3)),
+    ),
+    # 6 input words leave twice; the replay buffer holds a pixel's 3 words of 2 * 6 bits
+    "repeat": (
+        Repeat,
+        RepeatParameters,
+        {"shape": signed(6), "count": 2, "words": 3, "times": 2},
+        6,
+        Figures(12, 1, 1, round(21.835 + 0.855 * 12), 3 * 12),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FIGURES)
+def test_parameters_give_the_figures_without_ports(name):
+    check_figures(*FIGURES[name])
+
+
+@pytest.mark.parametrize(
+    "component, params, error, message",
+    [
+        (WidthConverter, {"shape": 1, "in_count": 3, "out_count": 2}, ValueError, r"in_count \(3\) and out_count"),
+        (Repeat, {"shape": signed(4), "count": 2, "words": 2, "times": 0}, ValueError, r"times must be >= 1, not 0"),
+    ],
+)
+def test_parameters_validate_as_the_components(component, params, error, message):
+    check_validation(component, params, error, message)
+
+
+def test_converter_exposes_its_parameters():
+    converter = WidthConverter(shape=unsigned(3), in_count=2, out_count=8)
+    assert (converter.shape, converter.in_count, converter.out_count) == (unsigned(3), 2, 8)
+    assert converter.latency == converter.initiation_interval == 4
+
+
+@pytest.mark.parametrize(
+    "make, inputs, outputs",
+    [
+        (lambda: WidthConverter(shape=4, in_count=6, out_count=2), {"i": [[1] * 6] * 6}, {"o": 18}),
+        (lambda: WidthConverter(shape=4, in_count=2, out_count=6), {"i": [[1] * 2] * 6}, {"o": 2}),
+        (lambda: Repeat(shape=4, count=2, words=3, times=2), {"i": [[1] * 2] * 6}, {"o": 12}),
+    ],
+)
+def test_latency_is_the_first_output_after_the_first_input(make, inputs, outputs):
+    check_latency(make, inputs, outputs)
