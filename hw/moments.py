@@ -306,7 +306,9 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         extra = self.frame_read_latency - 1
         fetched = delayed(m, issue, self.frame_read_latency, enable=advance, name="fetched")
         threshold_word = delayed(m, Value.cast(tr.data), extra, enable=advance, name="threshold_w", reset_less=True)
-        frame, threshold = Signal(fr.data.shape(), name="frame_r"), Signal(tr.data.shape(), name="threshold_r")
+        # no reset: a build moves these registers into the block RAMs' own (block_ram_outputs)
+        frame = Signal(fr.data.shape(), name="frame_r", reset_less=True)
+        threshold = Signal(tr.data.shape(), name="threshold_r", reset_less=True)
         loaded = Signal()
         with m.If(advance):
             m.d.sync += [loaded.eq(fetched), self.o.valid.eq(loaded)]

@@ -23,10 +23,10 @@ from .multiplier import MUL_LATENCY, registered_product, registered_product_bloc
 
 __all__ = ["PRODUCT_LATENCY", "SeMlp", "SeMlpParameters"]
 
-#: Cycles from a weight read's data to its product: the operands are registered beside the
-#: multipliers (a weight memory's clock-to-output and the route to a DSP block would not share a
-#: cycle), then :data:`~.multiplier.MUL_LATENCY`.
-PRODUCT_LATENCY = 1 + MUL_LATENCY
+#: Cycles from a weight read's data to its product: the memories' words registered plainly beside
+#: them (in a build, a block RAM's own output register: :mod:`.block_ram_outputs`), the operands
+#: registered beside the multipliers, then :data:`~.multiplier.MUL_LATENCY`.
+PRODUCT_LATENCY = 2 + MUL_LATENCY
 
 
 def _check_constants(owner: str, *, w1, b1, hidden_shift, hidden_max, w2, inputs: int, outputs: int) -> dict:
@@ -363,15 +363,29 @@ class SeMlp(Elaboratable):
                         m.next = "IDLE"
 
         # the shared multipliers: FC1 (w1 x feature) or FC2 (w2 x hidden)
-        f_sel = fr.data[j1]
         width = plan.h_shape.width
         chunk = Cat(*h).word_select(q1, par * width)
-        h_sel = [chunk[p * width : (p + 1) * width] for p in range(par)]
+        # the memories' words and the hidden chunk registered as they are, then the operands
+        near = {
+            "w1": w1r.data,
+            "w2": w2r.data,
+            "features": fr.data,
+            "hidden": data.ArrayLayout(plan.h_shape, par)(chunk),
+        }
+        near = {
+            key: delayed(m, value, name=f"{key}_near", shape=value.shape(), reset_less=True)
+            for key, value in near.items()
+        }
+        fc2_near, j_near = delayed(m, v1_fc2, name="fc2_near"), delayed(m, j1, name="j_near")
+        f_sel = near["features"][j_near]
         a_shape, b_shape = plan.operand_shapes
         prods = []
         for p in range(par):
             a, b = Signal(a_shape, name=f"mul_a{p}"), Signal(b_shape, name=f"mul_b{p}")
-            m.d.sync += [a.eq(Mux(v1_fc2, w2r.data[p], w1r.data[p])), b.eq(Mux(v1_fc2, h_sel[p], f_sel))]
+            m.d.sync += [
+                a.eq(Mux(fc2_near, near["w2"][p], near["w1"][p])),
+                b.eq(Mux(fc2_near, near["hidden"][p], f_sel)),
+            ]
             prods.append(registered_product(m, a, b, external_modules=self.external_modules, name=f"mul{p}"))
         # what the accumulators need of each product's cycle, delayed as long as the product
         tags = {"fc1": v1_fc1, "fc2": v1_fc2, "first": first1, "last": last1, "q": q1, "o": o1}

@@ -818,15 +818,15 @@ def test_insta_prelu_parameters_give_the_figures_without_ports():
     parameters = InstaPReLU.parameters(**p)
     assert type(parameters) is InstaPReLUParameters and not hasattr(parameters, "signature")
     # MLP: 1 chunk x 1 feature (FC1) + 2 outputs x 1 chunk (FC2) + 4 + the products' latency twice
-    # (4 each: the operands' register and the multiplier's 3), then 2 to the last write
-    assert (parameters.frame_words, parameters.mlp_cycles) == (4, 1 + 2 + 4 + 8 + 2)
+    # (5 each: the memories' registers, the operands' and the multiplier's 3), then 2 to the last write
+    assert (parameters.frame_words, parameters.mlp_cycles) == (4, 1 + 2 + 4 + 10 + 2)
     assert parameters.lut_features() == (1.0, 4.0, 4.0, 1.0)
     # 1 statistics word + the MLP, then the parameter fetch and RPReLU's 6 stages (u, the product's
     # 3, the sum, the clamp)
-    latency = 1 + 17 + 1 + 6
+    latency = 1 + 19 + 1 + 6
     # memory: gamma banks 2*2*unsigned(2) (gamma + delta in [0, 3]), zeta 2*1, slope 2*1, base 2*1,
     # MLP features 1*3, w1 1*1, b1 1*1, w2 2*1
-    expected = Figures(cycles=1 + 17, latency=latency, post=latency - 1 - 17, luts=841, memory_bits=21, multipliers=2)
+    expected = Figures(cycles=1 + 19, latency=latency, post=latency - 1 - 19, luts=841, memory_bits=21, multipliers=2)
     assert parameters.figures(4) == expected
     unit = InstaPReLU(**p, external_modules=True)
     assert unit.figures(4) == expected and unit.external_modules
