@@ -471,7 +471,7 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         return written
 
     def _evaluator_control(self, m: Module, net: SimpleNamespace) -> None:
-        """The evaluator's FSM (idle, features, MLP, rest) and the hand-over of its bank to the reader."""
+        """The evaluator's FSM (idle, features, thresholds, rest) and the hand-over of its bank to the reader."""
         eb, done = net.eb, net.done
         gap = counter(self.eval_gap + 1)
         with m.FSM(name="evaluator") as fsm:

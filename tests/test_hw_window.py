@@ -24,6 +24,8 @@ CONFIGS = {
     "k7s2p3-stem": (signed(8), 3, 3, 11, 13, 7, 2, 3),
     "k1s2-shortcut-u4": (unsigned(4), 2, 2, 5, 6, 1, 2, 0),
     "k3s1p2-max-padding-int3": (signed(3), 2, 1, 4, 5, 3, 1, 2),
+    # one word per output row: the row count it needs changes every cycle
+    "k1s1-column-one-word": (signed(4), 2, 2, 5, 1, 1, 1, 0),
 }
 
 
