@@ -248,13 +248,11 @@ class Fifo(FifoParameters, ExternalModules, wiring.Component):
         ]
         do_read = (level != 0) & advance
         if self.registered_read:
-            # the memory's read stages and the output register advance together; the output
-            # register has no reset, so that a build moves it into a block RAM's own
+            # the memory's read stages and the output register advance together
             fetched = delayed(m, do_read, ram.latency, enable=advance, name="fetched")
-            held = Signal(width, name="held", reset_less=True)
             with m.If(advance):
-                m.d.sync += [held.eq(ram.r_data[0]), self.o.valid.eq(fetched)]
-            m.d.comb += [r_data.eq(held), ram.r_en[0].eq(advance)]
+                m.d.sync += [r_data.eq(ram.r_data[0]), self.o.valid.eq(fetched)]
+            m.d.comb += ram.r_en[0].eq(advance)
         else:  # the memory's read register is the output register
             m.d.comb += [r_data.eq(ram.r_data[0]), ram.r_en[0].eq(do_read)]
             with m.If(do_read):

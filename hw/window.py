@@ -103,9 +103,9 @@ class SlidingWindowParameters(FrameParameters):
     initiation_interval = 1
 
     #: Cycles from the input word that completes the last row an output row needs to that row's
-    #: first word on the output (the read port's register, the read data's two registers, then
-    #: the output register).
-    row_latency = 4
+    #: first word on the output (the read port's register, the read data's register, then the
+    #: output register).
+    row_latency = 3
 
     def __init__(
         self,
@@ -230,11 +230,10 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
     between frames, e.g. for ``K = 3, s = 1, p = 0``); ``K + s + 1`` for ``K = s = 1``, whose
     reader keeps pace with the writer, since ``i.ready`` is a register that learns of a release
     a cycle late. Latency: the first word of an output row
-    leaves 4 cycles after the input word that completes the last row it needs: the read data is
-    registered plainly beside the buffer (in a build, a block RAM's own output register:
-    :mod:`.block_ram_outputs`) and again, masked, before it leaves, and the last row an output
-    row needs is kept as an absolute row count, compared with the rows written a cycle ahead, so
-    deciding to read is a register.
+    leaves 3 cycles after the input word that completes the last row it needs: the read data is
+    registered before it leaves (a block RAM's clock-to-output takes most of a cycle), and the
+    last row an output row needs is kept as an absolute row count, compared with the rows
+    written a cycle ahead, so deciding to read is a register.
 
     Parameters
     ----------
@@ -346,41 +345,23 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         advance = ~self.o.valid | self.o.ready
         issue = advance & rows_ready
 
-        # The output: the read port's data register, the data registered plainly beside the
-        # buffer (a block RAM's output register in a build), then the data (zero where padding)
-        # registered with the mask beside it.
+        # The output: the read port's data register, then the data (zero where padding) registered
+        # with the mask beside it.
         read, read_mask = Signal(), Signal()
-        fetched, fetched_mask = Signal(), Signal()
-        data = Signal(word_bits, name="data", reset_less=True)
         m.d.comb += [buffer.r_en[0].eq(advance), buffer.r_addr[0].eq(Mux(inside, row_base + col, 0))]
         with m.If(advance):
-            m.d.sync += [read.eq(rows_ready), read_mask.eq(inside), data.eq(buffer.r_data[0])]
-            m.d.sync += [fetched.eq(read), fetched_mask.eq(read_mask), self.o.valid.eq(fetched)]
-            m.d.sync += [self.o.payload.mask.eq(fetched_mask), self.o.payload.data.eq(Mux(fetched_mask, data, 0))]
+            m.d.sync += [read.eq(rows_ready), read_mask.eq(inside), self.o.valid.eq(read)]
+            m.d.sync += [self.o.payload.mask.eq(read_mask), self.o.payload.data.eq(Mux(read_mask, buffer.r_data[0], 0))]
 
         last_g, last_kx, last_ky = g == G - 1, kx == K - 1, ky == K - 1
         last_ox, last_oy = ox == self._out_width - 1, oy == self._out_height - 1
         next_start = top + s  # first input row of the next output row
         row_end = last_g & last_kx & last_ky & last_ox
-        # The row count the next output row needs, ready before its row ends: registered a cycle
-        # ahead where an output row takes more than one word (it then changes at most every other
-        # cycle), so that deciding to read compares registers only.
-        first_after = H + first_last if self._out_height == 1 else first_last + min(H - 1 - first_last, s)
-        needed_after = Signal(bits, init=first_after)
-        after = Mux(last_oy, frame + H + first_last, needed + step_rows)
-        if G * K * K * self._out_width > 1:
-            m.d.sync += needed_after.eq(after)
-        else:
-            m.d.comb += needed_after.eq(after)
-        ending = issue & row_end
-
-        def written_by(count):  # whether `written` plus this cycle's finished row passes `count`
-            gap = ahead(written, count)
-            return Mux(row_done, gap >= 0, gap > 0)
-
-        with m.If(ending):
-            m.d.sync += needed.eq(needed_after)
-        m.d.sync += rows_ready.eq(Mux(ending, written_by(needed_after), written_by(needed)))
+        needed_next = Signal(bits)
+        m.d.comb += needed_next.eq(
+            Mux(issue & row_end, Mux(last_oy, frame + H + first_last, needed + step_rows), needed)
+        )
+        m.d.sync += [needed.eq(needed_next), rows_ready.eq(ahead(written + row_done, needed_next) > 0)]
         with m.If(issue):
             with m.If(~last_g):
                 m.d.sync += [g.eq(g + 1), col.eq(col + 1)]

@@ -224,10 +224,8 @@ def test_ecp5_85f_bitstreams_and_the_estimate_against_synthesis(tmp_path, capsys
     assert data["board"] == board and data["clock_mhz"] == (25 if board else 100) and data["router"] == "router2"
     for resource, entry in data["resources"].items():
         assert 0 < entry["used"] <= entry["available"], resource
-    registers = data["block_ram_output_registers"]  # the weight ROMs' read registers among them
-    assert 0 < registers["converted"] <= registers["read_ports"]
     est, syn = data["estimate"], data["synthesis"]
-    print(name, {"estimate": est, "synthesis": syn, "fmax": data["fmax_mhz"], "output registers": registers})
+    print(name, {"estimate": est, "synthesis": syn, "fmax": data["fmax_mhz"]})
     assert abs(est["luts"] / syn["lut4_equivalent"] - 1) <= 0.15
     assert abs(est["memory_bits"] / syn["memory_bits"] - 1) <= 0.10
     assert est["multipliers"] == syn["dsp"]
