@@ -8,15 +8,23 @@ from instabnn_hw.hw.simulate import simulate_streams
 __all__ = ["check_figures", "check_latency", "check_validation"]
 
 
-def check_figures(component, parameters_class, params: dict, words: int, figures) -> None:
+def check_figures(
+    component,
+    parameters_class,
+    params: dict,
+    words: int,
+    figures,
+    *,
+    attributes=("shape", "latency", "luts", "initiation_interval"),
+) -> None:
     """``component.parameters(**params)`` gives ``figures`` for ``words`` input words without
-    ports, and the built component the same figures and parameters."""
+    ports, and the built component the same figures, ``attributes`` and parameters."""
     parameters = component.parameters(**params)
     assert type(parameters) is parameters_class and not hasattr(parameters, "signature")
     assert parameters.figures(words) == figures
     built = component(**params)
     assert isinstance(built, parameters_class) and built.figures(words) == figures
-    for attribute in ("shape", "latency", "luts", "initiation_interval", *params):
+    for attribute in (*attributes, *params):
         assert getattr(built, attribute) == getattr(parameters, attribute)
 
 

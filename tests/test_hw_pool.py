@@ -7,6 +7,7 @@ import torch
 from amaranth.hdl import Module, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+from stream_components import check_figures, check_validation
 
 from instabnn_hw.hw.figures import Figures, lut_estimate
 from instabnn_hw.hw.fixed import bounds, shape_for
@@ -268,14 +269,7 @@ FIGURES = {
 
 @pytest.mark.parametrize("name", FIGURES)
 def test_parameters_give_the_figures_without_ports(name):
-    component, parameters_class, params, words, figures = FIGURES[name]
-    parameters = component.parameters(**params)
-    assert type(parameters) is parameters_class and not hasattr(parameters, "signature")
-    assert parameters.figures(words) == figures
-    built = component(**params)
-    assert isinstance(built, parameters_class) and built.figures(words) == figures
-    for attribute in ("shape", "out_shape", "groups", "input_words", "latency", "luts", *params):
-        assert getattr(built, attribute) == getattr(parameters, attribute)
+    check_figures(*FIGURES[name], attributes=("shape", "out_shape", "groups", "input_words", "latency", "luts"))
 
 
 @pytest.mark.parametrize(
@@ -292,9 +286,7 @@ def test_parameters_give_the_figures_without_ports(name):
     ],
 )
 def test_parameters_validate_as_the_components(component, params, error, message):
-    for make in (component, component.parameters):
-        with pytest.raises(error, match=message):
-            make(**params)
+    check_validation(component, params, error, message)
 
 
 @pytest.mark.parametrize("name", FIGURES)
