@@ -52,9 +52,10 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
     one multiply-accumulate of ``beta . F`` per statistic, scheduled on one shared multiplier
     (:func:`~.multiplier.registered_product`, :data:`~.multiplier.MUL_LATENCY` steps); one write step); for ``"th+"``
     then FC1 (``ceil(hidden / parallel) * len(stats) * C`` cycles) and FC2 (``ceil(hidden /
-    parallel) * C`` cycles) on ``parallel`` multipliers, plus 4. For example
-    ``steps_per_channel`` is 6 for ``"th"`` with ``("m3",)``, 15 with ``("m1", "var", "skew")``,
-    2 for ``"th+"`` with raw moments only.
+    parallel) * C`` cycles) on ``parallel`` multipliers and their pipeline (:attr:`~.se_mlp.SeMlpParameters.cycles`),
+    then the alpha read; last, the last threshold's register (each threshold is registered before
+    its memory). For example ``steps_per_channel`` is 6 for ``"th"`` with ``("m3",)``, 15 with
+    ``("m1", "var", "skew")``, 2 for ``"th+"`` with raw moments only.
 
     Storage (:attr:`memory_bits`): the frame buffer (``2 * frame_words`` words of ``simd``
     inputs), the sums and the thresholds (``2 * C / simd`` words each, banked like the frame),
@@ -185,17 +186,43 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
             net.rpos.eq(net.rpos_next),
         ]
 
-        def writer_may_take(written, ready, wb, rb, wpos, rpos):
-            # a bank neither written nor evaluated, or the reader's bank behind the reader
-            w_written, w_ready = written.bit_select(wb, 1), ready.bit_select(wb, 1)
-            return (~w_written & ~w_ready) | (w_ready & (rb == wb) & (rpos > wpos))
+        # the steps the writer and reader take this cycle (driven by their sections), and whether
+        # each is at its bank's last position: registers, kept from the steps
+        net.accept, net.issue = Signal(name="accept"), Signal(name="issue")
+        net.w_last, net.r_last = Signal(init=F == 1, name="w_last"), Signal(init=F == 1, name="r_last")
+        with m.If(net.accept):
+            m.d.sync += net.w_last.eq(Mux(net.w_last, F == 1, net.wpos == F - 2))
+        with m.If(net.issue):
+            m.d.sync += net.r_last.eq(Mux(net.r_last, F == 1, net.rpos == F - 2))
+        w_step, w_wrap = net.accept & ~net.w_last, net.accept & net.w_last
+        r_step, r_wrap = net.issue & ~net.r_last, net.issue & net.r_last
 
-        # i.ready from a register, computed from the next state: the position comparison's carry
-        # chain does not reach the producer (through a fork, its other consumers too)
-        taking = Signal(init=1, name="taking")
-        m.d.sync += taking.eq(
-            writer_may_take(net.written_next, net.ready_next, net.wb_next, net.rb_next, net.wpos_next, net.rpos_next)
+        # i.ready is a register, computed from the next state. Whether the reader will be ahead of
+        # the writer in their bank (rpos_next > wpos_next) is picked by the steps from comparisons
+        # of registers, the positions' difference among them, so no carry chain follows a step.
+        diff = Signal(range(-F, F + 1), name="diff")  # rpos - wpos
+        with m.If(r_wrap):  # rpos_next = 0
+            m.d.sync += diff.eq(Mux(w_step, -(net.wpos + 1), Mux(w_wrap, 0, -net.wpos)))
+        with m.Elif(w_wrap):  # wpos_next = 0
+            m.d.sync += diff.eq(Mux(r_step, net.rpos + 1, net.rpos))
+        with m.Elif(r_step & ~w_step):
+            m.d.sync += diff.eq(diff + 1)
+        with m.Elif(w_step & ~r_step):
+            m.d.sync += diff.eq(diff - 1)
+        reader_ahead = Mux(
+            r_wrap,
+            0,
+            Mux(
+                w_wrap,
+                r_step | (net.rpos != 0),
+                Mux(r_step & ~w_step, diff >= 0, Mux(w_step & ~r_step, diff > 1, diff > 0)),
+            ),
         )
+        # the writer may take into a bank neither written nor evaluated, or the reader's bank behind the reader
+        w_written = net.written_next.bit_select(net.wb_next, 1)
+        w_ready = net.ready_next.bit_select(net.wb_next, 1)
+        taking = Signal(init=1, name="taking")
+        m.d.sync += taking.eq((~w_written & ~w_ready) | (w_ready & (net.rb_next == net.wb_next) & reader_ahead))
         m.d.comb += self.i.ready.eq(taking)
 
     def _frame_writer(self, m: Module, net: SimpleNamespace) -> None:
@@ -203,9 +230,9 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         S, G, F = self._simd, self.groups, self.frame_words
         fw, sa, sw = net.fw, net.sa, net.sw
         wb, wpos, wgrp = net.wb, net.wpos, net.wgrp
-        accept = self.i.valid & self.i.ready
+        accept, w_last = net.accept, net.w_last
+        m.d.comb += accept.eq(self.i.valid & self.i.ready)
         m.d.comb += [fw.addr.eq(Mux(wb, F, 0) + wpos), fw.data.eq(self.i.payload), fw.en.eq(accept)]
-        w_last = wpos == F - 1
         m.d.comb += [
             net.wpos_next.eq(Mux(accept, Mux(w_last, 0, wpos + 1), wpos)),
             net.wb_next.eq(wb ^ (accept & w_last)),
@@ -233,7 +260,7 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
             first["g"].eq(wgrp),
             first["b"].eq(wb),
             first["first"].eq(wpos < G),
-            first["last"].eq(wpos == F - 1),
+            first["last"].eq(w_last),
             first["x"].eq(self.i.payload),
         ]
         for prev, cur in zip(stages, stages[1:], strict=False):
@@ -269,7 +296,8 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         S, G, F = self._simd, self.groups, self.frame_words
         fr, tr, rb, rpos, rgrp = net.fr, net.tr, net.rb, net.rpos, net.rgrp
         advance = ~self.o.valid | self.o.ready
-        issue = advance & net.ready.bit_select(rb, 1)
+        issue, r_last = net.issue, net.r_last
+        m.d.comb += issue.eq(advance & net.ready.bit_select(rb, 1))
         m.d.comb += [fr.addr.eq(Mux(rb, F, 0) + rpos), fr.en.eq(advance)]
         m.d.comb += [tr.addr.eq(Mux(rb, G, 0) + rgrp), tr.en.eq(advance)]
         # the memories' words registered before the comparison: a block RAM's clock-to-output
@@ -284,7 +312,6 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
             m.d.sync += [loaded.eq(fetched), self.o.valid.eq(loaded)]
             m.d.sync += [frame.eq(fr.data), Value.cast(threshold).eq(threshold_word)]
             m.d.sync += [self.o.payload[lane].eq(frame[lane] >= threshold[lane]) for lane in range(S)]
-        r_last = rpos == F - 1
         m.d.comb += [
             net.rpos_next.eq(Mux(issue, Mux(r_last, 0, rpos + 1), rpos)),
             net.rb_next.eq(rb ^ (issue & r_last)),
@@ -394,7 +421,7 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         """The write step of each channel (features out on ``stats``) and the thresholds into their
         bank: ``"th"`` from the accumulator, ``"th+"`` from the MLP's outputs once it has run."""
         C, S, G, ns = self._channels, self._simd, self.groups, len(self._stats)
-        ec, eg, el, fe, tw, ar, eb = net.ec, net.eg, net.el, net.fe, net.tw, net.ar, net.eb
+        ec, eg, el, fe, ar = net.ec, net.eg, net.el, net.fe, net.ar
         write = net.at_w & ~net.stall
         net.last_channel = last_channel = write & (ec == C - 1)
         with m.If(write):
@@ -406,9 +433,7 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
                 m.d.sync += [self.stats.payload[j].eq(fe[j]) for j in range(ns)]
         if self._mode == "th":
             threshold = hdl_clamp(hdl_ceil_shift(net.acc, self._out_shift), self._low, self._high)
-            m.d.comb += [tw.addr.eq(Mux(eb, G, 0) + eg), tw.en.eq(Mux(write, Const(1, S) << el, 0))]
-            m.d.comb += Value.cast(tw.data).eq(Cat(*[threshold] * S))
-            net.done = last_channel  # the thresholds of bank eb are complete
+            net.done = self._write_threshold(m, net, write, eg, el, threshold, last_channel)
         else:
             m.submodules.mlp = mlp
             m.d.comb += [mlp.feat_w_addr.eq(ec), mlp.feat_w_en.eq(write), mlp.start.eq(last_channel)]
@@ -420,13 +445,28 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
             m.d.sync += [d_valid.eq(mlp.out_valid), d_last.eq(mlp.out_last), d_value.eq(mlp.out_value)]
             tg, tl = counter(G, name="tg"), counter(S, name="tl")
             threshold = hdl_clamp(hdl_ceil_shift(ar.data + d_value, self._out_shift), self._low, self._high)
-            m.d.comb += [tw.addr.eq(Mux(eb, G, 0) + tg), tw.en.eq(Mux(d_valid, Const(1, S) << tl, 0))]
-            m.d.comb += Value.cast(tw.data).eq(Cat(*[threshold] * S))
             with m.If(d_valid):
                 m.d.sync += tl.eq(Mux(tl == S - 1, 0, tl + 1))
                 with m.If(tl == S - 1):
                     m.d.sync += tg.eq(Mux(tg == G - 1, 0, tg + 1))
-            net.done = d_valid & d_last
+            net.done = self._write_threshold(m, net, d_valid, tg, tl, threshold, d_valid & d_last)
+
+    def _write_threshold(self, m: Module, net: SimpleNamespace, valid, group, lane, threshold, last) -> Signal:
+        """A threshold registered, then written into lane ``lane`` of word ``group`` of bank ``eb``:
+        its arithmetic and the memory's write port do not share a cycle. Returns the signal that
+        the last one is written (the bank's thresholds are complete)."""
+        S, G = self._simd, self.groups
+        en, addr = Signal(S, name="threshold_en"), Signal(range(2 * G), name="threshold_addr")
+        value = Signal(self._threshold_shape, name="threshold")
+        written = Signal(name="thresholds_written")
+        m.d.sync += [
+            en.eq(Mux(valid, Const(1, S) << lane, 0)),
+            addr.eq(Mux(net.eb, G, 0) + group),
+            value.eq(threshold),
+            written.eq(last),
+        ]
+        m.d.comb += [net.tw.addr.eq(addr), net.tw.en.eq(en), Value.cast(net.tw.data).eq(Cat(*[value] * S))]
+        return written
 
     def _evaluator_control(self, m: Module, net: SimpleNamespace) -> None:
         """The evaluator's FSM (idle, features, MLP, rest) and the hand-over of its bank to the reader."""
@@ -439,11 +479,10 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
             with m.State("FEATURES"):
                 with m.If(net.last_channel):
                     m.d.sync += [net.step.eq(1), net.ec.eq(0), net.eg.eq(0), net.el.eq(0)]
-                    m.next = "REST" if self._mode == "th" else "MLP"
-            if self._mode == "th+":
-                with m.State("MLP"):
-                    with m.If(done):
-                        m.next = "REST"
+                    m.next = "THRESHOLDS"
+            with m.State("THRESHOLDS"):  # (th+: the MLP, then) the last threshold's write
+                with m.If(done):
+                    m.next = "REST"
             with m.State("REST"):
                 m.d.sync += gap.eq(gap + 1)
                 with m.If(gap == self.eval_gap - 1):

@@ -122,8 +122,9 @@ class MomentsThresholdParameters(FrameParameters):
                 parallel=self._parallel,
             )
             mlp_cycles = self._mlp.cycles + 1
-        # start cycle, the channels, then (th+) the MLP and the threshold write after its last output
-        self._eval_cycles = 1 + C * len(self._program) + mlp_cycles
+        # start cycle, the channels, (th+) the MLP and the cycle to its last threshold, then the
+        # last threshold's register
+        self._eval_cycles = 1 + C * len(self._program) + mlp_cycles + 1
 
     def _feature_program(self) -> list[list[str]]:
         """Per-channel steps of the evaluator: a list scheduler over the one shared multiplier.

@@ -11,7 +11,11 @@ minutes there and writes a Verilog file of as many ``initial`` rows. A :class:`R
 * write: at a clock edge, lane ``l`` (bits ``l*granularity ..``) of word ``w_addr`` takes
   ``w_data``'s lane where ``w_en[l]`` is high;
 * ``"sync"`` read: at a clock edge where ``r_en`` is high, ``r_data`` takes word ``r_addr``
-  as it was before that edge's write (read-first); it holds while ``r_en`` is low;
+  as it was before that edge's write (read-first); it holds while ``r_en`` is low. The lanes
+  written at that same edge are *undefined*: the memory is ``no_rw_check`` for Yosys, so block
+  RAM needs no collision logic (a register and a multiplexer per bit) between it and its
+  reader. Amaranth's simulator gives their old value; the external module's simulation gives
+  it inverted, so a design that used such a read fails its bit-exact checks;
 * ``"transparent"`` read: the same, except that the lanes written at that edge to the same
   address are taken from ``w_data`` (write-first; ``transparent_for`` the write port);
 * ``"comb"`` read: ``r_data`` is word ``r_addr`` now (asynchronous; ``r_en`` unused);
@@ -78,7 +82,9 @@ def ram_verilog() -> str:
     is bits ``k*ABITS ..`` of ``r_addr``, bit ``k`` of ``r_en`` and bits ``k*WIDTH ..`` of
     ``r_data``. A transparent port reads the memory through a plain enabled register, as the
     other synchronous ports do (so it maps to block RAM), and registers beside it the lanes
-    written to its address at the same edge, which replace the old ones on ``r_data``.
+    written to its address at the same edge, which replace the old ones on ``r_data``. Outside
+    synthesis a read register takes the lanes written at its edge inverted (undefined in block
+    RAM under ``no_rw_check``).
     """
     return f"""\
 // Read/write memory: one write port with lane enables and READS read ports (instabnn_hw.hw.ram).
@@ -102,7 +108,8 @@ module {RAM_MODULE} #(
     output [READS*WIDTH-1:0] r_data
 );
     localparam LANES = WIDTH / GRANULARITY;
-    reg [WIDTH-1:0] mem [0:DEPTH-1];
+    // a read of lanes written at the same edge is never used: no collision logic for Yosys
+    (* no_rw_check *) reg [WIDTH-1:0] mem [0:DEPTH-1];
 `ifndef SYNTHESIS
     integer i;
     initial
@@ -122,15 +129,22 @@ module {RAM_MODULE} #(
                 assign r_data[k*WIDTH +: WIDTH] = mem[addr];
             end else begin : sync
                 reg [WIDTH-1:0] data;
-`ifndef SYNTHESIS
-                initial data = {{WIDTH{{1'b0}}}};
-`endif
+                integer j;
+`ifdef SYNTHESIS
                 always @(posedge clk)
                     if (r_en[k])
                         data <= mem[addr];
+`else
+                initial data = {{WIDTH{{1'b0}}}};
+                // lanes written at this edge read inverted: undefined in block RAM, so a use shows
+                always @(posedge clk)
+                    if (r_en[k])
+                        for (j = 0; j < LANES; j = j + 1)
+                            data[j*GRANULARITY +: GRANULARITY] <= mem[addr][j*GRANULARITY +: GRANULARITY]
+                                ^ {{GRANULARITY{{w_en[j] && w_addr == addr}}}};
+`endif
                 if ((TRANSPARENT >> k) & 1) begin : bypass
                     reg [WIDTH-1:0] written, hit;
-                    integer j;
 `ifndef SYNTHESIS
                     initial begin
                         written = {{WIDTH{{1'b0}}}};
@@ -318,7 +332,9 @@ class Ram(ExternalModules, wiring.Component):
                 o_r_data=Cat(*self.r_data),
             )
             return m
-        m.submodules.memory = memory = Memory(shape=unsigned(self._width), depth=self._depth, init=[])
+        m.submodules.memory = memory = Memory(
+            shape=unsigned(self._width), depth=self._depth, init=[], attrs={"no_rw_check": 1}
+        )
         granularity = None if self._granularity == self._width else self._granularity
         write = memory.write_port(granularity=granularity)
         m.d.comb += [write.addr.eq(self.w_addr), write.data.eq(self.w_data), write.en.eq(self.w_en)]
@@ -363,12 +379,17 @@ class RamModel:
     """Python model of a :class:`Ram`, clock edge by clock edge (the tests' reference).
 
     :meth:`read` gives what ``r_data`` shows between two edges (a ``"comb"`` port: the word at
-    its address now; a synchronous port: its register); :meth:`tick` applies one edge.
+    its address now; a synchronous port: its register); :meth:`tick` applies one edge. A
+    synchronous read of lanes written at the same edge gives their old value (Amaranth's
+    simulator) or, with ``external``, the old value inverted (the external module's simulation).
     """
 
-    def __init__(self, *, width: int, depth: int, read_ports: Sequence[str] = ("sync",), granularity=None) -> None:
+    def __init__(
+        self, *, width: int, depth: int, read_ports: Sequence[str] = ("sync",), granularity=None, external=False
+    ) -> None:
         self.width, self.depth, self.kinds = width, depth, tuple(read_ports)
         self.granularity = width if granularity is None else granularity
+        self.external = external
         self.words = [0] * depth
         self.registers = [0] * len(self.kinds)
 
@@ -384,6 +405,8 @@ class RamModel:
         for k, kind in enumerate(self.kinds):
             if kind != "comb" and r_en[k]:
                 word = self.words[r_addr[k]]
+                if r_addr[k] == w_addr and self.external:
+                    word ^= mask
                 if kind == "transparent" and r_addr[k] == w_addr:
                     word = (word & ~mask) | (w_data & mask)
                 self.registers[k] = word

@@ -21,7 +21,12 @@ from .insta import MAX_SHIFT
 from .intervals import array_bounds, prefix_bounds, shape_of
 from .multiplier import MUL_LATENCY, registered_product, registered_product_blocks
 
-__all__ = ["SeMlp", "SeMlpParameters"]
+__all__ = ["PRODUCT_LATENCY", "SeMlp", "SeMlpParameters"]
+
+#: Cycles from a weight read's data to its product: the operands are registered beside the
+#: multipliers (a weight memory's clock-to-output and the route to a DSP block would not share a
+#: cycle), then :data:`~.multiplier.MUL_LATENCY`.
+PRODUCT_LATENCY = 1 + MUL_LATENCY
 
 
 def _check_constants(owner: str, *, w1, b1, hidden_shift, hidden_max, w2, inputs: int, outputs: int) -> dict:
@@ -227,8 +232,9 @@ class SeMlpParameters:
     @property
     def cycles(self) -> int:
         """Cycles from the ``start`` cycle to the last output: FC1, the wait for its last hidden
-        units (the products' :data:`~.multiplier.MUL_LATENCY` and 2), FC2, its last product."""
-        return self._chunks * self._features + self._outputs * self._chunks + 3 + 2 * MUL_LATENCY
+        units (the products' :data:`PRODUCT_LATENCY` and 3: the read, the sum with the bias,
+        the clamped shift), FC2, its last product."""
+        return self._chunks * self._features + self._outputs * self._chunks + 4 + 2 * PRODUCT_LATENCY
 
     @property
     def operand_shapes(self) -> tuple[Shape, Shape]:
@@ -320,8 +326,9 @@ class SeMlp(Elaboratable):
         first1, last1 = Signal(name="first1"), Signal(name="last1")
         j1, q1, o1 = counter(ns, name="j1"), counter(nc, name="q1"), counter(nout, name="o1")
         v2, q2 = Signal(name="v2"), counter(nc, name="q2")
-        drain = Signal(range(MUL_LATENCY + 1), name="drain")
-        m.d.sync += [v1_fc1.eq(0), v1_fc2.eq(0), v2.eq(0), self.out_valid.eq(0), self.out_last.eq(0)]
+        v3, q3 = Signal(name="v3"), counter(nc, name="q3")
+        drain = Signal(range(PRODUCT_LATENCY + 2), name="drain")
+        m.d.sync += [v1_fc1.eq(0), v1_fc2.eq(0), v2.eq(0), v3.eq(0), self.out_valid.eq(0), self.out_last.eq(0)]
 
         with m.FSM(name="mlp"):
             with m.State("IDLE"):
@@ -340,7 +347,7 @@ class SeMlp(Elaboratable):
                     with m.If(q == nc - 1):
                         m.next = "DRAIN"
             with m.State("DRAIN"):  # until the last chunk's hidden units are written
-                with m.If(drain == MUL_LATENCY):
+                with m.If(drain == PRODUCT_LATENCY + 1):
                     m.d.sync += drain.eq(0)
                     m.next = "FC2"
                 with m.Else():
@@ -364,11 +371,11 @@ class SeMlp(Elaboratable):
         prods = []
         for p in range(par):
             a, b = Signal(a_shape, name=f"mul_a{p}"), Signal(b_shape, name=f"mul_b{p}")
-            m.d.comb += [a.eq(Mux(v1_fc2, w2r.data[p], w1r.data[p])), b.eq(Mux(v1_fc2, h_sel[p], f_sel))]
+            m.d.sync += [a.eq(Mux(v1_fc2, w2r.data[p], w1r.data[p])), b.eq(Mux(v1_fc2, h_sel[p], f_sel))]
             prods.append(registered_product(m, a, b, external_modules=self.external_modules, name=f"mul{p}"))
         # what the accumulators need of each product's cycle, delayed as long as the product
         tags = {"fc1": v1_fc1, "fc2": v1_fc2, "first": first1, "last": last1, "q": q1, "o": o1}
-        tags = {name: delayed(m, tag, MUL_LATENCY, name=f"{name}_d") for name, tag in tags.items()}
+        tags = {name: delayed(m, tag, PRODUCT_LATENCY, name=f"{name}_d") for name, tag in tags.items()}
         fc1, fc2, first, last, q_p, o_p = (tags[name] for name in ("fc1", "fc2", "first", "last", "q", "o"))
 
         acc1 = [Signal(plan.acc1_shape, name=f"acc1_{p}") for p in range(par)]
@@ -377,13 +384,17 @@ class SeMlp(Elaboratable):
             m.d.sync += [acc1[p].eq(Mux(first, 0, acc1[p]) + prods[p]) for p in range(par)]
             m.d.sync += [v2.eq(last), q2.eq(q_p)]
         m.d.comb += b1r.addr.eq(q_p)
+        # a hidden unit in two steps: the sum with its bias, then the clamped shift
+        pre = [Signal((acc1[p] + b1r.data[p]).shape(), name=f"pre{p}") for p in range(par)]
         with m.If(v2):
-            with m.Switch(q2):
+            m.d.sync += [pre[p].eq(acc1[p] + b1r.data[p]) for p in range(par)]
+            m.d.sync += [v3.eq(1), q3.eq(q2)]
+        with m.If(v3):
+            with m.Switch(q3):
                 for qq in range(nc):
                     with m.Case(qq):
                         for p in range(par):
-                            pre = acc1[p] + b1r.data[p]
-                            hid = hdl_round_shift(Mux(pre < 0, 0, pre), plan.hidden_shift)
+                            hid = hdl_round_shift(Mux(pre[p] < 0, 0, pre[p]), plan.hidden_shift)
                             m.d.sync += h[qq * par + p].eq(Mux(hid > plan.hidden_max, plan.hidden_max, hid))
         total = Mux(first, 0, acc2) + sum(prods[1:], prods[0])
         with m.If(fc2):

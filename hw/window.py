@@ -300,7 +300,8 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         # ahead from the rows written and released (a release shows a cycle late: never early)
         room = Signal(init=1)
         row_done = self.i.valid & self.i.ready & (w_col == row_words - 1)
-        m.d.sync += room.eq(Mux(row_done, ahead(written + 1, released) < R, ahead(written, released) < R))
+        gap = ahead(written, released)  # one subtraction; a finishing row makes it gap + 1
+        m.d.sync += room.eq(Mux(row_done, gap < R - 1, gap < R))
         m.d.comb += [
             self.i.ready.eq(room),
             buffer.w_addr.eq(w_addr),
@@ -357,11 +358,25 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         last_ox, last_oy = ox == self._out_width - 1, oy == self._out_height - 1
         next_start = top + s  # first input row of the next output row
         row_end = last_g & last_kx & last_ky & last_ox
-        needed_next = Signal(bits)
-        m.d.comb += needed_next.eq(
-            Mux(issue & row_end, Mux(last_oy, frame + H + first_last, needed + step_rows), needed)
-        )
-        m.d.sync += [needed.eq(needed_next), rows_ready.eq(ahead(written + row_done, needed_next) > 0)]
+        # The row count the next output row needs, ready before its row ends: registered a cycle
+        # ahead where an output row takes more than one word (it then changes at most every other
+        # cycle), so that deciding to read compares registers only.
+        first_after = H + first_last if self._out_height == 1 else first_last + min(H - 1 - first_last, s)
+        needed_after = Signal(bits, init=first_after)
+        after = Mux(last_oy, frame + H + first_last, needed + step_rows)
+        if G * K * K * self._out_width > 1:
+            m.d.sync += needed_after.eq(after)
+        else:
+            m.d.comb += needed_after.eq(after)
+        ending = issue & row_end
+
+        def written_by(count):  # whether `written` plus this cycle's finished row passes `count`
+            gap = ahead(written, count)
+            return Mux(row_done, gap >= 0, gap > 0)
+
+        with m.If(ending):
+            m.d.sync += needed.eq(needed_after)
+        m.d.sync += rows_ready.eq(Mux(ending, written_by(needed_after), written_by(needed)))
         with m.If(issue):
             with m.If(~last_g):
                 m.d.sync += [g.eq(g + 1), col.eq(col + 1)]

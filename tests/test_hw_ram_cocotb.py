@@ -27,13 +27,15 @@ def check(simulator, tmp_path):
         geometry = {"width": width, "depth": depth, "read_ports": kinds, "granularity": granularity}
         cmds = commands(rng, **geometry, count=150)
         cases[name] = StreamCase(
-            RamBench(**geometry, external=(False, True)), {"i": cmds}, {"o": expected(cmds, **geometry, rams=2)}
+            RamBench(**geometry, external=(False, True)),
+            {"i": cmds},
+            {"o": expected(cmds, **geometry, external=(False, True))},
         )
         if name in ("mixed", "lanes"):
             cmds = commands(rng, **geometry, count=30, first_reads_all=False)
             cmds[0]["r_en"] = 0  # the registers' start value first
             cases[f"{name}_start"] = StreamCase(
-                RamBench(**geometry, external=(True,)), {"i": cmds}, {"o": expected(cmds, **geometry)}
+                RamBench(**geometry, external=(True,)), {"i": cmds}, {"o": expected(cmds, **geometry, external=(True,))}
             )
     record = run_stream_cases(cases, build_dir=tmp_path, simulator=simulator, seed=seed)
     assert len(record["transfers"]["mixed_o"]) == 150 and len(record["transfers"]["lanes_start_o"]) == 30
