@@ -232,9 +232,9 @@ class SeMlpParameters:
     @property
     def cycles(self) -> int:
         """Cycles from the ``start`` cycle to the last output: FC1, the wait for its last hidden
-        units (the products' :data:`PRODUCT_LATENCY` and 3: the read, the sum with the bias,
-        the clamped shift), FC2, its last product."""
-        return self._chunks * self._features + self._outputs * self._chunks + 4 + 2 * PRODUCT_LATENCY
+        units (the products' :data:`PRODUCT_LATENCY` and 4: the read, the sum with the bias,
+        the rounded shift, the clamp), FC2, its last product."""
+        return self._chunks * self._features + self._outputs * self._chunks + 5 + 2 * PRODUCT_LATENCY
 
     @property
     def operand_shapes(self) -> tuple[Shape, Shape]:
@@ -327,8 +327,10 @@ class SeMlp(Elaboratable):
         j1, q1, o1 = counter(ns, name="j1"), counter(nc, name="q1"), counter(nout, name="o1")
         v2, q2 = Signal(name="v2"), counter(nc, name="q2")
         v3, q3 = Signal(name="v3"), counter(nc, name="q3")
-        drain = Signal(range(PRODUCT_LATENCY + 2), name="drain")
-        m.d.sync += [v1_fc1.eq(0), v1_fc2.eq(0), v2.eq(0), v3.eq(0), self.out_valid.eq(0), self.out_last.eq(0)]
+        v4, q4 = Signal(name="v4"), counter(nc, name="q4")
+        drain = Signal(range(PRODUCT_LATENCY + 3), name="drain")
+        m.d.sync += [v1_fc1.eq(0), v1_fc2.eq(0), v2.eq(0), v3.eq(0), v4.eq(0)]
+        m.d.sync += [self.out_valid.eq(0), self.out_last.eq(0)]
 
         with m.FSM(name="mlp"):
             with m.State("IDLE"):
@@ -347,7 +349,7 @@ class SeMlp(Elaboratable):
                     with m.If(q == nc - 1):
                         m.next = "DRAIN"
             with m.State("DRAIN"):  # until the last chunk's hidden units are written
-                with m.If(drain == PRODUCT_LATENCY + 1):
+                with m.If(drain == PRODUCT_LATENCY + 2):
                     m.d.sync += drain.eq(0)
                     m.next = "FC2"
                 with m.Else():
@@ -384,18 +386,23 @@ class SeMlp(Elaboratable):
             m.d.sync += [acc1[p].eq(Mux(first, 0, acc1[p]) + prods[p]) for p in range(par)]
             m.d.sync += [v2.eq(last), q2.eq(q_p)]
         m.d.comb += b1r.addr.eq(q_p)
-        # a hidden unit in two steps: the sum with its bias, then the clamped shift
+        # a hidden unit in three steps, one carry chain each: the sum with its bias, the rounded
+        # shift of its positive part, the clamp
         pre = [Signal((acc1[p] + b1r.data[p]).shape(), name=f"pre{p}") for p in range(par)]
         with m.If(v2):
             m.d.sync += [pre[p].eq(acc1[p] + b1r.data[p]) for p in range(par)]
             m.d.sync += [v3.eq(1), q3.eq(q2)]
+        shifted = [hdl_round_shift(Mux(pre[p] < 0, 0, pre[p]), plan.hidden_shift) for p in range(par)]
+        hid = [Signal(shifted[p].shape(), name=f"hid{p}") for p in range(par)]
         with m.If(v3):
-            with m.Switch(q3):
+            m.d.sync += [hid[p].eq(shifted[p]) for p in range(par)]
+            m.d.sync += [v4.eq(1), q4.eq(q3)]
+        with m.If(v4):
+            with m.Switch(q4):
                 for qq in range(nc):
                     with m.Case(qq):
                         for p in range(par):
-                            hid = hdl_round_shift(Mux(pre[p] < 0, 0, pre[p]), plan.hidden_shift)
-                            m.d.sync += h[qq * par + p].eq(Mux(hid > plan.hidden_max, plan.hidden_max, hid))
+                            m.d.sync += h[qq * par + p].eq(Mux(hid[p] > plan.hidden_max, plan.hidden_max, hid[p]))
         total = Mux(first, 0, acc2) + sum(prods[1:], prods[0])
         with m.If(fc2):
             m.d.sync += acc2.eq(total)

@@ -319,7 +319,7 @@ def test_evaluator_programs_and_cycle_counts():
         if dut.mode == "th+":
             chunks, features = -(-4 // dut.parallel), len(dut.statistics) * dut.channels
             # FC1, the wait for its last products and hidden units, FC2, its last products, the start
-            mlp = chunks * features + dut.channels * chunks + 4 + 2 * PRODUCT_LATENCY + 1
+            mlp = chunks * features + dut.channels * chunks + 5 + 2 * PRODUCT_LATENCY + 1
         assert dut.eval_cycles == 1 + dut.channels * steps + mlp + 1  # then the last threshold's register
         assert dut.cycles_per_frame == max(dut.frame_words, dut.eval_cycles + dut.eval_gap)
 
@@ -647,7 +647,7 @@ def test_insta_prelu_frame_period_and_latency(instance_slope, height):
     assert frame_periods(run, dut, 5) == [dut.cycles_per_frame] * 4
     assert run.cycles["o"][0] - run.cycles["stats"][0] == dut.latency
     chunks, features, outputs = 2, 2 * 4, dut.channels * (2 if instance_slope else 1)  # hidden 4, parallel 2
-    assert dut.mlp_cycles == chunks * features + outputs * chunks + 6 + 2 * PRODUCT_LATENCY
+    assert dut.mlp_cycles == chunks * features + outputs * chunks + 7 + 2 * PRODUCT_LATENCY
     if dut.frame_words >= dut.stats_channels + dut.mlp_cycles:
         assert dut.initiation_interval == 1 and run.interval("o", skip=dut.frame_words) == 1
 
@@ -817,16 +817,16 @@ def test_insta_prelu_parameters_give_the_figures_without_ports():
     }
     parameters = InstaPReLU.parameters(**p)
     assert type(parameters) is InstaPReLUParameters and not hasattr(parameters, "signature")
-    # MLP: 1 chunk x 1 feature (FC1) + 2 outputs x 1 chunk (FC2) + 4 + the products' latency twice
+    # MLP: 1 chunk x 1 feature (FC1) + 2 outputs x 1 chunk (FC2) + 5 + the products' latency twice
     # (4 each: the operands' register and the multiplier's 3), then 2 to the last write
-    assert (parameters.frame_words, parameters.mlp_cycles) == (4, 1 + 2 + 4 + 8 + 2)
+    assert (parameters.frame_words, parameters.mlp_cycles) == (4, 1 + 2 + 5 + 8 + 2)
     assert parameters.lut_features() == (1.0, 4.0, 4.0, 1.0)
     # 1 statistics word + the MLP, then the parameter fetch and RPReLU's 6 stages (u, the product's
     # 3, the sum, the clamp)
-    latency = 1 + 17 + 1 + 6
+    latency = 1 + 18 + 1 + 6
     # memory: gamma banks 2*2*unsigned(2) (gamma + delta in [0, 3]), zeta 2*1, slope 2*1, base 2*1,
     # MLP features 1*3, w1 1*1, b1 1*1, w2 2*1
-    expected = Figures(cycles=1 + 17, latency=latency, post=latency - 1 - 17, luts=841, memory_bits=21, multipliers=2)
+    expected = Figures(cycles=1 + 18, latency=latency, post=latency - 1 - 18, luts=841, memory_bits=21, multipliers=2)
     assert parameters.figures(4) == expected
     unit = InstaPReLU(**p, external_modules=True)
     assert unit.figures(4) == expected and unit.external_modules
