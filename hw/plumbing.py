@@ -115,8 +115,11 @@ class FifoParameters(Parameters):
     #: whose read data (5.8 ns from the clock on ECP5 without its output register) gets a register.
     LUT_RAM_WORDS = 16
 
+    #: Widest payload: a fully parallel matrix-vector unit's output word (sized by the planner).
+    MAX_BITS = RegisterSliceParameters.MAX_BITS
+
     def __init__(self, *, shape, depth: int) -> None:
-        self._shape = check_payload("shape", shape)
+        self._shape = check_payload("shape", shape, max_width=self.MAX_BITS)
         self._depth = check_int("depth", depth)
 
     @property

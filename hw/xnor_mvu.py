@@ -24,7 +24,9 @@ from ._checks import check_choice, check_divides, check_int, check_int_array
 from .delay import delayed
 from .figures import bram_mux, rom_luts
 from .fixed import shape_for
+from .layouts import channel_word
 from .mvu import MatrixVectorParameters, MatrixVectorUnit
+from .plumbing import Fifo, FifoParameters
 from .popcount import PopCount, popcount_instance, popcount_levels
 from .rom import Rom
 
@@ -168,6 +170,21 @@ class XnorMatrixVectorParameters(MatrixVectorParameters):
             self._popcount_stages = check_int("popcount_stages", popcount_stages, low=1, high=max_stages)
         self._in_shape = unsigned(1)
         self._acc_shape = shape_for(-self.cols, self.cols)
+        self._output_fifo = self._sized_output_fifo()
+
+    def _sized_output_fifo(self) -> FifoParameters | None:
+        # a slot is reserved at a vector's last word and freed when its output word leaves, at
+        # least `latency + 1` cycles later; one output word per SF cycles needs that many / SF
+        if self.synapse_fold >= self.pipeline_latency + 1:
+            return None  # the output register alone
+        shape = channel_word(self._acc_shape, self._pe)
+        depth = 2
+        while True:
+            fifo = FifoParameters(shape=shape, depth=depth)
+            needed = -(-(self.pipeline_latency + fifo.latency + 1) // self.synapse_fold)
+            if needed <= depth:
+                return fifo
+            depth = needed
 
     @property
     def buffer_style(self) -> str:
@@ -188,12 +205,35 @@ class XnorMatrixVectorParameters(MatrixVectorParameters):
         return self._popcount_stages
 
     @property
+    def pipeline_latency(self) -> int:
+        """Cycles from the issue of a vector's last word to its result in the output register:
+        issue, buffer read-back (when ``NF > 1``), memory read (:attr:`weight_read_latency`),
+        operand register, popcount stages, accumulator and output register."""
+        return (3 if self.neuron_fold > 1 else 2) + self.weight_read_latency + self._popcount_stages
+
+    @property
+    def output_fifo(self) -> FifoParameters | None:
+        """The queue after the output register, or ``None``: the output slots the full rate needs
+        (:attr:`output_slots`) when the output register alone is too few (``SF <=``
+        :attr:`pipeline_latency`)."""
+        return self._output_fifo
+
+    @property
+    def output_slots(self) -> int:
+        """Output words the unit holds for a stalled consumer, so that its pipeline never stalls:
+        the output register's one, or the :attr:`output_fifo`'s depth."""
+        return 1 if self._output_fifo is None else self._output_fifo.depth
+
+    @property
     def latency(self) -> int:
         """Cycles from the transfer of a vector's last input word to its first output word's
-        ``valid`` (no back-pressure): issue, buffer read-back (when ``NF > 1``), memory read
-        (:attr:`weight_read_latency`), operand register, popcount stages, accumulator and output
-        register."""
-        return (3 if self.neuron_fold > 1 else 2) + self.weight_read_latency + self._popcount_stages
+        ``valid`` (no back-pressure): :attr:`pipeline_latency`, then the :attr:`output_fifo`'s."""
+        return self.pipeline_latency + (0 if self._output_fifo is None else self._output_fifo.latency)
+
+    @property
+    def luts(self) -> int:
+        """LUT4 equivalents by the LUT model, and the :attr:`output_fifo`'s."""
+        return super().luts + (0 if self._output_fifo is None else self._output_fifo.luts)
 
     @property
     def buffer_bits(self) -> int:
@@ -202,8 +242,9 @@ class XnorMatrixVectorParameters(MatrixVectorParameters):
 
     @property
     def memory_bits(self) -> int:
-        """Weight memory (``rows * cols`` bits) plus the input buffer."""
-        return self._weights.size + self.buffer_bits
+        """Weight memory (``rows * cols`` bits), the input buffer and the :attr:`output_fifo`."""
+        fifo = 0 if self._output_fifo is None else self._output_fifo.memory_bits
+        return self._weights.size + self.buffer_bits + fifo
 
     @property
     def weight_word_width(self) -> int:
@@ -243,12 +284,15 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
     simd`` XNOR lanes), so a vector takes ``NF * SF`` cycles and vectors follow each other with
     no bubble.
 
-    Pipeline (every register advances unless a finished dot product meets a full, stalled
-    output register): issue; with ``NF > 1`` every word, fold 0's included, is written to the
-    input buffer and read back one cycle later, so no multiplexer sits in front of the XNORs;
-    the weight word is read; both are registered (a block RAM's clock-to-output takes most of
-    a cycle on ECP5); per PE, XNOR and a :class:`~.popcount.PopCount`; the accumulators, which
-    write the output register on a vector's last word. Latency: :attr:`latency`.
+    Pipeline: issue; with ``NF > 1`` every word, fold 0's included, is written to the input
+    buffer and read back one cycle later, so no multiplexer sits in front of the XNORs; the
+    weight word is read; both are registered (a block RAM's clock-to-output takes most of a
+    cycle on ECP5); per PE, XNOR and a :class:`~.popcount.PopCount`; the accumulators, which
+    write the output register on a vector's last word. Only the issue waits: a vector's last
+    word is issued when an output slot is free (the output register, or the places of an
+    :attr:`output_fifo` behind it where ``SF`` is shorter than the pipeline), so the pipeline
+    behind it never stalls and its registers need no common enable, a net that would reach
+    every one of them. Latency: :attr:`latency`.
 
     Accumulation without a final subtraction: each accumulator starts at ``-cols`` and adds
     ``2 * popcount`` for a valid word and ``simd`` for a padding word (mask 0; its data is
@@ -305,10 +349,8 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
         buffered = nf > 1
         reset = ResetSignal()
 
-        advance = Signal()
-
         def delay(value, name, *, reset_less=True):
-            return delayed(m, value, enable=advance, name=name, reset_less=reset_less)
+            return delayed(m, value, name=name, reset_less=reset_less)
 
         def counter(name, count, step):
             # 0 .. count-1, advancing on `step`; the reset and the wrap share the flip-flops' sync reset
@@ -324,7 +366,9 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
             width=self.weight_word_width, depth=nf * sf, init=self.weight_words(), init_file=self._weights_file
         )
 
-        # issue: step (f, s) of the current vector; fold 0 takes the input word
+        # issue: step (f, s) of the current vector; fold 0 takes the input word. A vector's last
+        # word reserves an output slot, freed when its output word leaves: the pipeline behind
+        # the issue never stalls, so no enable spans it
         issue = Signal()
         s, last_word = counter("s", sf, issue)
         w_addr, last_step = counter("w_addr", nf * sf, issue)
@@ -334,9 +378,12 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
                 m.d.sync += fold0.eq(last_step)
         else:
             fold0 = 1
-        m.d.comb += issue.eq(advance & (~fold0 | self.i.valid))
+        slots = self.output_slots
+        free = Signal(range(slots + 1), init=slots)
+        m.d.sync += free.eq(free - (issue & last_word) + (self.o.valid & self.o.ready))
+        may_issue = ~last_word | (free != 0)
+        m.d.comb += [issue.eq(may_issue & (~fold0 | self.i.valid)), self.i.ready.eq(may_issue & fold0)]
         accept = self.i.valid & self.i.ready
-        m.d.comb += self.i.ready.eq(advance & fold0)
         if self._masked:
             word_in = Cat(self.i.payload.data, self.i.payload.mask)
         else:
@@ -360,9 +407,7 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
                 b_write.data.eq(word_in),
                 b_write.en.eq(accept),
                 b_read.addr.eq(s_a),
-                b_read.en.eq(advance),
                 w_port.addr.eq(w_addr_a),
-                w_port.en.eq(advance),
             ]
             # stage B: memory data
             valid_m, last_m = delay(valid_a, "valid_b", reset_less=False), delay(last_a, "last_b")
@@ -371,7 +416,7 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
             word = Signal(simd + 1, name="word_a", reset_less=True)
             with m.If(accept):
                 m.d.sync += word.eq(word_in)
-            m.d.comb += [w_port.addr.eq(w_addr), w_port.en.eq(advance)]
+            m.d.comb += w_port.addr.eq(w_addr)
             valid_m, last_m = valid_a, last_a
         # the weight memory's read stages after the first
         for stage in range(w_port.latency - 1):
@@ -389,26 +434,35 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
             agree = ~(activations ^ w_words[p])
             if self._external_modules:
                 count = Signal(range(simd + 1), name=f"popcount{p}_o")
-                m.submodules[f"popcount{p}"] = popcount_instance(
-                    simd, self._popcount_stages, i=agree, en=advance, o=count
-                )
+                m.submodules[f"popcount{p}"] = popcount_instance(simd, self._popcount_stages, i=agree, en=1, o=count)
                 counts.append(count)
                 continue
             m.submodules[f"popcount{p}"] = popcount = PopCount(width=simd, stages=self._popcount_stages)
-            m.d.comb += [popcount.i.eq(agree), popcount.en.eq(advance)]
+            m.d.comb += [popcount.i.eq(agree), popcount.en.eq(1)]
             counts.append(popcount.o)
         valid_c, last_c, mask_c = valid_r, last_r, mask_r
         for stage in range(self._popcount_stages):
             valid_c = delay(valid_c, f"valid_pc{stage}", reset_less=False)
             last_c, mask_c = delay(last_c, f"last_pc{stage}"), delay(mask_c, f"mask_pc{stage}")
 
-        # accumulators (start at -cols) and the output register
-        m.d.comb += advance.eq(~(valid_c & last_c & self.o.valid & ~self.o.ready))
-        finish = advance & valid_c & last_c
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        # accumulators (start at -cols) and the output register, whose slot the issue reserved
+        finish = valid_c & last_c
+        if self._output_fifo is None:
+            out = self.o
+        else:
+            m.submodules.output_fifo = fifo = Fifo(
+                shape=self._output_fifo.shape, depth=self._output_fifo.depth, external_modules=self._external_modules
+            )
+            m.d.comb += [
+                self.o.valid.eq(fifo.o.valid),
+                self.o.payload.eq(fifo.o.payload),
+                fifo.o.ready.eq(self.o.ready),
+            ]
+            out = fifo.i
+        with m.If(out.ready):
+            m.d.sync += out.valid.eq(0)
         with m.If(finish):
-            m.d.sync += self.o.valid.eq(1)
+            m.d.sync += out.valid.eq(1)
         start = -self.cols
         for p in range(pe):
             term = Cat(0, counts[p])  # 2 * popcount
@@ -419,8 +473,8 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
             m.d.comb += total.eq(acc + term)
             with m.If(reset | finish):
                 m.d.sync += acc.eq(start)
-            with m.Elif(advance & valid_c):
+            with m.Elif(valid_c):
                 m.d.sync += acc.eq(total)
             with m.If(finish):
-                m.d.sync += self.o.payload[p].eq(total)
+                m.d.sync += out.payload[p].eq(total)
         return m

@@ -6,12 +6,13 @@ import re
 import numpy as np
 import pytest
 from amaranth.back import verilog
-from amaranth.hdl import unsigned
+from amaranth.hdl import signed, unsigned
 from amaranth.lib import wiring
 
 from instabnn_hw.hw.figures import Figures
 from instabnn_hw.hw.fixed import bounds, shape_for
 from instabnn_hw.hw.layouts import channel_word, window_word
+from instabnn_hw.hw.plumbing import FifoParameters
 from instabnn_hw.hw.popcount import popcount_levels, popcount_module_name, popcount_verilog
 from instabnn_hw.hw.simulate import simulate_streams
 from instabnn_hw.hw.xnor_mvu import (
@@ -207,10 +208,15 @@ def test_payload_layouts_and_design_figures():
     assert dut.o.payload.shape() == channel_word(shape_for(-27, 27), 3)
     assert (dut.neuron_fold, dut.synapse_fold) == (2, 3)
     assert dut.initiation_interval == 3 and dut.cycles_per_vector == 6 and dut.lanes == 27
-    assert dut.memory_bits == 6 * 27 + 3 * (9 + 1)
+    # SF 3 is shorter than the pipeline's 7 cycles and the slot's return: an output FIFO of
+    # ceil((7 + 2 + 1) / 3) = 4 words of 3 x signed(6) (its latency 2)
+    assert (dut.pipeline_latency, dut.output_slots, dut.output_fifo.latency) == (7, 4, 2)
+    assert dut.memory_bits == 6 * 27 + 3 * (9 + 1) + 4 * 3 * 6
     unmasked = XnorMatrixVector(weights=np.zeros((4, 8), int), pe=4, simd=8, masked=False)
     assert unmasked.i.payload.shape() == channel_word(unsigned(1), 8)
-    assert unmasked.memory_bits == 32  # NF = 1: no input buffer
+    # NF = 1: no input buffer; SF = 1: ceil((6 + 2 + 1) / 1) = 9 output words of 4 x signed(5)
+    assert (unmasked.pipeline_latency, unmasked.output_slots) == (6, 9)
+    assert unmasked.memory_bits == 32 + 9 * 4 * 5
     assert unmasked.latency == XnorMatrixVector(weights=np.zeros((8, 8), int), pe=4, simd=8).latency - 1
 
 
@@ -282,14 +288,22 @@ def test_parameters_give_figures_without_ports():
     assert type(plain) is XnorMatrixVectorParameters and not isinstance(plain, wiring.Component)
     # NF 2, SF 3; acc signed(6); the 6 x 27 weight ROM in logic: 27 bits x 6/16 LUT4s
     assert plain.lut_kind == "xnor_mvu" and plain.lut_features() == (1.0, 27.0, 3 * 6, 27 * 6 / 16, 0.0)
-    luts = round(44.458 + 2.411 * 27 + 0.987 * 18 + 0.869 * 27 * 6 / 16)
-    # 4 vectors of 3 words; with NF > 1 a pipeline of 5 registers and 2 popcount stages
-    assert plain.latency == 5 + 1 + popcount_levels(9) == 7
-    figures = Figures(cycles=24, latency=2 + 7, post=2 + 7, luts=luts, memory_bits=6 * 27 + 3 * (9 + 1), lag=3)
+    # with the output FIFO of 4 words (test_payload_layouts_and_design_figures)
+    fifo = FifoParameters(shape=channel_word(signed(6), 3), depth=4)
+    assert plain.output_fifo.depth == fifo.depth and plain.output_fifo.shape == fifo.shape
+    luts = round(44.458 + 2.411 * 27 + 0.987 * 18 + 0.869 * 27 * 6 / 16) + fifo.luts
+    # 4 vectors of 3 words; with NF > 1 a pipeline of 5 registers and 2 popcount stages, then the FIFO's 2
+    assert plain.pipeline_latency == 5 + 1 + popcount_levels(9) == 7 and plain.latency == 7 + 2
+    memory_bits = 6 * 27 + 3 * (9 + 1) + fifo.memory_bits
+    figures = Figures(cycles=24, latency=2 + 9, post=2 + 9, luts=luts, memory_bits=memory_bits, lag=3)
     assert plain.figures(12) == figures
     dut = XnorMatrixVector(**params, external_modules=True)
     assert dut.figures(12) == figures
     assert (dut.acc_shape, dut.memory_bits, dut.popcount_sizes) == (plain.acc_shape, plain.memory_bits, {(9, 2)})
     single = XnorMatrixVector.parameters(weights=np.zeros((4, 8), int), pe=4, simd=8, masked=False)
-    assert single.latency == 4 + 1 + popcount_levels(8)  # NF = 1: no buffer read-back
-    assert single.figures(5) == Figures(5, single.latency, single.latency, single.luts, 32, 0, 0)
+    assert single.pipeline_latency == 4 + 1 + popcount_levels(8)  # NF = 1: no buffer read-back
+    assert single.figures(5) == Figures(5, single.latency, single.latency, single.luts, single.memory_bits, 0, 0)
+    # an SF longer than the pipeline and the slot's return: the output register alone
+    long = XnorMatrixVector.parameters(weights=np.zeros((2, 64), int), pe=1, simd=8)
+    assert long.synapse_fold == 8 >= long.pipeline_latency + 1 and long.output_fifo is None
+    assert (long.output_slots, long.latency, long.memory_bits) == (1, long.pipeline_latency, 2 * 64 + 8 * 9)
