@@ -13,6 +13,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_int_array, check_shape
+from .delay import delayed
 from .figures import ChannelParameters, Figures, rom_luts
 from .fixed import bounds, clamp, shape_for
 from .layouts import channel_word
@@ -57,7 +58,7 @@ class ThresholdParameters(ChannelParameters):
     initiation_interval = 1
 
     #: Cycles from an input transfer to the output word's ``valid`` (no back-pressure).
-    latency = 2
+    latency = 3
 
     def __init__(self, *, shape, channels: int, simd: int, thresholds, flip=None) -> None:
         self._shape = check_shape("shape", shape)
@@ -114,8 +115,10 @@ class StaticThreshold(ThresholdParameters, wiring.Component):
     ``flip_c``). Thresholds outside the range of ``shape`` (always-on and always-off channels)
     are fine: the stored thresholds are :func:`effective_thresholds`, one comparison each of
     width ``shape_for(low, high + 1)``. With more than one channel group the thresholds sit in
-    a ROM of ``channels/simd`` words (synchronous read), otherwise they are constants. One
-    word per cycle; two register stages (table read, comparison), registered output.
+    a ROM of ``channels/simd`` words (synchronous read, then registered: a block RAM's
+    clock-to-output and a comparison would not share a cycle), otherwise they are constants.
+    One word per cycle; three register stages (table read, its register, comparison),
+    registered output.
 
     Parameters
     ----------
@@ -154,15 +157,19 @@ class StaticThreshold(ThresholdParameters, wiring.Component):
         group = Signal(range(groups))
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += group.eq(Mux(group == groups - 1, 0, group + 1))
-        # stage 1: the input word and its channels' thresholds
+        # stages 1 and 2: the input word and its channels' thresholds, read and registered
         x = Signal(channel_word(self._shape, self._simd))
         valid1 = Signal()
         with m.If(advance):
             m.d.sync += [x.eq(self.i.payload), valid1.eq(self.i.valid)]
-        table = channel_table(m, "thresholds", self._columns(), simd=self._simd, group=group, enable=advance)
-        # stage 2: compare, registered output
+        table = channel_table(
+            m, "thresholds", self._columns(), simd=self._simd, group=group, enable=advance, registered=True
+        )
+        x = channel_word(self._shape, self._simd)(delayed(m, x, enable=advance, name="x2", reset_less=True))
+        valid2 = delayed(m, valid1, enable=advance, name="valid2")
+        # stage 3: compare, registered output
         with m.If(advance):
-            m.d.sync += self.o.valid.eq(valid1)
+            m.d.sync += self.o.valid.eq(valid2)
             for k in range(self._simd):
                 bit = x[k] >= table["t"][0][k]
                 if "flip" in table:
