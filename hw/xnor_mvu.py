@@ -300,8 +300,8 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
     sum lies in ``[-cols, cols]``, the range of ``acc_shape``.
 
     Resources (``bench/xnor_synth.py``, PE 1, 64 x 9*SIMD weights, ``synth_ecp5 -nowidelut``,
-    LFE5U-85F): 1.4 to 2.3 LUT4 and 2.5 to 3.8 LUT4 equivalents (LUT4 + 2 * CCU2C) per XNOR
-    lane for SIMD 256 down to 32, at about 140 MHz; the weights and the input buffer are in
+    LFE5U-85F): 1.4 to 2.4 LUT4 and 2.5 to 4.0 LUT4 equivalents (LUT4 + 2 * CCU2C) per XNOR
+    lane for SIMD 256 down to 32, at about 135 MHz; the weights and the input buffer are in
     block RAM. The input buffer takes ``ceil((simd + 1) / 36)`` block RAMs; ``buffer_style=
     "distributed"`` moves it to LUT RAM (about 6 logic sites per 4 bits of width and 16 words).
 
