@@ -112,10 +112,11 @@ class IntMatrixVectorParameters(MatrixVectorParameters):
         return -(-levels // TREE_LEVELS_PER_STAGE)
 
     @property
-    def pipeline_latency(self) -> int:
-        """Cycles from the issue of a vector's last word to its result in the output register:
-        memory read (:attr:`weight_read_latency`), operand registers, the products'
-        :data:`~.multiplier.MUL_LATENCY` registers, tree stages, accumulator."""
+    def latency(self) -> int:
+        """Cycles from the transfer of a vector's last input word to its first output word's
+        ``valid`` (no back-pressure): memory read (:attr:`weight_read_latency`), operand
+        registers, the products' :data:`~.multiplier.MUL_LATENCY` registers, tree stages,
+        accumulator."""
         return 2 + self.weight_read_latency + MUL_LATENCY + self.tree_stages
 
     @property
@@ -125,10 +126,10 @@ class IntMatrixVectorParameters(MatrixVectorParameters):
 
     @property
     def memory_bits(self) -> int:
-        """Weight memory, the input buffer (none when ``NF = 1``) and the :attr:`output_fifo`."""
+        """Weight memory plus the input buffer (none when ``NF = 1``)."""
         weight_bits = self._weights.size * self._weight_shape.width
         buffer_bits = self._weights.shape[1] * self._in_shape.width if self.neuron_fold > 1 else 0
-        return weight_bits + buffer_bits + self.output_fifo_bits
+        return weight_bits + buffer_bits
 
     @property
     def weight_word_width(self) -> int:
@@ -178,11 +179,10 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
     Pipeline: memory read; the operands registered; products on DSP blocks' own input and
     output registers (:func:`~.multiplier.registered_product`); an adder tree per PE with a register every
     :data:`TREE_LEVELS_PER_STAGE` levels; the accumulators, which write the output register on a
-    vector's last word. Only the issue waits: a vector's last word is issued when an output
-    slot is free (see :class:`~.mvu.MatrixVectorParameters`), so the pipeline never stalls and
-    its registers (thousands, with the DSP blocks') need no common enable. Widths come from
-    bounds: products from the weight and input ranges, sums of ``n`` products from ``n`` times
-    that intersected with the accumulator range :func:`int_matvec_bounds`.
+    vector's last word. The whole pipeline advances unless a finished sum meets a full,
+    stalled output register. Widths come from bounds: products from the weight and input
+    ranges, sums of ``n`` products from ``n`` times that intersected with the accumulator range
+    :func:`int_matvec_bounds`.
 
     Parameters
     ----------
@@ -226,21 +226,19 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
         x_layout = channel_word(self._in_shape, simd)
         w_layout = data.ArrayLayout(channel_word(self._weight_shape, simd), pe)
 
+        advance = Signal()
         m.submodules.weights = w_port = Rom(
             width=w_layout.size, depth=nf * sf, init=self.weight_words(), init_file=self._weights_file
         )
 
-        # issue: step (f, s) of the current vector; a vector's last word takes an output slot
+        # issue: step (f, s) of the current vector
         s = Signal(range(sf))
         f = Signal(range(nf))
         w_addr = Signal(range(nf * sf))
         fold0 = f == 0
-        issue = Signal()
-        slot_free, out = self._output_slots(m, issue & (s == sf - 1))
-        may_issue = (s != sf - 1) | slot_free
-        m.d.comb += issue.eq(may_issue & (~fold0 | self.i.valid))
+        issue = advance & (~fold0 | self.i.valid)
         in_bits = Value.cast(self.i.payload.data if self._masked else self.i.payload)
-        m.d.comb += [self.i.ready.eq(may_issue & fold0), w_port.addr.eq(w_addr)]
+        m.d.comb += [self.i.ready.eq(advance & fold0), w_port.addr.eq(w_addr), w_port.en.eq(advance)]
         with m.If(issue):
             m.d.sync += [s.eq(Mux(s == sf - 1, 0, s + 1)), w_addr.eq(Mux(w_addr == nf * sf - 1, 0, w_addr + 1))]
             with m.If(s == sf - 1):
@@ -249,7 +247,8 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
         # stage 1: operands (the input word, or its replay from the buffer; the weight word)
         valid1, first1, last1, fold0_1 = Signal(), Signal(), Signal(), Signal()
         x1 = Signal(len(in_bits))
-        m.d.sync += [valid1.eq(issue), first1.eq(s == 0), last1.eq(s == sf - 1), fold0_1.eq(fold0)]
+        with m.If(advance):
+            m.d.sync += [valid1.eq(issue), first1.eq(s == 0), last1.eq(s == sf - 1), fold0_1.eq(fold0)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += x1.eq(in_bits)
         if nf > 1:
@@ -260,6 +259,7 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
                 buffer.w_data.eq(in_bits),
                 buffer.w_en.eq(self.i.valid & self.i.ready),
                 buffer.r_addr[0].eq(s),
+                buffer.r_en[0].eq(advance),
             ]
             x = x_layout(Mux(fold0_1, x1, buffer.r_data[0]))
         else:
@@ -268,13 +268,19 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
         tags = [valid1, first1, last1]
         # the weight memory's read stages after the first
         for stage in range(w_port.latency - 1):
-            x = x_layout(delayed(m, Value.cast(x), name=f"x_w{stage}"))
-            tags = [delayed(m, t, name=f"{n}_w{stage}") for t, n in zip(tags, ("valid", "first", "last"), strict=True)]
+            x = x_layout(delayed(m, Value.cast(x), enable=advance, name=f"x_w{stage}"))
+            tags = [
+                delayed(m, t, enable=advance, name=f"{n}_w{stage}")
+                for t, n in zip(tags, ("valid", "first", "last"), strict=True)
+            ]
 
         # stage 2: the operands registered (a block RAM's clock-to-output takes most of a cycle)
         x2, w2 = Signal(x_layout), Signal(w_layout)
-        m.d.sync += [x2.eq(x), w2.eq(w)]
-        tags = [delayed(m, t, name=f"{n}2") for t, n in zip(tags, ("valid", "first", "last"), strict=True)]
+        with m.If(advance):
+            m.d.sync += [x2.eq(x), w2.eq(w)]
+        tags = [
+            delayed(m, t, enable=advance, name=f"{n}2") for t, n in zip(tags, ("valid", "first", "last"), strict=True)
+        ]
 
         # the products' stages (:func:`registered_product`), on DSP blocks' own registers
         x_bounds = bounds(self._in_shape)
@@ -285,12 +291,13 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
             row = []
             for k in range(simd):
                 product = registered_product(
-                    m, x2[k], w2[p][k], external_modules=self._external_modules, name=f"mul_{p}_{k}"
+                    m, x2[k], w2[p][k], enable=advance, external_modules=self._external_modules, name=f"mul_{p}_{k}"
                 )
                 row.append(hdl_fit(product, *p_bounds))
             terms.append(row)
         tags = [
-            delayed(m, t, MUL_LATENCY, name=f"{n}_mul") for t, n in zip(tags, ("valid", "first", "last"), strict=True)
+            delayed(m, t, MUL_LATENCY, enable=advance, name=f"{n}_mul")
+            for t, n in zip(tags, ("valid", "first", "last"), strict=True)
         ]
 
         # adder trees: a register every TREE_LEVELS_PER_STAGE levels and after the last one
@@ -309,27 +316,29 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
                     regs = []
                     for j, value in enumerate(pairs):
                         reg = Signal(shape_for(*sum_bounds), name=f"sum{level}_{p}_{j}")
-                        m.d.sync += reg.eq(value)
+                        with m.If(advance):
+                            m.d.sync += reg.eq(value)
                         regs.append(reg)
                     pairs = regs
                 terms[p] = pairs
             if registered:
-                tags = [delayed(m, t, name=f"tag{level}_{j}") for j, t in enumerate(tags)]
+                tags = [delayed(m, t, enable=advance, name=f"tag{level}_{j}") for j, t in enumerate(tags)]
         sums = [row[0] for row in terms]
         valid_a, first_a, last_a = tags
 
-        # accumulators and the output register, whose slot the issue took
-        with m.If(out.ready):
-            m.d.sync += out.valid.eq(0)
+        # accumulators and the output register
+        m.d.comb += advance.eq(~(valid_a & last_a & self.o.valid & ~self.o.ready))
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
         for p in range(pe):
             acc = Signal(self._acc_shape, name=f"acc{p}")
             total = hdl_fit(Mux(first_a, 0, acc) + sums[p], *self._acc_bounds)
-            with m.If(valid_a):
+            with m.If(advance & valid_a):
                 m.d.sync += acc.eq(total)
                 with m.If(last_a):
-                    m.d.sync += out.payload[p].eq(total)
-        with m.If(valid_a & last_a):
-            m.d.sync += out.valid.eq(1)
+                    m.d.sync += self.o.payload[p].eq(total)
+        with m.If(advance & valid_a & last_a):
+            m.d.sync += self.o.valid.eq(1)
         return m
 
 

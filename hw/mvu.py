@@ -10,10 +10,8 @@ options (``weights_file``, ``external_modules``).
 
 from __future__ import annotations
 
-from functools import cached_property
-
 import numpy as np
-from amaranth.hdl import Module, Shape, Signal, Value
+from amaranth.hdl import Shape
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,7 +19,6 @@ from ._checks import check_divides, check_flag, check_int
 from .figures import Figures, Parameters
 from .layouts import channel_word, window_word
 from .options import ExternalModules
-from .plumbing import Fifo, FifoParameters
 from .rom import check_init_file, rom_latency
 
 __all__ = ["MatrixVectorParameters", "MatrixVectorUnit"]
@@ -31,15 +28,8 @@ class MatrixVectorParameters(Parameters):
     """Base of the matrix-vector units' parameters: a ``rows x cols`` matrix folded over ``pe x simd``.
 
     A subclass validates its weights (and element shapes), calls :meth:`_check_folding` and sets
-    ``_in_shape`` and ``_acc_shape``; it gives ``pipeline_latency`` (from the issue of a vector's
-    last word to its result in the output register), ``weight_word_width`` and ``memory_bits``
-    (counting :attr:`output_fifo_bits`).
-
-    Output slots: a unit issues a vector's last word only when an output slot is free, so its
-    pipeline never stalls and needs no enable reaching all its registers. A slot is taken at the
-    issue and freed when the output word leaves, :attr:`latency` + 1 cycles later at the
-    earliest; one output word per ``SF`` cycles therefore needs that many / ``SF`` slots: the
-    output register's one, or an :attr:`output_fifo` behind it.
+    ``_in_shape`` and ``_acc_shape``; it gives ``latency`` (from a vector's last input word to its
+    first output word), ``weight_word_width`` and ``memory_bits``.
     """
 
     #: Hardware multipliers (DSP blocks).
@@ -107,42 +97,6 @@ class MatrixVectorParameters(Parameters):
         :attr:`~.rom.Rom.latency` (3 when it is tiled over several block RAMs in depth, else 2)."""
         return rom_latency(self.neuron_fold * self.synapse_fold, self.weight_word_width)
 
-    @cached_property
-    def output_fifo(self) -> FifoParameters | None:
-        """The queue after the output register where ``SF`` is shorter than a slot's return
-        (:attr:`pipeline_latency` + 1), sized for the full rate; else ``None``."""
-        if self.synapse_fold >= self.pipeline_latency + 1:
-            return None
-        shape, depth = channel_word(self._acc_shape, self._pe), 2
-        while True:
-            fifo = FifoParameters(shape=shape, depth=depth)
-            needed = -(-(self.pipeline_latency + fifo.latency + 1) // self.synapse_fold)
-            if needed <= depth:
-                return fifo
-            depth = needed
-
-    @property
-    def output_slots(self) -> int:
-        """Output words held for a stalled consumer: the output register's one, or the
-        :attr:`output_fifo`'s depth."""
-        return 1 if self.output_fifo is None else self.output_fifo.depth
-
-    @property
-    def output_fifo_bits(self) -> int:
-        """Memory bits of the :attr:`output_fifo` (0 without one)."""
-        return 0 if self.output_fifo is None else self.output_fifo.memory_bits
-
-    @property
-    def latency(self) -> int:
-        """Cycles from the transfer of a vector's last input word to its first output word's
-        ``valid`` (no back-pressure): :attr:`pipeline_latency`, then the :attr:`output_fifo`'s."""
-        return self.pipeline_latency + (0 if self.output_fifo is None else self.output_fifo.latency)
-
-    @property
-    def luts(self) -> int:
-        """LUT4 equivalents by the LUT model, and the :attr:`output_fifo`'s."""
-        return super().luts + (0 if self.output_fifo is None else self.output_fifo.luts)
-
     @property
     def initiation_interval(self) -> int:
         """Cycles per output word at full rate: ``SF``."""
@@ -184,18 +138,3 @@ class MatrixVectorUnit(ExternalModules, wiring.Component):
     def weights_file(self) -> str | None:
         """The ``$readmemh`` file of the weight memory, or ``None`` for an inline memory."""
         return self._weights_file
-
-    def _output_slots(self, m: Module, reserve: Value):
-        """The output slots (see :class:`MatrixVectorParameters`): ``reserve`` takes one. Returns
-        whether one is free (a comparison of a register) and the stream the results enter
-        through a register (the output, or the :attr:`output_fifo`'s input)."""
-        slots = self.output_slots
-        free = Signal(range(slots + 1), init=slots, name="free_slots")
-        m.d.sync += free.eq(free - reserve + (self.o.valid & self.o.ready))
-        if self.output_fifo is None:
-            return free != 0, self.o
-        m.submodules.output_fifo = fifo = Fifo(
-            shape=self.output_fifo.shape, depth=self.output_fifo.depth, external_modules=self._external_modules
-        )
-        wiring.connect(m, fifo.o, wiring.flipped(self.o))
-        return free != 0, fifo.i

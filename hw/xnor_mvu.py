@@ -24,7 +24,9 @@ from ._checks import check_choice, check_divides, check_int, check_int_array
 from .delay import delayed
 from .figures import bram_mux, rom_luts
 from .fixed import shape_for
+from .layouts import channel_word
 from .mvu import MatrixVectorParameters, MatrixVectorUnit
+from .plumbing import Fifo, FifoParameters
 from .popcount import PopCount, popcount_instance, popcount_levels
 from .rom import Rom
 
@@ -168,6 +170,21 @@ class XnorMatrixVectorParameters(MatrixVectorParameters):
             self._popcount_stages = check_int("popcount_stages", popcount_stages, low=1, high=max_stages)
         self._in_shape = unsigned(1)
         self._acc_shape = shape_for(-self.cols, self.cols)
+        self._output_fifo = self._sized_output_fifo()
+
+    def _sized_output_fifo(self) -> FifoParameters | None:
+        # a slot is reserved at a vector's last word and freed when its output word leaves, at
+        # least `latency + 1` cycles later; one output word per SF cycles needs that many / SF
+        if self.synapse_fold >= self.pipeline_latency + 1:
+            return None  # the output register alone
+        shape = channel_word(self._acc_shape, self._pe)
+        depth = 2
+        while True:
+            fifo = FifoParameters(shape=shape, depth=depth)
+            needed = -(-(self.pipeline_latency + fifo.latency + 1) // self.synapse_fold)
+            if needed <= depth:
+                return fifo
+            depth = needed
 
     @property
     def buffer_style(self) -> str:
@@ -195,6 +212,30 @@ class XnorMatrixVectorParameters(MatrixVectorParameters):
         return (3 if self.neuron_fold > 1 else 2) + self.weight_read_latency + self._popcount_stages
 
     @property
+    def output_fifo(self) -> FifoParameters | None:
+        """The queue after the output register, or ``None``: the output slots the full rate needs
+        (:attr:`output_slots`) when the output register alone is too few (``SF <=``
+        :attr:`pipeline_latency`)."""
+        return self._output_fifo
+
+    @property
+    def output_slots(self) -> int:
+        """Output words the unit holds for a stalled consumer, so that its pipeline never stalls:
+        the output register's one, or the :attr:`output_fifo`'s depth."""
+        return 1 if self._output_fifo is None else self._output_fifo.depth
+
+    @property
+    def latency(self) -> int:
+        """Cycles from the transfer of a vector's last input word to its first output word's
+        ``valid`` (no back-pressure): :attr:`pipeline_latency`, then the :attr:`output_fifo`'s."""
+        return self.pipeline_latency + (0 if self._output_fifo is None else self._output_fifo.latency)
+
+    @property
+    def luts(self) -> int:
+        """LUT4 equivalents by the LUT model, and the :attr:`output_fifo`'s."""
+        return super().luts + (0 if self._output_fifo is None else self._output_fifo.luts)
+
+    @property
     def buffer_bits(self) -> int:
         """Input buffer: ``SF`` words of ``simd`` bits (plus the mask bit), none when ``NF = 1``."""
         return self.synapse_fold * (self._simd + self._masked) if self.neuron_fold > 1 else 0
@@ -202,7 +243,8 @@ class XnorMatrixVectorParameters(MatrixVectorParameters):
     @property
     def memory_bits(self) -> int:
         """Weight memory (``rows * cols`` bits), the input buffer and the :attr:`output_fifo`."""
-        return self._weights.size + self.buffer_bits + self.output_fifo_bits
+        fifo = 0 if self._output_fifo is None else self._output_fifo.memory_bits
+        return self._weights.size + self.buffer_bits + fifo
 
     @property
     def weight_word_width(self) -> int:
@@ -336,8 +378,10 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
                 m.d.sync += fold0.eq(last_step)
         else:
             fold0 = 1
-        slot_free, out = self._output_slots(m, issue & last_word)
-        may_issue = ~last_word | slot_free
+        slots = self.output_slots
+        free = Signal(range(slots + 1), init=slots)
+        m.d.sync += free.eq(free - (issue & last_word) + (self.o.valid & self.o.ready))
+        may_issue = ~last_word | (free != 0)
         m.d.comb += [issue.eq(may_issue & (~fold0 | self.i.valid)), self.i.ready.eq(may_issue & fold0)]
         accept = self.i.valid & self.i.ready
         if self._masked:
@@ -403,6 +447,18 @@ class XnorMatrixVector(XnorMatrixVectorParameters, MatrixVectorUnit):
 
         # accumulators (start at -cols) and the output register, whose slot the issue reserved
         finish = valid_c & last_c
+        if self._output_fifo is None:
+            out = self.o
+        else:
+            m.submodules.output_fifo = fifo = Fifo(
+                shape=self._output_fifo.shape, depth=self._output_fifo.depth, external_modules=self._external_modules
+            )
+            m.d.comb += [
+                self.o.valid.eq(fifo.o.valid),
+                self.o.payload.eq(fifo.o.payload),
+                fifo.o.ready.eq(self.o.ready),
+            ]
+            out = fifo.i
         with m.If(out.ready):
             m.d.sync += out.valid.eq(0)
         with m.If(finish):

@@ -17,8 +17,6 @@ from instabnn_hw.hw.int_mvu import (
     int_matvec,
     int_matvec_bounds,
 )
-from instabnn_hw.hw.layouts import channel_word
-from instabnn_hw.hw.plumbing import FifoParameters
 from instabnn_hw.hw.simulate import simulate_streams
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
@@ -140,11 +138,9 @@ def test_int_mvu_resources():
     dut, _ = make_mvu("odd-3x9")
     assert dut.multipliers == 27
     assert dut.neuron_fold == 2 and dut.synapse_fold == 3 and dut.cycles_per_vector == 6
-    # weights, input buffer and an output FIFO (SF 3 against the pipeline's cycles and the slot's return)
-    assert dut.memory_bits == 6 * 27 * 8 + 27 * 9 + dut.output_fifo.memory_bits
-    assert dut.output_slots == -(-(dut.pipeline_latency + dut.output_fifo.latency + 1) // 3)
+    assert dut.memory_bits == 6 * 27 * 8 + 27 * 9  # weights + input buffer
     dut, _ = make_mvu("single-word")
-    assert dut.memory_bits == 3 * 5 * 3 + dut.output_fifo.memory_bits  # NF = 1: no input buffer
+    assert dut.memory_bits == 3 * 5 * 3  # NF = 1: no input buffer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -240,14 +236,10 @@ def test_int_mvu_parameters_give_figures_without_ports():
     assert plain.acc_shape == signed(9)
     # 27 lanes of 4 x 2 bits; the 6 x 54 weight ROM in logic: 54 bits x 6/16 LUT4s
     assert plain.lut_kind == "int_mvu" and plain.lut_features() == (1.0, 27 * 6, 3 * 9, 54 * 6 / 16, 0.0)
-    # NF 2, SF 3; pipeline: memory (two), operands, the product's three registers, 4 tree levels,
-    # accumulator; SF 3 < 12: an output FIFO of ceil((11 + 2 + 1) / 3) = 5 words of 3 x signed(9)
-    assert plain.pipeline_latency == 7 + 4 and plain.latency == 11 + 2
-    fifo = FifoParameters(shape=channel_word(signed(9), 3), depth=5)
-    assert (plain.output_fifo.shape, plain.output_slots) == (fifo.shape, 5)
-    luts = lut_estimate("int_mvu", (1, 162, 27, 54 * 6 / 16, 0)) + fifo.luts
-    memory_bits = 162 * 2 + 27 * 4 + fifo.memory_bits
-    figures = Figures(24, 2 + 13, 2 + 13, luts, memory_bits=memory_bits, multipliers=27, lag=3)
+    luts = lut_estimate("int_mvu", (1, 162, 27, 54 * 6 / 16, 0))
+    # NF 2, SF 3; pipeline: memory (two), operands, the product's three registers, 4 tree levels, accumulator
+    assert plain.latency == 7 + 4
+    figures = Figures(24, 2 + 11, 2 + 11, luts, memory_bits=162 * 2 + 27 * 4, multipliers=27, lag=3)
     assert plain.figures(12) == figures
     dut = IntMatrixVector(**params, external_modules=True)
     assert dut.external_modules and dut.figures(12) == figures
