@@ -43,7 +43,7 @@ class SuiteDesign:
 
 SUITE: dict[str, SuiteDesign] = {
     "resnet-tiny-rsign": SuiteDesign({"checkpoint": "resnet-tiny-rsign-fashion-mnist.pt"}, slow=True),
-    "resnet-tiny-th": SuiteDesign({"checkpoint": "resnet-tiny-th-fashion-mnist.pt"}),
+    "resnet-tiny-th": SuiteDesign({"checkpoint": "resnet-tiny-th-fashion-mnist.pt"}, slow=True),
     "resnet-tiny-th+": SuiteDesign({"model": "resnet-tiny", "insta": "th+", "width": 8}, slow=True),
     "resnet-tiny-insta-prelu": SuiteDesign(
         {"model": "resnet-tiny", "insta": "th", "prelu": "insta", "width": 8}, slow=True

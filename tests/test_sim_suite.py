@@ -32,8 +32,8 @@ def designs(tmp_path_factory):
 
 
 def cases():
-    """The default suite holds the shipped th checkpoint under Verilator; Icarus runs (about 200
-    cycles/s on these designs: minutes per design) are ``long``, with the design's own marks."""
+    """Verilator runs carry the design's own marks (every design is ``slow``: minutes each);
+    Icarus runs (about 200 cycles/s on these designs: minutes to an hour per design) are ``long``."""
     for name, entry in SUITE.items():
         for simulator in ("verilator", "icarus"):
             long = entry.long or simulator == "icarus"
