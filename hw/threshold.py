@@ -157,19 +157,16 @@ class StaticThreshold(ThresholdParameters, wiring.Component):
         group = Signal(range(groups))
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += group.eq(Mux(group == groups - 1, 0, group + 1))
-        # stages 1 and 2: the input word and its channels' thresholds, read and registered
-        x = Signal(channel_word(self._shape, self._simd))
-        valid1 = Signal()
-        with m.If(advance):
-            m.d.sync += [x.eq(self.i.payload), valid1.eq(self.i.valid)]
+        # stages 1 and 2: the input word beside its channels' thresholds, read and registered
+        word = delayed(m, self.i.payload, 2, enable=advance, name="x", reset_less=True)
+        x = channel_word(self._shape, self._simd)(word)
+        valid = delayed(m, self.i.valid, 2, enable=advance, name="valid")
         table = channel_table(
             m, "thresholds", self._columns(), simd=self._simd, group=group, enable=advance, registered=True
         )
-        x = channel_word(self._shape, self._simd)(delayed(m, x, enable=advance, name="x2", reset_less=True))
-        valid2 = delayed(m, valid1, enable=advance, name="valid2")
         # stage 3: compare, registered output
         with m.If(advance):
-            m.d.sync += self.o.valid.eq(valid2)
+            m.d.sync += self.o.valid.eq(valid)
             for k in range(self._simd):
                 bit = x[k] >= table["t"][0][k]
                 if "flip" in table:

@@ -300,8 +300,8 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         # ahead from the rows written and released (a release shows a cycle late: never early)
         room = Signal(init=1)
         row_done = self.i.valid & self.i.ready & (w_col == row_words - 1)
-        gap = ahead(written, released)  # one subtraction; a finishing row makes it gap + 1
-        m.d.sync += room.eq(Mux(row_done, gap < R - 1, gap < R))
+        held = ahead(written, released)  # rows held: one subtraction; a finishing row adds one
+        m.d.sync += room.eq(Mux(row_done, held < R - 1, held < R))
         m.d.comb += [
             self.i.ready.eq(room),
             buffer.w_addr.eq(w_addr),
