@@ -118,7 +118,7 @@ def rprelu(bits, channels, simd):
     )
 
 
-def moments(channels, simd, size, stats=("m3",), mode="th", parallel=1):
+def moments(channels, simd, size, stats=("m3",), mode="th", parallel=1, hidden_max=255):
     r = _rng("m", channels, simd, size, stats, mode)
     ns = len(stats)
     kw = dict(
@@ -141,7 +141,7 @@ def moments(channels, simd, size, stats=("m3",), mode="th", parallel=1):
             w1=r.integers(-8, 8, (hidden, ns * channels)),
             b1=r.integers(-8, 8, hidden),
             hidden_shift=6,
-            hidden_max=255,
+            hidden_max=hidden_max,
             w2=r.integers(-8, 8, (channels, hidden)),
             parallel=parallel,
         )
@@ -258,14 +258,22 @@ SAMPLES = [
         for b, c, s in [(9, 16, 16), (9, 32, 4), (8, 64, 1), (10, 64, 32), (9, 16, 2)]
     ],
     *[
-        ("moments", f"moments C{c} simd{s} {n}x{n} {st} {mo} par{pa}", lambda a=(c, s, n, st, mo, pa): moments(*a))
-        for c, s, n, st, mo, pa in [
-            (16, 16, 28, ("m3",), "th", 1),
-            (32, 4, 14, ("m3",), "th", 1),
-            (64, 1, 7, ("m3",), "th", 1),
-            (16, 2, 28, ("m1", "var", "skew"), "th", 1),
-            (32, 8, 14, ("m3",), "th+", 2),
-            (64, 16, 7, ("m1", "var"), "th", 1),
+        (
+            "moments",
+            f"moments C{c} simd{s} {n}x{n} {st} {mo} par{pa}" + (f" hmax{hm}" if hm != 255 else ""),
+            lambda a=(c, s, n, st, mo, pa, hm): moments(*a),
+        )
+        for c, s, n, st, mo, pa, hm in [
+            (16, 16, 28, ("m3",), "th", 1, 255),
+            (32, 4, 14, ("m3",), "th", 1, 255),
+            (64, 1, 7, ("m3",), "th", 1, 255),
+            (16, 2, 28, ("m1", "var", "skew"), "th", 1, 255),
+            (32, 8, 14, ("m3",), "th+", 2, 255),
+            (64, 16, 7, ("m1", "var"), "th", 1, 255),
+            (16, 4, 28, ("m3",), "th+", 1, 2**20 - 1),
+            (32, 2, 14, ("m1", "m2"), "th+", 1, 2**20 - 1),
+            (64, 1, 7, ("m3",), "th+", 1, 2**20 - 1),
+            (64, 4, 7, ("m1", "m2"), "th+", 4, 255),
         ]
     ],
     *[

@@ -46,15 +46,18 @@ __all__ = [
 #: kind's summed estimate is within 5 % of its summed measurement. Refitted on 2026-12-06 for the
 #: pipelined integer MVU, window, requantise, RPReLU, INSTA-PReLU, pools and argmax (40 samples;
 #: mean |error| per sample 0.8 % (RPReLU) to 12 % (INSTA-PReLU), summed estimates within 4 % by
-#: kind); register slices (five samples): exact.
+#: kind); register slices (five samples): exact. Refitted on 2026-12-07 for the INSTA moments unit,
+#: its INSTA-Th+ MLP counted by :meth:`~.se_mlp.SeMlpParameters.lut_features` (10 samples, four of
+#: them Th+; mean |error| 7.9 %, max 17 %, summed estimate 2.6 % under), and for the window with
+#: its read address registered (9 samples; mean |error| 7.6 %, summed 1.9 % under).
 LUT_MODEL: dict[str, tuple[float, ...]] = {
     "xnor_mvu": (44.458, 2.411, 0.987, 0.869, 0.791),
     "int_mvu": (82.302, 1.301, 0.599, 1.215, 0.0),
-    "window": (277.482, 0.737, 4.298, 0.0),
+    "window": (293.54, 0.594, 12.285, 0.0),
     "threshold": (17.433, 0.699, 1.138),
     "requantise": (16.412, 0.0, 4.146, 1.434),
     "rprelu": (19.127, 0.079, 7.399, 1.388),
-    "moments": (222.115, 14.294, 0.0, 7.993),
+    "moments": (316.597, 0.0, 4.343, 5.15, 0.0, 3.783),
     "insta_prelu": (708.548, 6.379, 0.0, 107.04),
     "pool": (20.303, 1.641, 2.327),
     "fifo": (0.0, 1.298, 4.97, 0.0),

@@ -138,14 +138,9 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         external = self._external_modules
         fw, (fr,) = ram_ports(m, "frame", channel_word(self._in_shape, S), 2 * F, external_modules=external, tiled=True)
         lane_layout = data.StructLayout({f"s{k}": self._sum_shapes[k] for k in self._sums})
-        # read ports: the accumulation's read-modify-write (transparent), the evaluator's
+        # read ports: the accumulation's read-modify-write, the evaluator's
         sw, (sa, se) = ram_ports(
-            m,
-            "sums",
-            data.ArrayLayout(lane_layout, S),
-            2 * G,
-            external_modules=external,
-            read_ports=("transparent", "sync"),
+            m, "sums", data.ArrayLayout(lane_layout, S), 2 * G, external_modules=external, read_ports=("sync", "sync")
         )
         tw, (tr,) = ram_ports(
             m, "thresholds", channel_word(self._threshold_shape, S), 2 * G, external_modules=external, granular=True
@@ -254,7 +249,7 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         # stage pK holds a word K edges after it was taken; the lanes' powers are products on
         # DSP blocks' registers, so the sums' read-modify-write waits in the last stage for them
         stages = [stage(f"p{k + 1}") for k in range(self.writer_stages)]
-        first, before, last = stages[0], stages[-2], stages[-1]
+        first, reading, before, last = stages[0], stages[-3], stages[-2], stages[-1]
         m.d.sync += [
             first["v"].eq(accept),
             first["g"].eq(wgrp),
@@ -279,16 +274,40 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
                 cubes.append(product)
                 # the square beside the cube
                 squares[lane] = delayed(m, squares[lane], MUL_LATENCY, name=f"square{lane}_d")
-        m.d.comb += sa.addr.eq(Mux(before["b"], G, 0) + before["g"])
+        # The sums are read two edges before their write and the block RAM's word registered, so
+        # the addition starts from flip-flops. The two writes the read cannot see (those of the
+        # words one and two ahead) are forwarded from registers of the written words, picked by
+        # matches registered a cycle ahead.
+        m.d.comb += sa.addr.eq(Mux(reading["b"], G, 0) + reading["g"])
+        sums_word = Value.cast(sw.data)
+        stored = Signal(sums_word.shape(), name="sums_read")
+        written = [Signal(sums_word.shape(), name=f"sums_written{k}") for k in (1, 2)]
+        written_v = [Signal(name=f"written{k}_valid") for k in (1, 2)]
+        written_at = [(Signal(name=f"written{k}_bank"), counter(G, name=f"written{k}_group")) for k in (1, 2)]
+        m.d.sync += [stored.eq(Value.cast(sa.data)), written[0].eq(sums_word), written[1].eq(written[0])]
+        m.d.sync += [written_v[0].eq(last["v"]), written_v[1].eq(written_v[0])]
+        m.d.sync += [written_at[0][0].eq(last["b"]), written_at[0][1].eq(last["g"])]
+        m.d.sync += [written_at[1][0].eq(written_at[0][0]), written_at[1][1].eq(written_at[0][1])]
+        # the words written at the edges that end this cycle and the next: last's and written1's
+        same_as_last, same_as_written = Signal(name="same_as_last"), Signal(name="same_as_written1")
+        m.d.sync += [
+            same_as_last.eq(last["v"] & (last["b"] == before["b"]) & (last["g"] == before["g"])),
+            same_as_written.eq(written_v[0] & (written_at[0][0] == before["b"]) & (written_at[0][1] == before["g"])),
+        ]
+        previous = Signal(sums_word.shape(), name="sums_previous")
+        m.d.comb += previous.eq(
+            Mux(last["first"], 0, Mux(same_as_last, written[0], Mux(same_as_written, written[1], stored)))
+        )
+        previous_lanes = data.View(sw.data.shape(), previous)
         powers = {1: last["x"], 2: squares, 3: cubes}
         m.d.comb += [sw.addr.eq(Mux(last["b"], G, 0) + last["g"]), sw.en.eq(last["v"])]
         new_sums = []  # whole signals, then one Cat: see bank_bits on Icarus and partial assignments
         for lane in range(S):
             for k in self._sums:
                 total = Signal(self._sum_shapes[k], name=f"new_s{k}_{lane}")
-                m.d.comb += total.eq(Mux(last["first"], 0, sa.data[lane][f"s{k}"]) + powers[k][lane])
+                m.d.comb += total.eq(previous_lanes[lane][f"s{k}"] + powers[k][lane])
                 new_sums.append(total)
-        m.d.comb += Value.cast(sw.data).eq(Cat(*new_sums))
+        m.d.comb += sums_word.eq(Cat(*new_sums))
         m.d.comb += net.full_set.eq(bank_bits(last["b"], last["v"] & last["last"]))
 
     def _frame_reader(self, m: Module, net: SimpleNamespace) -> None:

@@ -249,9 +249,10 @@ class MomentsThresholdParameters(FrameParameters):
     @property
     def writer_stages(self) -> int:
         """Registers from a taken word to its sums' write: its lanes' square (and cube, a product
-        of the square) take :data:`~.multiplier.MUL_LATENCY` each; at least 2 (read, then write)."""
+        of the square) take :data:`~.multiplier.MUL_LATENCY` each; at least 3 (the sums' read,
+        its register, then the write)."""
         products = 2 if 3 in self._sums else 1 if 2 in self._sums else 0
-        return max(2, 1 + products * MUL_LATENCY)
+        return max(3, 1 + products * MUL_LATENCY)
 
     @property
     def latency(self) -> int:
@@ -331,6 +332,7 @@ class MomentsThresholdParameters(FrameParameters):
             float(self._simd * self._in_shape.width),
             float(self._simd * lane),
             float(self._feature_shape.width * len(self._stats) + self._threshold_shape.width),
+            *(self._mlp.lut_features() if self._mode == "th+" else (0.0, 0.0)),
         )
 
     def figures(self, words: int) -> Figures:

@@ -249,6 +249,15 @@ class SeMlpParameters:
         """MULT18X18D blocks of the ``parallel`` shared multipliers (:func:`~.multiplier.registered_product_blocks`)."""
         return self._parallel * registered_product_blocks(*self.operand_shapes)
 
+    def lut_features(self) -> tuple[float, float]:
+        """The MLP's share of its owner's LUT features: one for being there, and the bits of its
+        datapath (per shared multiplier its operands' multiplexers, its FC1 accumulator and
+        hidden-unit steps; the hidden units held and picked by chunk; FC2's accumulator)."""
+        a, b = self.operand_shapes
+        lane = a.width + b.width + self.acc1_shape.width + self._h_shape.width
+        held = self._chunks * self._h_shape.width
+        return (1.0, float(self._parallel * (lane + held) + self._out_shape.width))
+
     @property
     def memory_bits(self) -> int:
         """Bits of the feature memory and the weight ROMs."""

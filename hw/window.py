@@ -233,7 +233,9 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
     leaves 3 cycles after the input word that completes the last row it needs: the read data is
     registered before it leaves (a block RAM's clock-to-output takes most of a cycle), and the
     last row an output row needs is kept as an absolute row count, compared with the rows
-    written a cycle ahead, so deciding to read is a register.
+    written a cycle ahead, so deciding to read is a register. The read address is a register
+    too: the address of each step's next word (one on, a window row below, the next pixel's,
+    the next output row's) is computed ahead from registers, and the step only picks it.
 
     Parameters
     ----------
@@ -327,9 +329,20 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         x0 = Signal(range(-p, W + p), init=-p)  # ox*s - p: input column of kx = 0
         x = Signal(range(-p, W + p), init=-p)  # x0 + kx
         x0_word = Signal(range(-p * G, (W + p) * G), init=-p * G)  # x0 * G
-        col = Signal(range(-p * G, (W + p) * G), init=-p * G)  # x * G + g: word within the row
-        top_base = Signal(range(depth), init=(-p % R) * row_words)  # address of the slot of row `top`
-        row_base = Signal(range(depth), init=(-p % R) * row_words)  # address of the slot of row `row`
+        first_base = (-p % R) * row_words
+        top_base = Signal(range(depth), init=first_base)  # address of the slot of row `top`
+        row_base = Signal(range(depth), init=first_base)  # address of the slot of row `row`
+        # row_base + x * G + g, modulo the address's width: the read address wherever the word
+        # lies inside the image. Its next value, and whether the next row and column lie inside,
+        # are picked by each step below; the read address register takes it, or zero outside.
+        address = Signal(range(depth), init=(first_base - p * G) % 2 ** Shape.cast(range(depth)).width)
+        row_in, x_in = Signal(init=p == 0, name="row_inside"), Signal(init=p == 0, name="x_inside")
+        address_next, row_in_next, x_in_next = Signal.like(address), Signal(), Signal()
+        m.d.comb += [address_next.eq(address), row_in_next.eq(row_in), x_in_next.eq(x_in)]
+        m.d.sync += [address.eq(address_next), row_in.eq(row_in_next), x_in.eq(x_in_next)]
+        r_addr = Signal(range(depth), init=address.init if p == 0 else 0)
+        m.d.sync += r_addr.eq(Mux(row_in_next & x_in_next, address_next, 0))
+        inside = row_in & x_in
 
         # The last input row the current output row needs, frame + min(top + K - 1, H - 1), kept
         # as an absolute count with the rows left below the frame's last, so that the next output
@@ -339,7 +352,6 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         slack = Signal(range(H), init=H - 1 - first_last)
         step_rows = Mux(slack < s, slack, s)
 
-        inside = (row >= 0) & (row < H) & (x >= 0) & (x < W)
         # whether the rows the current output row needs are written, a register computed from
         # the next row counts: the comparison's carry chain does not reach the loop counters
         rows_ready = Signal()
@@ -349,7 +361,7 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         # The output: the read port's data register, then the data (zero where padding) registered
         # with the mask beside it.
         read, read_mask = Signal(), Signal()
-        m.d.comb += [buffer.r_en[0].eq(advance), buffer.r_addr[0].eq(Mux(inside, row_base + col, 0))]
+        m.d.comb += [buffer.r_en[0].eq(advance), buffer.r_addr[0].eq(r_addr)]
         with m.If(advance):
             m.d.sync += [read.eq(rows_ready), read_mask.eq(inside), self.o.valid.eq(read)]
             m.d.sync += [self.o.payload.mask.eq(read_mask), self.o.payload.data.eq(Mux(read_mask, buffer.r_data[0], 0))]
@@ -358,16 +370,22 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         last_ox, last_oy = ox == self._out_width - 1, oy == self._out_height - 1
         next_start = top + s  # first input row of the next output row
         row_end = last_g & last_kx & last_ky & last_ox
-        # The row count the next output row needs, ready before its row ends: registered a cycle
-        # ahead where an output row takes more than one word (it then changes at most every other
-        # cycle), so that deciding to read compares registers only.
+
+        def ahead_of_use(value, words_apart: int, *, name: str, init: int = 0) -> Signal:
+            """``value``, registered where the registers it is computed from last changed at
+            least two issued words before it is used (they then have settled a cycle ahead)."""
+            held = Signal(value.shape(), name=name, init=init)
+            if words_apart > 1:
+                m.d.sync += held.eq(value)
+            else:
+                m.d.comb += held.eq(value)
+            return held
+
+        # The row count the next output row needs, ready before its row ends, so that deciding
+        # to read compares registers only.
         first_after = H + first_last if self._out_height == 1 else first_last + min(H - 1 - first_last, s)
-        needed_after = Signal(bits, init=first_after)
         after = Mux(last_oy, frame + H + first_last, needed + step_rows)
-        if G * K * K * self._out_width > 1:
-            m.d.sync += needed_after.eq(after)
-        else:
-            m.d.comb += needed_after.eq(after)
+        needed_after = ahead_of_use(after, G * K * K * self._out_width, name="needed_after", init=first_after)
         ending = issue & row_end
 
         def written_by(count):  # whether `written` plus this cycle's finished row passes `count`
@@ -377,37 +395,74 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         with m.If(ending):
             m.d.sync += needed.eq(needed_after)
         m.d.sync += rows_ready.eq(Mux(ending, written_by(needed_after), written_by(needed)))
+
+        # The slots and addresses each step goes to, computed ahead from registers, so that a
+        # step only picks (and the one addition left, the next word's, is not shared with
+        # another behind a multiplexer): a window row below (steps K * G words apart), the next
+        # pixel's (K * K * G apart), the next output row's or the next frame's first (a whole
+        # output row apart).
+        frame_step = (H - p - ((self._out_height - 1) * s - p)) % R  # slots from row `top` to the next -p
+        below = _wrap_add(row_base, row_words, depth)
+        row_below = ahead_of_use(below, K * G, name="row_below")
+        row_below_address = ahead_of_use(below + x0_word, K * G, name="row_below_address")
+        pixel_address = ahead_of_use(top_base + x0_word + s * G, K * K * G, name="pixel_address")
+        row_words_apart = G * K * K * self._out_width
+        next_top_base, frame_top_base = (
+            ahead_of_use(_wrap_add(top_base, slots * row_words, depth), row_words_apart, name=f"{name}_top_base")
+            for slots, name in ((s, "next"), (frame_step, "frame"))
+        )
+        next_top_address, frame_top_address = (
+            ahead_of_use(base - p * G, row_words_apart, name=f"{base.name[: -len('_base')]}_address")
+            for base in (next_top_base, frame_top_base)
+        )
+
+        def within(value, step, size, words_apart, name):  # whether value + step lies in [0, size), ahead
+            return ahead_of_use((value >= -step) & (value < size - step), words_apart, name=name)
+
+        next_x_in = within(x, 1, W, G, "next_x_inside")
+        row_below_in = within(row, 1, H, K * G, "row_below_inside")
+        first_x_in = within(x0, 0, W, K * G, "first_x_inside")
+        pixel_x_in = within(x0, s, W, K * K * G, "pixel_x_inside")
+        top_in = within(top, 0, H, K * K * G, "top_inside")
+        next_top_in = within(top, s, H, row_words_apart, "next_top_inside")
+
         with m.If(issue):
             with m.If(~last_g):
-                m.d.sync += [g.eq(g + 1), col.eq(col + 1)]
+                m.d.sync += g.eq(g + 1)
+                m.d.comb += address_next.eq(address + 1)
             with m.Elif(~last_kx):
-                m.d.sync += [g.eq(0), kx.eq(kx + 1), x.eq(x + 1), col.eq(col + 1)]
+                m.d.sync += [g.eq(0), kx.eq(kx + 1), x.eq(x + 1)]
+                m.d.comb += [address_next.eq(address + 1), x_in_next.eq(next_x_in)]
             with m.Elif(~last_ky):
-                m.d.sync += [g.eq(0), kx.eq(0), ky.eq(ky + 1), row.eq(row + 1), x.eq(x0), col.eq(x0_word)]
-                m.d.sync += row_base.eq(_wrap_add(row_base, row_words, depth))
+                m.d.sync += [g.eq(0), kx.eq(0), ky.eq(ky + 1), row.eq(row + 1), x.eq(x0), row_base.eq(row_below)]
+                m.d.comb += [address_next.eq(row_below_address), row_in_next.eq(row_below_in)]
+                m.d.comb += x_in_next.eq(first_x_in)
             with m.Elif(~last_ox):
                 m.d.sync += [g.eq(0), kx.eq(0), ky.eq(0), ox.eq(ox + 1), row.eq(top), row_base.eq(top_base)]
-                m.d.sync += [x0.eq(x0 + s), x.eq(x0 + s), x0_word.eq(x0_word + s * G), col.eq(x0_word + s * G)]
+                m.d.sync += [x0.eq(x0 + s), x.eq(x0 + s), x0_word.eq(x0_word + s * G)]
+                m.d.comb += [address_next.eq(pixel_address), row_in_next.eq(top_in)]
+                m.d.comb += x_in_next.eq(pixel_x_in)
             with m.Else():
                 new_top, new_base = Signal.like(top), Signal.like(top_base)
                 with m.If(~last_oy):
-                    m.d.comb += [new_top.eq(top + s), new_base.eq(_wrap_add(top_base, s * row_words, depth))]
+                    m.d.comb += [new_top.eq(top + s), new_base.eq(next_top_base), address_next.eq(next_top_address)]
                     m.d.sync += [oy.eq(oy + 1), slack.eq(slack - step_rows)]
+                    m.d.comb += row_in_next.eq(next_top_in)
                 with m.Else():
                     # next frame: its row 0 is absolute row frame + H
-                    step = (H - p - ((self._out_height - 1) * s - p)) % R  # slots from row `top` to the next -p
-                    m.d.comb += [new_top.eq(-p), new_base.eq(_wrap_add(top_base, step * row_words, depth))]
+                    m.d.comb += [new_top.eq(-p), new_base.eq(frame_top_base), address_next.eq(frame_top_address)]
                     m.d.sync += [oy.eq(0), frame.eq(frame + H)]
+                    m.d.comb += row_in_next.eq(p == 0)
                     m.d.sync += slack.eq(H - 1 - first_last)
                 m.d.sync += [g.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), top.eq(new_top), row.eq(new_top)]
-                m.d.sync += [top_base.eq(new_base), row_base.eq(new_base)]
-                m.d.sync += [x0.eq(-p), x.eq(-p), x0_word.eq(-p * G), col.eq(-p * G)]
+                m.d.sync += [top_base.eq(new_base), row_base.eq(new_base), x0.eq(-p), x.eq(-p), x0_word.eq(-p * G)]
+                m.d.comb += x_in_next.eq(p == 0)
             # Release each row once its last read is issued (at the last pixel of an output row).
             with m.If(last_g & last_kx & last_ox):
                 with m.If(last_ky & last_oy):
                     m.d.sync += released.eq(frame + H)
                 with m.Elif(last_ky):
                     m.d.sync += released.eq(frame + Mux(next_start < 0, 0, next_start))
-                with m.Elif((row >= 0) & (row < H) & (row < next_start)):
+                with m.Elif(row_in & (ky < s)):  # row = top + ky is inside and below the next top
                     m.d.sync += released.eq(frame + row + 1)
         return m

@@ -220,8 +220,8 @@ def test_read_write_memories_are_external_only_for_verilog():
     top, _ = build_top(graph, plan)
     rams = _rams(top)
     assert top.external_modules and rams and all(ram.external_modules for ram in rams)
-    # every kind the design uses: frame and line buffers, FIFOs, the sums (transparent), the banks (lanes)
-    assert {ram.read_ports for ram in rams} == {("sync",), ("transparent", "sync")}
+    # every kind the design uses: frame and line buffers, FIFOs, the sums (two read ports), the banks (lanes)
+    assert {ram.read_ports for ram in rams} == {("sync",), ("sync", "sync")}
     assert max(ram.lanes for ram in rams) > 1
     text = verilog.convert(top, name="instabnn_top")
     assert text.count(f"{RAM_MODULE} #(") == len(rams)

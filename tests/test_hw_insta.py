@@ -31,7 +31,7 @@ from instabnn_hw.hw.insta_prelu import InstaPReLU, InstaPReLUParameters
 from instabnn_hw.hw.layouts import tensor_to_words
 from instabnn_hw.hw.moments import MomentsThreshold
 from instabnn_hw.hw.moments_parameters import MomentsThresholdParameters
-from instabnn_hw.hw.se_mlp import PRODUCT_LATENCY
+from instabnn_hw.hw.se_mlp import PRODUCT_LATENCY, SeMlpParameters
 from instabnn_hw.hw.simulate import simulate_streams
 from instabnn_hw.hw.tiles import tile_luts
 
@@ -530,9 +530,9 @@ def test_moments_threshold_parameters_give_the_figures_without_ports():
     # product registered, commit, write; then the last threshold's register
     assert (parameters.frame_words, parameters.steps_per_channel, parameters.eval_cycles) == (8, 6, 1 + 2 * 6 + 1)
     # S1 of 4 signed(4) pixels in [-32, 28]: signed(6) sums and features; thresholds in [-8, 8]: signed(5)
-    assert parameters.lut_features() == (1.0, 4.0, 6.0, 6.0 + 5.0)
+    assert parameters.lut_features() == (1.0, 4.0, 6.0, 6.0 + 5.0, 0.0, 0.0)
     # memory: frame 2*8*4, sums 2*2*6, thresholds 2*2*5, alpha 2*signed(3), beta 2*signed(2)
-    expected = Figures(cycles=14 + 3, latency=8 + 14 + 5, post=14 + 5, luts=367, memory_bits=118, multipliers=1)
+    expected = Figures(cycles=14 + 4, latency=8 + 14 + 6, post=14 + 6, luts=399, memory_bits=118, multipliers=1)
     assert parameters.figures(8) == expected
     unit = MomentsThreshold(**p, external_modules=True)
     assert unit.figures(8) == expected and unit.external_modules
@@ -541,6 +541,40 @@ def test_moments_threshold_parameters_give_the_figures_without_ports():
         assert getattr(unit, name) == getattr(parameters, name), name
     with pytest.raises(TypeError, match="external_modules"):
         MomentsThreshold.parameters(**p, external_modules=True)
+
+
+def test_se_mlp_lut_features_count_its_datapath_bits():
+    mlp = SeMlpParameters(
+        owner="test",
+        stats_channels=2,
+        n_stats=1,
+        outputs=2,
+        feature_shape=signed(4),
+        feature_bounds=[(-8, 7)],
+        w1=[[1, -2], [3, 0], [0, 1]],
+        b1=[0, 0, 0],
+        hidden_shift=0,
+        hidden_max=7,
+        w2=[[1, 1, 1], [-1, 0, 2]],
+        parallel=2,
+    )
+    # operands: weights in [-2, 3] signed(3), features or hidden units signed(4); FC1 partial sums
+    # in [-24, 23] signed(6); hidden units unsigned(3), two chunks of them; FC2 in [-7, 21] signed(6)
+    assert mlp.operand_shapes == (signed(3), signed(4)) and mlp.acc1_shape == signed(6)
+    assert (mlp.h_shape, mlp.chunks, mlp.out_shape) == (unsigned(3), 2, signed(6))
+    assert mlp.lut_features() == (1.0, 2 * ((3 + 4 + 6 + 3) + 2 * 3) + 6)
+
+
+def test_moments_threshold_lut_features_add_the_mlp_for_th_plus_only():
+    rng = np.random.default_rng(5)
+    th = MomentsThreshold.parameters(**unit_params(rng, stats=("m1", "var")))
+    assert len(th.lut_features()) == 6 and th.lut_features()[4:] == (0.0, 0.0)
+    narrow, wide = (
+        MomentsThreshold.parameters(**unit_params(np.random.default_rng(13), mode="th+", stats=("m2",), parallel=p))
+        for p in (1, 2)
+    )
+    assert narrow.lut_features()[:4] == wide.lut_features()[:4] and narrow.lut_features()[4] == 1.0
+    assert wide.lut_features()[5] > narrow.lut_features()[5] and wide.luts > narrow.luts
 
 
 def test_moments_threshold_th_plus_parameters_match_the_component():
