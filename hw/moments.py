@@ -288,7 +288,9 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
         m.d.sync += [written_v[0].eq(last["v"]), written_v[1].eq(written_v[0])]
         m.d.sync += [written_at[0][0].eq(last["b"]), written_at[0][1].eq(last["g"])]
         m.d.sync += [written_at[1][0].eq(written_at[0][0]), written_at[1][1].eq(written_at[0][1])]
-        # the words written at the edges that end this cycle and the next: last's and written1's
+        # registered while a word is in `before`: whether the word writing now (last) or the one
+        # that wrote a cycle ago (written1) has its address; with it in `last`, those are written1
+        # and written2
         same_as_last, same_as_written = Signal(name="same_as_last"), Signal(name="same_as_written1")
         m.d.sync += [
             same_as_last.eq(last["v"] & (last["b"] == before["b"]) & (last["g"] == before["g"])),
