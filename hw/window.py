@@ -371,11 +371,12 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         next_start = top + s  # first input row of the next output row
         row_end = last_g & last_kx & last_ky & last_ox
 
-        def ahead_of_use(value, words_apart: int, *, name: str, init: int = 0) -> Signal:
+        def ahead_of_use(value, words_apart: int, *, name: str, init: int = 0, depth: int = 1) -> Signal:
             """``value``, registered where the registers it is computed from last changed at
-            least two issued words before it is used (they then have settled a cycle ahead)."""
+            least ``depth + 1`` issued words before it is used (they have then settled a cycle
+            ahead); ``depth`` 2 for a value computed from values themselves ahead of use."""
             held = Signal(value.shape(), name=name, init=init)
-            if words_apart > 1:
+            if words_apart > depth:
                 m.d.sync += held.eq(value)
             else:
                 m.d.comb += held.eq(value)
@@ -412,7 +413,7 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
             for slots, name in ((s, "next"), (frame_step, "frame"))
         )
         next_top_address, frame_top_address = (
-            ahead_of_use(base - p * G, row_words_apart, name=f"{base.name[: -len('_base')]}_address")
+            ahead_of_use(base - p * G, row_words_apart, name=f"{base.name[: -len('_base')]}_address", depth=2)
             for base in (next_top_base, frame_top_base)
         )
 

@@ -26,6 +26,8 @@ CONFIGS = {
     "k3s1p2-max-padding-int3": (signed(3), 2, 1, 4, 5, 3, 1, 2),
     # one word per output row: the row count it needs changes every cycle
     "k1s1-column-one-word": (signed(4), 2, 2, 5, 1, 1, 1, 0),
+    # two words per output row: the next row's address, computed from its slot, must settle in one cycle
+    "k1s1-column-two-words": (signed(4), 2, 1, 5, 1, 1, 1, 0),
 }
 
 
