@@ -18,13 +18,13 @@ from .delay import delayed
 from .figures import ChannelParameters, Figures, rom_luts
 from .fixed import bounds, clamp, hdl_clamp, hdl_fit, product_range, round_shift, shape_for
 from .layouts import channel_word
-from .multiplier import MUL_LATENCY, registered_product, registered_product_blocks
+from .multiplier import MUL_LATENCY, product_latency, registered_product, registered_product_blocks
 from .options import ExternalModules
 from .tables import channel_table
 
 __all__ = [
-    "REQUANTISE_LATENCY",
-    "RPRELU_LATENCY",
+    "REQUANTISE_STAGES",
+    "RPRELU_STAGES",
     "RPReLU",
     "RPReLUParameters",
     "Requantise",
@@ -66,11 +66,11 @@ def rprelu(x, gamma, slope, zeta, *, slope_shift: int, out_shift: int, low: int,
 # and the two streaming components.
 # ---------------------------------------------------------------------------------------------
 
-#: Enabled clock edges from presenting ``x`` (and the parameters) to :func:`requantise_datapath`'s output.
-REQUANTISE_LATENCY = 2 + MUL_LATENCY
+#: Registered stages of :func:`requantise_datapath` besides its product's (the sum, the shift and clamp).
+REQUANTISE_STAGES = 2
 
-#: Enabled clock edges from presenting ``x`` (and the parameters) to :func:`rprelu_datapath`'s output.
-RPRELU_LATENCY = 3 + MUL_LATENCY
+#: Registered stages of :func:`rprelu_datapath` besides its product's (``u``, the sum, the shift and clamp).
+RPRELU_STAGES = 3
 
 
 def _ints(pair) -> tuple[int, int]:
@@ -153,17 +153,17 @@ def requantise_datapath(
     bias_bounds=None,
     product_bounds=None,
     sum_bounds=None,
+    mul_latency: int | None = None,
     external_modules: bool = False,
     name: str = "requantise",
 ) -> Signal:
     """Build ``clamp(round_shift(x * mult + bias, shift), low, high)`` for one element into ``m``.
 
-    Registered stages: the product's :data:`~.multiplier.MUL_LATENCY`
-    (:func:`~.multiplier.registered_product`), then add the bias and the rounding constant, then
-    shift and clamp, each advancing on a clock edge of ``domain`` where ``enable`` is high: the
-    returned signal
-    (shape ``shape_for(low, high)``) holds the result :data:`REQUANTISE_LATENCY` enabled edges
-    after ``x``, ``mult`` and ``bias`` were presented. ``mult`` and ``bias`` are ints (constants)
+    Registered stages: the product's ``mul_latency`` (:func:`~.multiplier.registered_product`),
+    then add the bias and the rounding constant, then shift and clamp, each advancing on a clock
+    edge of ``domain`` where ``enable`` is high: the returned signal (shape
+    ``shape_for(low, high)``) holds the result ``mul_latency +`` :data:`REQUANTISE_STAGES` enabled
+    edges after ``x``, ``mult`` and ``bias`` were presented. ``mult`` and ``bias`` are ints (constants)
     or Amaranth values (e.g. a table read or a register), delayed inside alongside ``x``.
 
     Parameters
@@ -181,6 +181,9 @@ def requantise_datapath(
     product_bounds, sum_bounds : (int, int), optional
         Tighter ranges of ``x * mult`` and ``x * mult + bias`` known to the caller (e.g. per
         channel), intersected with the derived ones.
+    mul_latency : int, optional
+        Cycles of the product (:func:`~.multiplier.registered_product`'s ``latency``); ``None``:
+        the least its operands take (:func:`~.multiplier.product_latency`).
     external_modules : bool
         The product on a DSP block's own registers (an instance of the Verilog multiplier
         module), for Verilog output.
@@ -194,11 +197,14 @@ def requantise_datapath(
     sb = _intersect((pb[0] + bb[0], pb[1] + bb[1]), sum_bounds)
     sb_rounded = (sb[0] + rnd, sb[1] + rnd)
     # the product's stages
+    x, mult = _operand(x, xb), _operand(mult, mb)
+    if mul_latency is None:
+        mul_latency = product_latency(x, mult)
     product = registered_product(
-        m, _operand(x, xb), _operand(mult, mb), enable=enable, domain=domain, external_modules=external_modules,
+        m, x, mult, latency=mul_latency, enable=enable, domain=domain, external_modules=external_modules,
         name=f"{name}_mul",
     )  # fmt: skip
-    bias_now = delayed(m, bias, MUL_LATENCY, enable=enable, domain=domain, name=f"{name}_bias")
+    bias_now = delayed(m, bias, mul_latency, enable=enable, domain=domain, name=f"{name}_bias")
     # the sum with the rounding constant
     total = Signal(shape_for(*sb_rounded), name=f"{name}_sum")
     addend = bias_now + rnd if isinstance(bias_now, int) else bias_now + Const(rnd)
@@ -242,16 +248,17 @@ def rprelu_datapath(
     gamma_bounds=None,
     slope_bounds=None,
     zeta_bounds=None,
+    mul_latency: int | None = None,
     external_modules: bool = False,
     name: str = "rprelu",
 ) -> Signal:
     """Build :func:`rprelu` for one element into ``m``; reusable with per-image parameters.
 
-    Registered stages: ``u = x - gamma``; :data:`~.multiplier.MUL_LATENCY` for ``u << slope_shift``
-    and ``u * slope`` (:func:`~.multiplier.registered_product`); ``w = v + zeta`` plus the rounding
+    Registered stages: ``u = x - gamma``; ``mul_latency`` for ``u << slope_shift`` and
+    ``u * slope`` (:func:`~.multiplier.registered_product`); ``w = v + zeta`` plus the rounding
     constant, ``v`` the branch ``u``'s sign picks; ``clamp(w >> out_shift, low, high)``; each
     advancing on a clock edge of ``domain`` where ``enable`` is high. The returned signal (shape
-    ``shape_for(low, high)``) holds the result :data:`RPRELU_LATENCY` enabled edges after ``x``,
+    ``shape_for(low, high)``) holds the result ``mul_latency +`` :data:`RPRELU_STAGES` enabled edges after ``x``,
     ``gamma``, ``slope`` and ``zeta`` were presented together: each of the three may be an int (a
     constant: no logic) or an Amaranth value (a table read, or INSTA-PReLU's per-image register);
     values are carried along the pipeline with ``x``, so a parameter may change on the very next
@@ -270,6 +277,10 @@ def rprelu_datapath(
     x_bounds, gamma_bounds, slope_bounds, zeta_bounds : (int, int), optional
         Ranges tighter than the values' shapes (the caller guarantees them), e.g. the range of
         a per-image gamma that a register holds in a wider shape.
+    mul_latency : int, optional
+        Cycles of the product and of the branch beside it; ``None``: the least its operands take
+        (:func:`~.multiplier.product_latency`; :data:`~.multiplier.MUL_LATENCY` when ``u`` cannot be
+        negative: no product).
     external_modules : bool
         The product on a DSP block's own registers (an instance of the Verilog multiplier
         module), for Verilog output.
@@ -281,9 +292,12 @@ def rprelu_datapath(
     slope, pb = _param("slope", slope, slope_bounds)
     zeta, zb = _param("zeta", zeta, zeta_bounds)
     r = rprelu_bounds(xb, gb, pb, zb, slope_shift=slope_shift, out_shift=out_shift)
+    u_shape = shape_for(*r["u"])
+    if mul_latency is None:
+        mul_latency = MUL_LATENCY if r["u"][0] >= 0 else product_latency(u_shape, _operand(slope, pb))
     rnd = (1 << (out_shift - 1)) if out_shift else 0
     # stage 1: u = x - gamma
-    u = Signal(shape_for(*r["u"]), name=f"{name}_u")
+    u = Signal(u_shape, name=f"{name}_u")
     with m.If(enable):
         m.d[domain] += u.eq(hdl_fit(x - gamma, *r["u"]))
     slope1 = delayed(m, slope, enable=enable, domain=domain, name=f"{name}_slope")
@@ -291,7 +305,7 @@ def rprelu_datapath(
 
     # the two branches of the PReLU, each registered as long as the product takes
     def beside_product(value, label):
-        return delayed(m, value, MUL_LATENCY, enable=enable, domain=domain, name=f"{name}_{label}")
+        return delayed(m, value, mul_latency, enable=enable, domain=domain, name=f"{name}_{label}")
 
     shifted = product = None
     if r["u"][1] >= 0:  # u may be >= 0: u << slope_shift
@@ -300,8 +314,8 @@ def rprelu_datapath(
     if r["u"][0] < 0:  # u may be < 0: u * slope, which the sum reads only then
         product_bounds = product_range((r["u"][0], min(r["u"][1], -1)), pb)
         product = registered_product(
-            m, u, _operand(slope1, pb), enable=enable, domain=domain, external_modules=external_modules,
-            name=f"{name}_mul",
+            m, u, _operand(slope1, pb), latency=mul_latency, enable=enable, domain=domain,
+            external_modules=external_modules, name=f"{name}_mul",
         )  # fmt: skip
         product = hdl_fit(product, *product_bounds)
     if product is None or shifted is None:
@@ -356,15 +370,28 @@ class _PerChannelParameters(ChannelParameters):
 
     @property
     def multipliers(self) -> int:
-        """MULT18X18D blocks of the lanes' products (:func:`~.multiplier.registered_product_blocks`):
-        by each lane's channel constant when the constants fit one word, else by the table's field."""
+        """MULT18X18D blocks of the lanes' products (:func:`~.multiplier.registered_product_blocks`)."""
+        return sum(registered_product_blocks(x, factor, width=width) for x, factor, width in self._lane_products())
+
+    @property
+    def _mul_latency(self) -> int:
+        """Cycles of every lane's product: the longest any lane's operands take."""
+        return max((product_latency(x, factor) for x, factor, _ in self._lane_products()), default=MUL_LATENCY)
+
+    @property
+    def _datapath_latency(self) -> int:
+        return self._stages + self._mul_latency
+
+    def _lane_products(self) -> list[tuple[Shape, object, int | None]]:
+        """``(operand shape, factor, kept width)`` of each lane's product: the factor the lane's
+        channel constant when the constants fit one word, else the table field's shape (all bits
+        kept); none where there is no product."""
         factor, operand, width = self._product()
         if operand is None:
-            return 0
+            return []
         if self.groups > 1:
-            field = shape_for(*self._column_ranges()[factor])
-            return self._simd * registered_product_blocks(operand, field)
-        return sum(registered_product_blocks(operand, int(c), width=width) for c in self._columns()[factor])
+            return [(operand, shape_for(*self._column_ranges()[factor]), None)] * self._simd
+        return [(operand, int(c), width) for c in self._columns()[factor]]
 
     @property
     def memory_bits(self) -> int:
@@ -427,7 +454,7 @@ class RequantiseParameters(_PerChannelParameters):
 
     lut_kind = "requantise"
 
-    _datapath_latency = REQUANTISE_LATENCY
+    _stages = REQUANTISE_STAGES
 
     def __init__(self, *, in_shape, channels: int, simd: int, mult, bias, shift: int, low=None, high=None) -> None:
         self._check_common(in_shape, channels, simd)
@@ -527,6 +554,7 @@ class Requantise(RequantiseParameters, _PerChannel):
             bias_bounds=table["bias"][1],
             product_bounds=(min(p[0] for p in products), max(p[1] for p in products)),
             sum_bounds=(min(s[0] for s in sums), max(s[1] for s in sums)),
+            mul_latency=self._mul_latency,
             external_modules=self._external_modules,
             name=f"requantise{k}",
         )
@@ -537,7 +565,7 @@ class RPReLUParameters(_PerChannelParameters):
 
     lut_kind = "rprelu"
 
-    _datapath_latency = RPRELU_LATENCY
+    _stages = RPRELU_STAGES
 
     def __init__(
         self,
@@ -657,6 +685,7 @@ class RPReLU(RPReLUParameters, _PerChannel):
             gamma_bounds=table["gamma"][1],
             slope_bounds=table["slope"][1],
             zeta_bounds=table["zeta"][1],
+            mul_latency=self._mul_latency,
             external_modules=self._external_modules,
             name=f"rprelu{k}",
         )

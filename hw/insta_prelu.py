@@ -15,14 +15,14 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ._checks import check_flag, check_int, check_int_array, check_shape
-from .affine import RPRELU_LATENCY, rprelu_bounds, rprelu_datapath
+from .affine import RPRELU_STAGES, rprelu_bounds, rprelu_datapath
 from .banks import bank_bits, constant_memory, counter, ram_ports
 from .figures import Figures, FrameParameters
 from .fixed import bounds, hdl_round_shift, round_shift, shape_for
 from .insta import MAX_SHIFT, check_stats, insta_prelu
 from .intervals import array_bounds, hull, iadd, shape_of
 from .layouts import channel_word
-from .multiplier import registered_product_blocks
+from .multiplier import MUL_LATENCY, product_latency, registered_product_blocks
 from .options import ExternalModules
 from .se_mlp import SeMlp, SeMlpParameters
 
@@ -149,7 +149,7 @@ class InstaPReLUParameters(FrameParameters):
     @property
     def latency(self) -> int:
         """Cycles from an idle unit taking a frame's first stats word to its first output word (data waiting)."""
-        return self._stats_channels + self._mlp_cycles + 1 + RPRELU_LATENCY
+        return self._stats_channels + self._mlp_cycles + 1 + self._datapath_latency
 
     @property
     def memory_bits(self) -> int:
@@ -166,6 +166,23 @@ class InstaPReLUParameters(FrameParameters):
     def multipliers(self) -> int:
         """MULT18X18D blocks (:func:`~.multiplier.registered_product_blocks`): each lane's
         negative-slope product (none when ``u`` cannot be negative) and the MLP's."""
+        lane = self._lane_product()
+        return self._simd * (registered_product_blocks(*lane) if lane else 0) + self._mlp.multipliers
+
+    @property
+    def _mul_latency(self) -> int:
+        """Cycles of every lane's product (and of the branch beside it where there is none)."""
+        lane = self._lane_product()
+        return product_latency(*lane) if lane else MUL_LATENCY
+
+    @property
+    def _datapath_latency(self) -> int:
+        """Registers of :func:`~.affine.rprelu_datapath` in every lane: its stages and its product's."""
+        return RPRELU_STAGES + self._mul_latency
+
+    def _lane_product(self) -> tuple[Shape, Shape] | None:
+        """Operand shapes of each lane's negative-slope product ``u * slope``; ``None`` when ``u``
+        cannot be negative (no product)."""
         r = rprelu_bounds(
             bounds(self._in_shape),
             self._gamma_bounds,
@@ -174,8 +191,7 @@ class InstaPReLUParameters(FrameParameters):
             slope_shift=self._slope_shift,
             out_shift=self._out_shift,
         )
-        lane = registered_product_blocks(shape_for(*r["u"]), shape_of(self._slope_bounds)) if r["u"][0] < 0 else 0
-        return self._simd * lane + self._mlp.multipliers
+        return (shape_for(*r["u"]), shape_of(self._slope_bounds)) if r["u"][0] < 0 else None
 
     def reference(self, frame, features) -> np.ndarray:
         """:func:`~.insta.insta_prelu` of one ``C x H x W`` frame with these constants."""
@@ -222,9 +238,9 @@ class InstaPReLU(InstaPReLUParameters, ExternalModules, wiring.Component):
     single-buffered, so the next frame's statistics are taken after that, and a frame takes
     ``cycles_per_frame = max(frame_words, stats_channels + mlp_cycles)`` cycles in steady state
     and ``initiation_interval`` is 1 when ``stats_channels + mlp_cycles <= frame_words``. The
-    datapath is a parameter fetch and :func:`~.affine.rprelu_datapath` (``1 + RPRELU_LATENCY``
-    registers); an idle unit whose data is waiting emits the first word ``latency =
-    stats_channels + mlp_cycles + 1 + RPRELU_LATENCY`` cycles after taking the first statistics word.
+    datapath is a parameter fetch and :func:`~.affine.rprelu_datapath` (its
+    :data:`~.affine.RPRELU_STAGES` and its product's cycles); an idle unit whose data is waiting
+    emits the first word :attr:`latency` cycles after taking the first statistics word.
 
     Parameters
     ----------
@@ -360,11 +376,11 @@ class InstaPReLU(InstaPReLUParameters, ExternalModules, wiring.Component):
             m.d.sync += [dpos.eq(Mux(d_end, 0, dpos + 1)), dgrp.eq(Mux(dgrp == G - 1, 0, dgrp + 1)), db.eq(db ^ d_end)]
         m.d.comb += ready_clr.eq(bank_bits(db, accept & (dpos == F - 1)))
         # stage A: the word and its channels' parameters; then hw.affine's three-stage RPReLU datapath
-        valid = [Signal(name=f"valid{k}") for k in range(RPRELU_LATENCY + 1)]
+        valid = [Signal(name=f"valid{k}") for k in range(self._datapath_latency + 1)]
         xa = Signal(channel_word(self._in_shape, S))
         with m.If(advance):
             m.d.sync += [valid[0].eq(accept), xa.eq(self.i.payload)]
-            m.d.sync += [valid[k + 1].eq(valid[k]) for k in range(RPRELU_LATENCY)]
+            m.d.sync += [valid[k + 1].eq(valid[k]) for k in range(self._datapath_latency)]
         m.d.comb += self.o.valid.eq(valid[-1])
         outs = []
         for lane in range(S):
@@ -383,6 +399,7 @@ class InstaPReLU(InstaPReLUParameters, ExternalModules, wiring.Component):
                 gamma_bounds=self._gamma_bounds,
                 slope_bounds=self._slope_bounds,
                 zeta_bounds=array_bounds(self._zeta),
+                mul_latency=self._mul_latency,
                 external_modules=external,
                 name=f"rprelu{lane}",
             )

@@ -291,7 +291,13 @@ class IntMatrixVector(IntMatrixVectorParameters, MatrixVectorUnit):
             row = []
             for k in range(simd):
                 product = registered_product(
-                    m, x2[k], w2[p][k], enable=advance, external_modules=self._external_modules, name=f"mul_{p}_{k}"
+                    m,
+                    x2[k],
+                    w2[p][k],
+                    latency=MUL_LATENCY,
+                    enable=advance,
+                    external_modules=self._external_modules,
+                    name=f"mul_{p}_{k}",
                 )
                 row.append(hdl_fit(product, *p_bounds))
             terms.append(row)

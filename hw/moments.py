@@ -53,9 +53,10 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
     (:func:`~.multiplier.registered_product`, :data:`~.multiplier.MUL_LATENCY` steps); one write step); for ``"th+"``
     then FC1 (``ceil(hidden / parallel) * len(stats) * C`` cycles) and FC2 (``ceil(hidden /
     parallel) * C`` cycles) on ``parallel`` multipliers and their pipeline (:attr:`~.se_mlp.SeMlpParameters.cycles`),
-    then the alpha read; last, the last threshold's register (each threshold is registered before
-    its memory). For example ``steps_per_channel`` is 6 for ``"th"`` with ``("m3",)``, 15 with
-    ``("m1", "var", "skew")``, 2 for ``"th+"`` with raw moments only.
+    then the alpha read and the sum of alpha and the MLP's output; last, the last threshold's
+    register (each threshold is registered before its memory). For example
+    ``steps_per_channel`` is 6 for ``"th"`` with ``("m3",)``, 15 with ``("m1", "var", "skew")``,
+    2 for ``"th+"`` with raw moments only.
 
     Storage (:attr:`memory_bits`): the frame buffer (``2 * frame_words`` words of ``simd``
     inputs), the sums and the thresholds (``2 * C / simd`` words each, banked like the frame),
@@ -265,12 +266,16 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
             if 2 in self._sums or 3 in self._sums:
                 x = first["x"][lane]
                 square = Signal(self._square_shape, name=f"square{lane}")
-                product = registered_product(m, x, x, external_modules=self._external_modules, name=f"sq{lane}")
+                product = registered_product(
+                    m, x, x, latency=MUL_LATENCY, external_modules=self._external_modules, name=f"sq{lane}"
+                )
                 m.d.comb += square.eq(product)
                 squares.append(square)
             if 3 in self._sums:
                 x = stages[MUL_LATENCY]["x"][lane]  # beside its square
-                product = registered_product(m, square, x, external_modules=self._external_modules, name=f"cu{lane}")
+                product = registered_product(
+                    m, square, x, latency=MUL_LATENCY, external_modules=self._external_modules, name=f"cu{lane}"
+                )
                 cubes.append(product)
                 # the square beside the cube
                 squares[lane] = delayed(m, squares[lane], MUL_LATENCY, name=f"square{lane}_d")
@@ -426,7 +431,9 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
                 mul_a.eq(reduce(or_, [Mux(issuing[name], a, 0) for name, (a, _, _, _) in operands.items()])),
                 mul_b.eq(reduce(or_, [Mux(issuing[name], b, 0) for name, (_, _, b, _) in operands.items()])),
             ]
-            product = registered_product(m, mul_a, mul_b, external_modules=self._external_modules, name="mul")
+            product = registered_product(
+                m, mul_a, mul_b, latency=MUL_LATENCY, external_modules=self._external_modules, name="mul"
+            )
         first_mac = min((actions[f"commit:mac{j}"] for j in range(ns)), default=None) if self._mode == "th" else None
         for name in operands:
             with m.If(at[actions[f"commit:{name}"]]):
@@ -459,18 +466,23 @@ class MomentsThreshold(MomentsThresholdParameters, ExternalModules, wiring.Compo
             m.submodules.mlp = mlp
             m.d.comb += [mlp.feat_w_addr.eq(ec), mlp.feat_w_en.eq(write), mlp.start.eq(last_channel)]
             m.d.comb += [mlp.feat_w_data[j].eq(fe[j]) for j in range(ns)]
-            # FC2 output o -> T_o = clamp(ceil_shift(alpha_o + out_o)), one cycle later (alpha ROM)
+            # FC2 output o -> T_o = clamp(ceil_shift(alpha_o + out_o)): the output beside its alpha
+            # a cycle later (the ROM's read), their sum registered, then its shift and clamp in
+            # the threshold's register
             m.d.comb += [ar.addr.eq(mlp.out_index), ar.en.eq(1)]
             d_valid, d_last = Signal(name="d_valid"), Signal(name="d_last")
             d_value = Signal(self._mlp.out_shape)
             m.d.sync += [d_valid.eq(mlp.out_valid), d_last.eq(mlp.out_last), d_value.eq(mlp.out_value)]
+            s_valid, s_last = Signal(name="s_valid"), Signal(name="s_last")
+            s_value = Signal((ar.data + d_value).shape(), name="s_value")
+            m.d.sync += [s_valid.eq(d_valid), s_last.eq(d_last), s_value.eq(ar.data + d_value)]
             tg, tl = counter(G, name="tg"), counter(S, name="tl")
-            threshold = hdl_clamp(hdl_ceil_shift(ar.data + d_value, self._out_shift), self._low, self._high)
-            with m.If(d_valid):
+            threshold = hdl_clamp(hdl_ceil_shift(s_value, self._out_shift), self._low, self._high)
+            with m.If(s_valid):
                 m.d.sync += tl.eq(Mux(tl == S - 1, 0, tl + 1))
                 with m.If(tl == S - 1):
                     m.d.sync += tg.eq(Mux(tg == G - 1, 0, tg + 1))
-            net.done = self._write_threshold(m, net, d_valid, tg, tl, threshold, d_valid & d_last)
+            net.done = self._write_threshold(m, net, s_valid, tg, tl, threshold, s_valid & s_last)
 
     def _write_threshold(self, m: Module, net: SimpleNamespace, valid, group, lane, threshold, last) -> Signal:
         """A threshold registered, then written into lane ``lane`` of word ``group`` of bank ``eb``:

@@ -121,9 +121,9 @@ class MomentsThresholdParameters(FrameParameters):
                 w2=w2,
                 parallel=self._parallel,
             )
-            mlp_cycles = self._mlp.cycles + 1
-        # start cycle, the channels, (th+) the MLP and the cycle to its last threshold, then the
-        # last threshold's register
+            mlp_cycles = self._mlp.cycles + 2
+        # start cycle, the channels, (th+) the MLP and the two cycles to its last threshold (the
+        # output beside its alpha, their sum), then the last threshold's register
         self._eval_cycles = 1 + C * len(self._program) + mlp_cycles + 1
 
     def _feature_program(self) -> list[list[str]]:

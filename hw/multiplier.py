@@ -5,9 +5,11 @@ speed grade 6), and Yosys maps ``*`` to the former, with the operand and product
 the fabric around it, and splits a product wider than one block over several such blocks, whose
 partial products carry chains then add in the same cycle: a wide product alone caps a design
 near 50 MHz. :func:`registered_product` builds ``a * b`` in :data:`MUL_LATENCY` enabled clock
-edges: the operands registered, each block's product registered, then the sum of the blocks'
-partial products (or the one block's product) registered in the fabric, which also takes the
-route out of a block the placer put far away into a cycle of its own. Two forms, the same cycles:
+edges or more: the operands registered, each block's product registered, then the sum of the
+blocks' partial products (or the one block's product) registered in the fabric, which also takes
+the route out of a block the placer put far away into a cycle of its own. More than two partial
+products are added as a tree of pairs, each level registered (:func:`product_latency`), so no
+cycle holds more than one carry chain. Two forms, the same cycles:
 
 * inline (for Amaranth's simulator): three Amaranth registers around ``*``;
 * ``external_modules`` (for Verilog output): one instance of :data:`MULTIPLIER_MODULE` per pair
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from amaranth.hdl import ClockSignal, Const, Instance, Module, Shape, Signal, Value
 
+from ._checks import check_int
 from .dsp import constant_product_blocks
 from .fixed import shape_for
 
@@ -38,6 +41,7 @@ __all__ = [
     "fits_dsp",
     "multiplier_verilog",
     "operand_pieces",
+    "product_latency",
     "registered_product",
     "registered_product_blocks",
 ]
@@ -49,8 +53,8 @@ MULTIPLIER_MODULE = "instabnn_mul"
 #: operand registers, then the product's.
 BLOCK_LATENCY = 2
 
-#: Enabled clock edges of :func:`registered_product` from its operands to the product: the
-#: block's two, then the register of the partial products' sum.
+#: Enabled clock edges of :func:`registered_product` from its operands to the product when at most
+#: two partial products are added: the block's two, then the register of the sum.
 MUL_LATENCY = BLOCK_LATENCY + 1
 
 #: Operand bits of one ECP5 ``MULT18X18D``.
@@ -95,6 +99,30 @@ def _product_form(a, b, *, width: int | None = None) -> tuple[int, bool]:
     return len(operand_pieces(a)) * len(operand_pieces(b)), True
 
 
+def _operand_count(operand) -> int:
+    """Pieces of an operand (a shape, or an int for a constant) as the partial products count them."""
+    if isinstance(operand, int):
+        return len(operand_pieces(shape_for(operand, operand)))
+    return len(operand_pieces(operand))
+
+
+def _sum_levels(partials: int) -> int:
+    """Levels of the tree of pairs that adds ``partials`` partial products."""
+    return (partials - 1).bit_length()
+
+
+def product_latency(a, b) -> int:
+    """Enabled clock edges :func:`registered_product` takes at the least for operands ``a`` and
+    ``b`` (shapes, or ints for constants): :data:`BLOCK_LATENCY`, then one registered level per
+    level of the partial products' sum, one at the least. :data:`MUL_LATENCY` for at most two
+    partial products (one operand piece each, or two on one side). Amaranth values count by
+    their shapes, a ``Const`` as its int."""
+    a, b = (_operand(v) if isinstance(v, Value) else v for v in (a, b))
+    if isinstance(a, int) and isinstance(b, int):
+        return MUL_LATENCY
+    return BLOCK_LATENCY + max(1, _sum_levels(_operand_count(a) * _operand_count(b)))
+
+
 def registered_product_blocks(a, b, *, width: int | None = None) -> int:
     """MULT18X18D blocks of :func:`registered_product` in ECP5 output (``external_modules``).
 
@@ -111,17 +139,29 @@ def _operand(value: Value):
 
 
 def registered_product(
-    m: Module, a, b, *, enable=1, domain: str = "sync", external_modules: bool = False, name: str = "mul"
+    m: Module,
+    a,
+    b,
+    *,
+    latency: int | None = None,
+    enable=1,
+    domain: str = "sync",
+    external_modules: bool = False,
+    name: str = "mul",
 ) -> Signal:
-    """``a * b`` (``a`` and ``b`` Amaranth values) :data:`MUL_LATENCY` enabled edges after they were presented.
+    """``a * b`` (``a`` and ``b`` Amaranth values) ``latency`` enabled edges after they were presented.
 
-    The returned signal has the full product's shape. Every register advances on an edge of
-    ``domain`` where ``enable`` is high; with ``external_modules`` the operand and block product
-    registers are the blocks' own (see the module notes).
+    ``latency`` defaults to :func:`product_latency` of the operands; a longer one delays the
+    product, a shorter one (at least :data:`MUL_LATENCY`) adds the sum's last levels in one
+    cycle. The returned signal has the full product's shape. Every register advances on an edge
+    of ``domain`` where ``enable`` is high; with ``external_modules`` the operand and block
+    product registers are the blocks' own (see the module notes).
     """
     a, b = Value.cast(a), Value.cast(b)
-    # no reset, as the DSP block's registers: a product is only read where a valid bit says so
-    product = Signal((a * b).shape(), name=f"{name}_product", reset_less=True)
+    if latency is None:
+        latency = product_latency(_operand(a), _operand(b))
+    check_int("latency", latency, low=MUL_LATENCY)
+    shape = (a * b).shape()
     if external_modules and domain == "sync" and _product_form(_operand(a), _operand(b))[1]:
         partials = []
         for i, (a_offset, a_shape) in enumerate(_pieces(a)):
@@ -141,22 +181,39 @@ def registered_product(
                 )
                 partial = p.as_signed() if (a_shape.signed or b_shape.signed) else p
                 partials.append(partial << (a_offset + b_offset))
+    else:
+        operands = []
+        for label, value in (("a", a), ("b", b)):
+            if isinstance(value, Const):
+                operands.append(value)
+                continue
+            reg = Signal(value.shape(), name=f"{name}_{label}", reset_less=True)
+            with m.If(enable):
+                m.d[domain] += reg.eq(value)
+            operands.append(reg)
+        block = Signal(shape, name=f"{name}_p", reset_less=True)
         with m.If(enable):
-            m.d[domain] += product.eq(sum(partials[1:], partials[0]))
-        return product
-    operands = []
-    for label, value in (("a", a), ("b", b)):
-        if isinstance(value, Const):
-            operands.append(value)
-            continue
-        reg = Signal(value.shape(), name=f"{name}_{label}", reset_less=True)
-        with m.If(enable):
-            m.d[domain] += reg.eq(value)
-        operands.append(reg)
-    block = Signal((a * b).shape(), name=f"{name}_p", reset_less=True)
-    with m.If(enable):
-        m.d[domain] += [block.eq(operands[0] * operands[1]), product.eq(block)]
-    return product
+            m.d[domain] += block.eq(operands[0] * operands[1])
+        partials = [block]
+    # the partial products added in pairs, a register after each level but the ones past the
+    # latency's stages, which the last stage adds at once
+    stages = latency - BLOCK_LATENCY
+    for level in range(stages):
+        if len(partials) > 1 and level < stages - 1:
+            pairs = [partials[k : k + 2] for k in range(0, len(partials), 2)]
+            partials = [pair[0] + pair[1] if len(pair) == 2 else pair[0] for pair in pairs]
+        elif len(partials) > 1:
+            partials = [sum(partials[1:], partials[0])]
+        # no reset, as the DSP block's registers: a product is only read where a valid bit says so
+        registered = []
+        for k, partial in enumerate(partials):
+            last = level == stages - 1
+            reg = Signal(shape, name=f"{name}_product" if last else f"{name}_s{level}_{k}", reset_less=True)
+            with m.If(enable):
+                m.d[domain] += reg.eq(partial)
+            registered.append(reg)
+        partials = registered
+    return partials[0]
 
 
 def _pieces(value: Value) -> list[tuple[int, Shape]]:

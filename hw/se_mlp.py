@@ -383,7 +383,9 @@ class SeMlp(Elaboratable):
         for p in range(par):
             a, b = Signal(a_shape, name=f"mul_a{p}"), Signal(b_shape, name=f"mul_b{p}")
             m.d.sync += [a.eq(Mux(v1_fc2, w2r.data[p], w1r.data[p])), b.eq(Mux(v1_fc2, h_sel[p], f_sel))]
-            prods.append(registered_product(m, a, b, external_modules=self.external_modules, name=f"mul{p}"))
+            prods.append(
+                registered_product(m, a, b, latency=MUL_LATENCY, external_modules=self.external_modules, name=f"mul{p}")
+            )
         # what the accumulators need of each product's cycle, delayed as long as the product
         tags = {"fc1": v1_fc1, "fc2": v1_fc2, "first": first1, "last": last1, "q": q1, "o": o1}
         tags = {name: delayed(m, tag, PRODUCT_LATENCY, name=f"{name}_d") for name, tag in tags.items()}

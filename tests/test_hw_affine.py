@@ -8,7 +8,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from instabnn_hw.hw.affine import (
-    RPRELU_LATENCY,
+    REQUANTISE_STAGES,
+    RPRELU_STAGES,
     Requantise,
     RequantiseParameters,
     RPReLU,
@@ -20,6 +21,7 @@ from instabnn_hw.hw.affine import (
 )
 from instabnn_hw.hw.figures import Figures, lut_estimate
 from instabnn_hw.hw.fixed import bounds, round_shift
+from instabnn_hw.hw.multiplier import MUL_LATENCY
 from instabnn_hw.hw.simulate import simulate_streams
 
 FLOW = [(1.0, 1.0), (0.5, 0.7), (0.9, 0.3)]
@@ -47,6 +49,7 @@ REQUANTISE_CASES = {
     "u8-shift0-clamped": (unsigned(8), (-3, 4), (-100, 100), 0, -50, 200),
     "s12-shift7-low-only": (signed(12), (-9, 9), (-500, 500), 7, -20, None),
     "s6-shift2-high-only": (signed(6), (-5, 5), (-30, 30), 2, None, 17),
+    "s24-wide-mult": (signed(24), (-200000, 200000), (-(1 << 30), 1 << 30), 20, None, None),
 }
 
 
@@ -93,6 +96,14 @@ def test_requantise_runs_one_word_per_cycle(channels, simd):
     assert run.interval("o") == dut.initiation_interval == 1
     # the table read, the product's three registers, the sum, the clamp
     assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency == 6
+
+
+def test_requantise_waits_for_a_wide_products_second_level_of_adders():
+    """24-bit inputs by 19-bit multipliers: four partial products, added in two registered levels."""
+    dut, rng = make_requantise("s24-wide-mult", 6, 3, seed=4)
+    words = words_of(random_input(rng, dut.in_shape, 10, 6), 3)
+    run = simulate_streams(dut, {"i": words}, {"o": len(words)})
+    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency == 1 + REQUANTISE_STAGES + MUL_LATENCY + 1
 
 
 def test_requantise_worst_case_wide_values_cannot_overflow():
@@ -177,7 +188,7 @@ def test_rprelu_runs_one_word_per_cycle(channels, simd):
     words = words_of(random_input(rng, dut.in_shape, 10, channels), simd)
     run = simulate_streams(dut, {"i": words}, {"o": len(words)})
     assert run.interval("o") == dut.initiation_interval == 1
-    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency == 1 + RPRELU_LATENCY
+    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency == 1 + RPRELU_STAGES + MUL_LATENCY
 
 
 def test_rprelu_exhaustive_small_input():
@@ -264,7 +275,7 @@ class _DynamicRPReLU(wiring.Component):
         p = self.i.payload
         y = rprelu_datapath(m, p.x, p.gamma, p.slope, p.zeta, enable=advance, low=-2048, high=2047, **self._kwargs)
         valid = self.i.valid
-        for _ in range(RPRELU_LATENCY):
+        for _ in range(RPRELU_STAGES + MUL_LATENCY):
             reg = Signal()
             with m.If(advance):
                 m.d.sync += reg.eq(valid)

@@ -318,8 +318,9 @@ def test_evaluator_programs_and_cycle_counts():
         mlp = 0
         if dut.mode == "th+":
             chunks, features = -(-4 // dut.parallel), len(dut.statistics) * dut.channels
-            # FC1, the wait for its last products and hidden units, FC2, its last products, the start
-            mlp = chunks * features + dut.channels * chunks + 5 + 2 * PRODUCT_LATENCY + 1
+            # FC1, the wait for its last products and hidden units, FC2, its last products, the
+            # start; then its last output beside its alpha, and their sum
+            mlp = chunks * features + dut.channels * chunks + 5 + 2 * PRODUCT_LATENCY + 2
         assert dut.eval_cycles == 1 + dut.channels * steps + mlp + 1  # then the last threshold's register
         assert dut.cycles_per_frame == max(dut.frame_words, dut.eval_cycles + dut.eval_gap)
 

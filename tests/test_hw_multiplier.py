@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """hw.multiplier: the registered product in Amaranth's simulator, its Verilog module under Icarus,
 and the blocks it takes."""
 
@@ -17,18 +18,30 @@ from instabnn_hw.hw.multiplier import (
     MULTIPLIER_MODULE,
     multiplier_verilog,
     operand_pieces,
+    product_latency,
     registered_product,
     registered_product_blocks,
 )
 
-OPERANDS = [(signed(8), signed(8)), (unsigned(17), signed(18)), (unsigned(5), unsigned(9)), (signed(30), signed(4))]
+OPERANDS = [
+    (signed(8), signed(8)),
+    (unsigned(17), signed(18)),
+    (unsigned(5), unsigned(9)),
+    (signed(30), signed(4)),
+    (signed(30), signed(20)),  # four partial products: two levels
+    (unsigned(40), signed(33)),  # six: three levels
+]
 
 
+@pytest.mark.parametrize("extra", [0, 2, "least"])
 @pytest.mark.parametrize(("a_shape", "b_shape"), OPERANDS)
-def test_the_product_arrives_after_its_latency_in_enabled_edges(a_shape, b_shape):
+def test_the_product_arrives_after_its_latency_in_enabled_edges(a_shape, b_shape, extra):
+    """At the operands' own latency, a longer one, and the least any product may take (its sum's
+    last levels in one cycle)."""
     m = Module()
     a, b, enable = Signal(a_shape), Signal(b_shape), Signal()
-    product = registered_product(m, a, b, enable=enable)
+    latency = MUL_LATENCY if extra == "least" else product_latency(a_shape, b_shape) + extra
+    product = registered_product(m, a, b, latency=None if extra == 0 else latency, enable=enable)
     rng = random.Random(3)
 
     async def testbench(ctx):
@@ -42,8 +55,8 @@ def test_the_product_arrives_after_its_latency_in_enabled_edges(a_shape, b_shape
             ctx.set(a, x)
             ctx.set(b, y)
             ctx.set(enable, go)
-            if len(presented) >= MUL_LATENCY:
-                assert ctx.get(product) == presented[-MUL_LATENCY]
+            if len(presented) >= latency:
+                assert ctx.get(product) == presented[-latency]
             await ctx.tick()
             if go:
                 presented.append(x * y)
@@ -107,6 +120,26 @@ def test_two_constants_take_no_block():
     assert registered_product_blocks(5, 7) == 0
 
 
+@pytest.mark.parametrize(
+    ("a", "b", "latency"),
+    [
+        (signed(18), signed(18), MUL_LATENCY),
+        (signed(19), signed(18), MUL_LATENCY),  # two partial products: one adder
+        (signed(19), signed(19), MUL_LATENCY + 1),  # four: two levels of adders
+        (signed(36), signed(18), MUL_LATENCY + 1),  # three
+        (signed(36), signed(36), MUL_LATENCY + 3),  # nine: four levels
+        (unsigned(35), 5, MUL_LATENCY + 1),  # a 35-bit unsigned operand is three pieces, a constant one
+    ],
+)
+def test_each_level_of_the_partial_products_sum_takes_a_cycle(a, b, latency):
+    assert product_latency(a, b) == product_latency(b, a) == latency
+
+
+def test_a_latency_below_a_blocks_registers_and_one_sum_is_refused():
+    with pytest.raises(ValueError, match="latency"):
+        registered_product(Module(), Signal(8), Signal(8), latency=MUL_LATENCY - 1)
+
+
 MODULE_CASES = [(18, 1, 18, 1), (17, 0, 18, 1), (8, 0, 5, 0), (3, 1, 11, 0), (1, 0, 1, 1)]
 
 
@@ -167,12 +200,13 @@ def test_products_over_several_blocks_under_icarus(tmp_path):
         out = Signal(product.shape(), name=f"p{k}")
         m.d.comb += out.eq(product)
         ports += [a, out] + ([] if isinstance(b, int) else [b_value])
-        cases.append((a_shape, b, out.shape()))
+        cases.append((a_shape, b, out.shape(), product_latency(a_shape, b)))
     (tmp_path / "dut.v").write_text(verilog.convert(m, name="dut", ports=[enable, *ports], emit_src=False))
     (tmp_path / "mul.v").write_text(multiplier_verilog())
     connections = ", ".join([".clk(clk)", ".rst(1'b0)", ".en(en)"] + [f".{p.name}({p.name})" for p in ports])
     lines = ["`timescale 1ns/1ps", "module tb;", "    reg clk = 0; reg en = 0;"]
-    for k, (a_shape, b, out_shape) in enumerate(cases):
+    assert {case[-1] for case in cases} == {MUL_LATENCY, MUL_LATENCY + 1, MUL_LATENCY + 2}
+    for k, (a_shape, b, out_shape, _) in enumerate(cases):
         lines.append(f"    reg [{a_shape.width - 1}:0] a{k}; wire [{out_shape.width - 1}:0] p{k};")
         if not isinstance(b, int):
             lines.append(f"    reg [{Shape.cast(b).width - 1}:0] b{k};")
@@ -181,7 +215,7 @@ def test_products_over_several_blocks_under_icarus(tmp_path):
     for step in range(80):
         go = step < 3 or rng.random() < 0.7
         values = []
-        for k, (a_shape, b, out_shape) in enumerate(cases):
+        for k, (a_shape, b, out_shape, _) in enumerate(cases):
             x = rng.choice([rng.randint(*bounds(a_shape)), *bounds(a_shape)])
             lines.append(f"        a{k} = {a_shape.width}'d{x % (1 << a_shape.width)};")
             if isinstance(b, int):
@@ -193,10 +227,10 @@ def test_products_over_several_blocks_under_icarus(tmp_path):
         lines += [f"        en = {int(go)};", "        #1 clk = 1; #1 clk = 0;"]
         if go:
             history.append(values)
-        if len(history) >= MUL_LATENCY:
-            for k in range(len(cases)):
+        for k, (*_, latency) in enumerate(cases):
+            if len(history) >= latency:
                 lines.append(f'        $display("%0d %0d", {k}, p{k});')
-                expected.append(f"{k} {history[-MUL_LATENCY][k]}")
+                expected.append(f"{k} {history[-latency][k]}")
     lines += ["        $finish;", "    end", "endmodule"]
     (tmp_path / "tb.v").write_text("\n".join(lines) + "\n")
     subprocess.run(["iverilog", "-g2005", "-o", "tb.vvp", "tb.v", "dut.v", "mul.v"], cwd=tmp_path, check=True)
