@@ -26,6 +26,7 @@ __all__ = [
     "hdl_ceil_shift",
     "hdl_clamp",
     "hdl_fit",
+    "hdl_greater",
     "hdl_round_shift",
     "int_array",
     "product_range",
@@ -113,6 +114,20 @@ def hdl_clamp(x: Value, low: int, high: int) -> Value:
     """Amaranth form of :func:`clamp`; the result has the shape of ``[low, high]``."""
     result = Mux(x < low, low, Mux(x > high, high, x))[: shape_for(low, high).width]
     return result.as_signed() if low < 0 else result
+
+
+def hdl_greater(a: Value, b: Value) -> Value:
+    """``a > b`` for two values of one shape; signed values compared as unsigned ones with their
+    sign bits flipped (the same order), so the result is the carry out of one subtraction, with
+    no overflow logic after it."""
+    a, b = Value.cast(a), Value.cast(b)
+    shape = a.shape()
+    if b.shape() != shape:
+        raise ValueError(f"both operands must have one shape, not {shape!r} and {b.shape()!r}")
+    if not shape.signed:
+        return a > b
+    top = 1 << (shape.width - 1)
+    return (a.as_unsigned() ^ top) > (b.as_unsigned() ^ top)
 
 
 def hdl_fit(value: Value, low: int, high: int) -> Value:

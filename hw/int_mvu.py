@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from ._checks import check_divides, check_int, check_int_array, check_shape
 from .delay import delayed
 from .figures import Figures, Parameters, bram_mux, rom_luts
-from .fixed import bounds, hdl_fit, int_array, product_range, shape_for
+from .fixed import bounds, hdl_fit, hdl_greater, int_array, product_range, shape_for
 from .layouts import channel_word
 from .multiplier import MUL_LATENCY, registered_product, registered_product_blocks
 from .mvu import MatrixVectorParameters, MatrixVectorUnit
@@ -400,8 +400,9 @@ class ArgmaxParameters(Parameters):
     @property
     def latency(self) -> int:
         """Cycles from the transfer of a frame's last word to the result's ``valid``: the input
-        register, the tree levels, the running best and the index sum."""
-        return self.tree_levels + 3
+        register, the tree levels, the comparisons with the running best, the running best and
+        the index sum."""
+        return self.tree_levels + 4
 
     @property
     def initiation_interval(self) -> int:
@@ -424,8 +425,10 @@ class Argmax(ArgmaxParameters, wiring.Component):
     own first maximum is found by a comparison tree (a later element wins only when strictly
     greater), then compared with the frame's running best (a later word wins only when strictly
     greater), so ties go to the lowest index as in :func:`numpy.argmax`. Every step is one
-    register stage (the input, each tree level, the running best, the index ``word * count +
-    local`` as one sum), so no path holds more than one comparison; the stages advance together
+    register stage (the input, each tree level, the comparisons with the running best, the running
+    best, the index ``word * count + local`` as one sum), so no path holds more than one
+    comparison, and the running best's update none (it picks a comparison made a stage ahead);
+    the stages advance together
     while the output register can take a result. One word per cycle; the result is valid
     :attr:`latency` cycles after the frame's last word.
 
@@ -487,7 +490,7 @@ class Argmax(ArgmaxParameters, wiring.Component):
             merged = []
             for j in range(0, len(candidates), 2):
                 (ia, va), (ib, vb) = candidates[j], candidates[min(j + 1, len(candidates) - 1)]
-                later = vb > va
+                later = hdl_greater(vb, va)
                 index, value = Mux(later, ib, ia), Mux(later, vb, va)
                 merged.append((register(index, f"index{level}_{j}"), register(value, f"value{level}_{j}")))
             candidates = merged
@@ -496,17 +499,27 @@ class Argmax(ArgmaxParameters, wiring.Component):
             base_r = register(base_r, f"base{level}")
         local_index, local_value = candidates[0]
 
-        # the running best: a later word wins only when strictly greater
+        # the running best: a later word wins only when strictly greater. A word is compared a
+        # stage ahead with both values the best may hold when it arrives there: the best now, and
+        # the word ahead of it, which replaces the best on this edge if it wins. The update then
+        # picks one of two registered comparisons instead of comparing with its own output.
         best_base, best_local, best_value = Signal(base_shape), Signal(local_shape), Signal(self._shape)
-        wins = first | (local_value > best_value)
-        new_base = Mux(wins, base_r, best_base)
-        new_local = Mux(wins, local_index, best_local)
-        new_value = Mux(wins, local_value, best_value)
+        above_best, above_ahead, ahead_won = Signal(), Signal(), Signal()
+        ahead_value = register(local_value, "ahead_value")
+        ahead_local, ahead_base = register(local_index, "ahead_local"), register(base_r, "ahead_base")
+        ahead_valid, ahead_first = register(valid, "ahead_valid"), register(first, "ahead_first")
+        ahead_last = register(last, "ahead_last")
+        wins = ahead_valid & (ahead_first | Mux(ahead_won, above_ahead, above_best))
         done = Signal()
         with m.If(advance):
-            m.d.sync += done.eq(valid & last)
-            with m.If(valid):
-                m.d.sync += [best_base.eq(new_base), best_local.eq(new_local), best_value.eq(new_value)]
+            m.d.sync += [
+                above_best.eq(hdl_greater(local_value, best_value)),
+                above_ahead.eq(hdl_greater(local_value, ahead_value)),
+                ahead_won.eq(wins),
+                done.eq(ahead_valid & ahead_last),
+            ]
+            with m.If(wins):
+                m.d.sync += [best_base.eq(ahead_base), best_local.eq(ahead_local), best_value.eq(ahead_value)]
 
         # the result: the class is the sum of the word's first class and the local index
         with m.If(advance):

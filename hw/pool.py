@@ -23,7 +23,7 @@ from amaranth.lib.wiring import In, Out
 
 from ._checks import check_divides, check_int, check_int_array, check_shape
 from .figures import ChannelParameters, Figures
-from .fixed import bounds, shape_for
+from .fixed import bounds, hdl_greater, shape_for
 from .layouts import channel_word, window_word
 
 __all__ = [
@@ -280,7 +280,7 @@ class MaxPool(MaxPoolParameters, _Reduce):
         return bounds(self._shape)[0]
 
     def _combine(self, first, acc, value):
-        return Mux(first | (value > acc), value, acc)
+        return Mux(first | hdl_greater(value, acc), value, acc)
 
 
 class SumPoolParameters(_ReduceParameters):

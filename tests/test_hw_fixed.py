@@ -14,6 +14,7 @@ from instabnn_hw.hw.fixed import (
     hdl_ceil_shift,
     hdl_clamp,
     hdl_fit,
+    hdl_greater,
     hdl_round_shift,
     int_array,
     product_range,
@@ -101,6 +102,31 @@ def test_hardware_forms_equal_numpy_forms_exhaustively(shift):
         round_shift(v, shift).tolist(), ceil_shift(v, shift).tolist(), clamp(v, -20, 33).tolist(), strict=True
     )
     assert seen == list(expected)
+
+
+@pytest.mark.parametrize("shape", [signed(4), unsigned(4), signed(1)])
+def test_hdl_greater_is_the_order_of_the_values_exhaustively(shape):
+    m = Module()
+    a, b, greater = Signal(shape), Signal(shape), Signal()
+    m.d.comb += greater.eq(hdl_greater(a, b))
+    pairs = list(itertools.product(range(bounds(shape)[0], bounds(shape)[1] + 1), repeat=2))
+    seen = []
+
+    async def bench(ctx):
+        for x, y in pairs:
+            ctx.set(a, x)
+            ctx.set(b, y)
+            seen.append(ctx.get(greater))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [int(x > y) for x, y in pairs]
+
+
+def test_hdl_greater_needs_one_shape():
+    with pytest.raises(ValueError, match="one shape"):
+        hdl_greater(Signal(signed(4)), Signal(signed(5)))
 
 
 def test_product_range_covers_every_sign_combination():

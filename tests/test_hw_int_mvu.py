@@ -260,8 +260,9 @@ def test_argmax_parameters_give_figures_without_ports():
     assert type(plain) is ArgmaxParameters and not isinstance(plain, wiring.Component)
     assert plain.lut_kind == "argmax" and plain.lut_features() == (1.0, 40.0)
     # two words a frame, the result the cycle after the last
-    # five logits a word: three tree levels, then the input, the running best and the index sum
-    figures = Figures(cycles=2, latency=1 + 6, post=6, luts=lut_estimate("argmax", (1, 40)))
+    # five logits a word: three tree levels, then the input, the comparisons with the running
+    # best, the running best and the index sum
+    figures = Figures(cycles=2, latency=1 + 7, post=7, luts=lut_estimate("argmax", (1, 40)))
     assert plain.figures(2) == figures
     dut = Argmax(shape=signed(8), count=5, classes=10)
     assert dut.figures(2) == figures and dut.words_per_frame == plain.words_per_frame == 2
