@@ -11,7 +11,7 @@ the route out of a block the placer put far away into a cycle of its own. More t
 products are added as a tree of pairs, each level registered (:func:`product_latency`), so no
 cycle holds more than one carry chain. Two forms, the same cycles:
 
-* inline (for Amaranth's simulator): three Amaranth registers around ``*``;
+* inline (for Amaranth's simulator): Amaranth registers around ``*``, as many as the latency;
 * ``external_modules`` (for Verilog output): one instance of :data:`MULTIPLIER_MODULE` per pair
   of operand pieces (:func:`operand_pieces`: each operand cut into pieces one block input
   holds), whose source :func:`multiplier_verilog` the compiler writes beside the design.
@@ -99,8 +99,8 @@ def _product_form(a, b, *, width: int | None = None) -> tuple[int, bool]:
     return len(operand_pieces(a)) * len(operand_pieces(b)), True
 
 
-def _operand_count(operand) -> int:
-    """Pieces of an operand (a shape, or an int for a constant) as the partial products count them."""
+def _piece_count(operand) -> int:
+    """Block-sized pieces of an operand (a shape, or an int for a constant): :func:`operand_pieces`."""
     if isinstance(operand, int):
         return len(operand_pieces(shape_for(operand, operand)))
     return len(operand_pieces(operand))
@@ -120,7 +120,7 @@ def product_latency(a, b) -> int:
     a, b = (_operand(v) if isinstance(v, Value) else v for v in (a, b))
     if isinstance(a, int) and isinstance(b, int):
         return MUL_LATENCY
-    return BLOCK_LATENCY + max(1, _sum_levels(_operand_count(a) * _operand_count(b)))
+    return BLOCK_LATENCY + max(1, _sum_levels(_piece_count(a) * _piece_count(b)))
 
 
 def registered_product_blocks(a, b, *, width: int | None = None) -> int:
