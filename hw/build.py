@@ -34,7 +34,9 @@ and ``synth.ys``; every file the manifest names and every link in ``rtl/mem`` mu
 With ``board`` (:data:`instabnn_hw.hw.board.BOARDS`) the design is wrapped in a board top: the
 board's oscillator and reset, and a UART that receives images and sends back each class
 (:class:`~instabnn_hw.hw.board.BoardTop`); the pins come from amaranth-boards. Without a board
-the design's own ports are the FPGA's pins, placed by nextpnr.
+the design's own ports are the FPGA's pins, placed by nextpnr, but for the clock: on ECP5 it
+takes the device's clock pin (:attr:`~instabnn_hw.hw.devices.Device.clock_pin`), whose dedicated
+path to the global network router2 cannot miss.
 
 Determinism: the same design, device, board, clock and seed give a byte-identical bitstream
 (Yosys and nextpnr are deterministic for a given input and seed; the tests check it).
@@ -625,7 +627,11 @@ def _run_build(
         "--textcfg" if dev.family == "ecp5" else "--asc",
         config,
     ]
-    if board_spec is not None:
+    if board_spec is None and dev.clock_pin is not None:
+        # the placer may put the clock on a pin with no dedicated path to the global network, and
+        # router2 then fails to route it: the design's own clock input goes to the device's clock pin
+        (work / f"{top}.lpf").write_text(f'LOCATE COMP "clk" SITE "{dev.clock_pin}";\n')
+    if board_spec is not None or dev.clock_pin is not None:
         command += [
             "--lpf" if dev.family == "ecp5" else "--pcf",
             f"{top}.{'lpf' if dev.family == 'ecp5' else 'pcf'}",

