@@ -627,15 +627,17 @@ def _run_build(
         "--textcfg" if dev.family == "ecp5" else "--asc",
         config,
     ]
-    if board_spec is None and dev.clock_pin is not None:
-        # the placer may put the clock on a pin with no dedicated path to the global network, and
-        # router2 then fails to route it: the design's own clock input goes to the device's clock pin
-        (work / f"{top}.lpf").write_text(f'LOCATE COMP "clk" SITE "{dev.clock_pin}";\n')
-    if board_spec is not None or dev.clock_pin is not None:
+    if board_spec is not None:
         command += [
             "--lpf" if dev.family == "ecp5" else "--pcf",
             f"{top}.{'lpf' if dev.family == 'ecp5' else 'pcf'}",
         ]
+    elif dev.clock_pin is not None:
+        # the placer may put the clock on a pin with no dedicated path to the global network, and
+        # router2 then fails to route it: the design's clock goes to the device's clock pin, the
+        # other ports where the placer puts them
+        (work / f"{top}.lpf").write_text(f'LOCATE COMP "clk" SITE "{dev.clock_pin}";\n')
+        command += ["--lpf", f"{top}.lpf", "--lpf-allow-unconstrained"]
     seconds["place_and_route"] = run_tool(
         command, workdir=work, log="nextpnr.log", label="place and route (nextpnr)", progress=report, deadline=deadline
     )
