@@ -159,7 +159,7 @@ def registered_product(
     """
     a, b = Value.cast(a), Value.cast(b)
     if latency is None:
-        latency = product_latency(_operand(a), _operand(b))
+        latency = product_latency(a, b)
     check_int("latency", latency, low=MUL_LATENCY)
     shape = (a * b).shape()
     if external_modules and domain == "sync" and _product_form(_operand(a), _operand(b))[1]:
