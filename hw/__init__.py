@@ -43,7 +43,7 @@ registers and :mod:`.delay` the delay lines that carry values beside them; :mod:
 component in Amaranth's simulator with random flow control; :mod:`.synthesis` synthesises one
 with the open ECP5 / iCE40 tools; :mod:`.build` turns a generated design into a bitstream
 (fit check, Yosys, nextpnr, packing); :mod:`.block_ram_outputs` moves the flip-flops beside
-the ROMs' block RAMs into their output registers between the two.
+the block RAMs into their output registers between the two.
 """
 
 from .affine import Requantise, RPReLU

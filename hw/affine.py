@@ -366,7 +366,13 @@ class _PerChannelParameters(ChannelParameters):
     @property
     def latency(self) -> int:
         """Cycles from an input transfer to its output word's ``valid`` (with no back-pressure)."""
-        return 1 + self._datapath_latency
+        return 1 + self._table_stages + self._datapath_latency
+
+    @property
+    def _table_stages(self) -> int:
+        """Registers the constants' word passes after the table's read: one when there is a
+        table (its ROM becomes logic whose levels must not run on into the datapath's)."""
+        return int(self.groups > 1)
 
     @property
     def multipliers(self) -> int:
@@ -434,16 +440,19 @@ class _PerChannel(_PerChannelParameters, ExternalModules, wiring.Component):
         group = Signal(range(groups))
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += group.eq(Mux(group == groups - 1, 0, group + 1))
-        # stage 1: the input word and its channels' constants
-        x = Signal(channel_word(self._in_shape, self._simd))
-        tags = [Signal(name="valid1")]
-        with m.If(advance):
-            m.d.sync += [x.eq(self.i.payload), tags[0].eq(self.i.valid)]
-        table = channel_table(m, "constants", self._columns(), simd=self._simd, group=group, enable=advance)
+        # the input word beside its channels' constants, read (and registered again) from the table
+        stages = 1 + self._table_stages
+        word = delayed(m, self.i.payload, stages, enable=advance, name="x", reset_less=True)
+        x = channel_word(self._in_shape, self._simd)(word)
+        tags = [delayed(m, self.i.valid, stages, enable=advance, name="valid_in")]
+        table = channel_table(
+            m, "constants", self._columns(), simd=self._simd, group=group, enable=advance,
+            registered=self._table_stages > 0,
+        )  # fmt: skip
         for k in range(self._simd):
             m.d.comb += self.o.payload[k].eq(self._datapath(m, x[k], table, k, advance))
         for stage in range(1, self._datapath_latency):
-            tags.append(delayed(m, tags[-1], enable=advance, name=f"valid{stage + 1}"))
+            tags.append(delayed(m, tags[-1], enable=advance, name=f"valid{stage}"))
         with m.If(advance):
             m.d.sync += self.o.valid.eq(tags[-1])
         return m

@@ -9,11 +9,12 @@ before place and route. The behaviour is the same cycle for cycle: the output re
 D flip-flop on the block's read data with its own enable (``OCEA`` / ``OCEB``), so the design
 simulated (with the flip-flops in the fabric) is the design built.
 
-Only blocks that are never written (ROMs: both write enables tied low) are converted; a read
-port of such a block when every read data bit in use drives exactly one cell, a ``TRELLIS_FF``
-on the port's clock that starts at zero, has no set or reset and whose enable (if any) is the
-same net for all of them, and when the port has no read reset and no output register yet;
-otherwise it is left as it is.
+A read port is converted when every read data bit in use drives exactly one cell, a
+``TRELLIS_FF`` on the port's clock that starts at zero, has no set or reset and whose enable (if
+any) is the same net for all of them, and when the port has no read reset and no output
+register yet; otherwise it is left as it is. Writes do not matter: the output register takes
+whatever the block's read data would have shown the flip-flop, on the same edges (ROMs and
+written buffers alike).
 """
 
 from __future__ import annotations
@@ -154,13 +155,12 @@ def absorb_output_registers(netlist: dict) -> tuple[int, int]:
         sinks = _sinks(module)
         fresh = itertools.count(1 + _largest_bit(module))
         for block in [cell for cell in module.get("cells", {}).values() if cell["type"] == "DP16KD"]:
-            written = any(block["connections"].get(port, ["0"]) != ["0"] for port in ("WEA", "WEB"))
             # the 36-bit mode reads both halves through port B, under one output register mode
             groups = ["AB"] if _width(block, "A") == 36 else ["A", "B"]
             for group in groups:
                 if _outputs(block, group, sinks):
                     ports += 1
-                    converted += not written and _absorb_port(module, block, group, sinks, fresh)
+                    converted += _absorb_port(module, block, group, sinks, fresh)
     return converted, ports
 
 

@@ -10,7 +10,7 @@ model of the operation.
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module, Mux, Shape, Signal, Value
+from amaranth.hdl import EnableInserter, Module, Mux, Shape, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -103,9 +103,9 @@ class SlidingWindowParameters(FrameParameters):
     initiation_interval = 1
 
     #: Cycles from the input word that completes the last row an output row needs to that row's
-    #: first word on the output (the read port's register, the read data's register, then the
-    #: output register).
-    row_latency = 3
+    #: first word on the output (the read port's register, the read data's two registers, then
+    #: the output register).
+    row_latency = 4
 
     def __init__(
         self,
@@ -230,8 +230,9 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
     between frames, e.g. for ``K = 3, s = 1, p = 0``); ``K + s + 1`` for ``K = s = 1``, whose
     reader keeps pace with the writer, since ``i.ready`` is a register that learns of a release
     a cycle late. Latency: the first word of an output row
-    leaves 3 cycles after the input word that completes the last row it needs: the read data is
-    registered before it leaves (a block RAM's clock-to-output takes most of a cycle), and the
+    leaves 4 cycles after the input word that completes the last row it needs: the read data is
+    registered twice before it leaves (a block RAM's clock-to-output takes most of a cycle, and
+    the first register becomes the block's own output register in a build), and the
     last row an output row needs is kept as an absolute row count, compared with the rows
     written a cycle ahead, so deciding to read is a register. The read address is a register
     too: the address of each step's next word (one on, a window row below, the next pixel's,
@@ -290,20 +291,25 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         def ahead(a, b):  # signed (a - b) of two wrapping row counts
             return (a - b)[:bits].as_signed()
 
+        def ahead_less_one(a, b):  # signed (a - b - 1) in one addition: ~b is -b - 1
+            return (a + ~b)[:bits].as_signed()
+
         word_bits = Shape.cast(channel_word(self._shape, self._simd)).width
         m.submodules.buffer = buffer = Ram(width=word_bits, depth=depth, external_modules=self._external_modules)
 
         # Writer: input words go to consecutive addresses; row n lives in slot n mod R.
         written = Signal(bits)  # input rows completed
-        released = Signal(bits)  # rows below this are no longer needed by the reader
+        # the last row the writer may write: R - 1 past the first one the reader still needs
+        last_writable = Signal(bits, init=R - 1)
         w_addr = Signal(range(depth))
         w_col = Signal(range(row_words))
         # i.ready is a register: whether the row being written has a free slot, decided a cycle
-        # ahead from the rows written and released (a release shows a cycle late: never early)
+        # ahead from the rows written and released (a release shows a cycle late: never early);
+        # one subtraction each way, whether or not a row finishes on this edge
         room = Signal(init=1)
         row_done = self.i.valid & self.i.ready & (w_col == row_words - 1)
-        held = ahead(written, released)  # rows held: one subtraction; a finishing row adds one
-        m.d.sync += room.eq(Mux(row_done, held < R - 1, held < R))
+        finishing = ahead_less_one(last_writable, written) >= 0
+        m.d.sync += room.eq(Mux(row_done, finishing, ahead(last_writable, written) >= 0))
         m.d.comb += [
             self.i.ready.eq(room),
             buffer.w_addr.eq(w_addr),
@@ -337,11 +343,15 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         # are picked by each step below; the read address register takes it, or zero outside.
         address = Signal(range(depth), init=(first_base - p * G) % 2 ** Shape.cast(range(depth)).width)
         row_in, x_in = Signal(init=p == 0, name="row_inside"), Signal(init=p == 0, name="x_inside")
+        # The steps advance on `issue` alone (an enable): what each step picks is computed from
+        # registers whether or not it is taken, so `o.ready`, which comes from the next component,
+        # reaches the loop's registers through their enables only.
+        steps = Module()
         address_next, row_in_next, x_in_next = Signal.like(address), Signal(), Signal()
-        m.d.comb += [address_next.eq(address), row_in_next.eq(row_in), x_in_next.eq(x_in)]
-        m.d.sync += [address.eq(address_next), row_in.eq(row_in_next), x_in.eq(x_in_next)]
+        steps.d.comb += [address_next.eq(address), row_in_next.eq(row_in), x_in_next.eq(x_in)]
+        steps.d.sync += [address.eq(address_next), row_in.eq(row_in_next), x_in.eq(x_in_next)]
         r_addr = Signal(range(depth), init=address.init if p == 0 else 0)
-        m.d.sync += r_addr.eq(Mux(row_in_next & x_in_next, address_next, 0))
+        steps.d.sync += r_addr.eq(Mux(row_in_next & x_in_next, address_next, 0))
         inside = row_in & x_in
 
         # The last input row the current output row needs, frame + min(top + K - 1, H - 1), kept
@@ -358,13 +368,18 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         advance = ~self.o.valid | self.o.ready
         issue = advance & rows_ready
 
-        # The output: the read port's data register, then the data (zero where padding) registered
-        # with the mask beside it.
+        # The output: the read port's data register; the read data in a plain register (a block
+        # RAM's output register once built: its clock-to-output is most of a cycle, and the
+        # block may sit far from the logic), then zeroed where padding and registered with the
+        # mask beside it.
         read, read_mask = Signal(), Signal()
+        data, data_valid, data_mask = Signal(word_bits, reset_less=True), Signal(), Signal()
         m.d.comb += [buffer.r_en[0].eq(advance), buffer.r_addr[0].eq(r_addr)]
         with m.If(advance):
-            m.d.sync += [read.eq(rows_ready), read_mask.eq(inside), self.o.valid.eq(read)]
-            m.d.sync += [self.o.payload.mask.eq(read_mask), self.o.payload.data.eq(Mux(read_mask, buffer.r_data[0], 0))]
+            m.d.sync += [read.eq(rows_ready), read_mask.eq(inside)]
+            m.d.sync += [data.eq(buffer.r_data[0]), data_valid.eq(read), data_mask.eq(read_mask)]
+            m.d.sync += [self.o.valid.eq(data_valid), self.o.payload.mask.eq(data_mask)]
+            m.d.sync += self.o.payload.data.eq(Mux(data_mask, data, 0))
 
         last_g, last_kx, last_ky = g == G - 1, kx == K - 1, ky == K - 1
         last_ox, last_oy = ox == self._out_width - 1, oy == self._out_height - 1
@@ -390,8 +405,7 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         ending = issue & row_end
 
         def written_by(count):  # whether `written` plus this cycle's finished row passes `count`
-            gap = ahead(written, count)
-            return Mux(row_done, gap >= 0, gap > 0)
+            return Mux(row_done, ahead(written, count) >= 0, ahead_less_one(written, count) >= 0)
 
         with m.If(ending):
             m.d.sync += needed.eq(needed_after)
@@ -427,43 +441,43 @@ class SlidingWindow(SlidingWindowParameters, ExternalModules, wiring.Component):
         top_in = within(top, 0, H, K * K * G, "top_inside")
         next_top_in = within(top, s, H, row_words_apart, "next_top_inside")
 
-        with m.If(issue):
-            with m.If(~last_g):
-                m.d.sync += g.eq(g + 1)
-                m.d.comb += address_next.eq(address + 1)
-            with m.Elif(~last_kx):
-                m.d.sync += [g.eq(0), kx.eq(kx + 1), x.eq(x + 1)]
-                m.d.comb += [address_next.eq(address + 1), x_in_next.eq(next_x_in)]
-            with m.Elif(~last_ky):
-                m.d.sync += [g.eq(0), kx.eq(0), ky.eq(ky + 1), row.eq(row + 1), x.eq(x0), row_base.eq(row_below)]
-                m.d.comb += [address_next.eq(row_below_address), row_in_next.eq(row_below_in)]
-                m.d.comb += x_in_next.eq(first_x_in)
-            with m.Elif(~last_ox):
-                m.d.sync += [g.eq(0), kx.eq(0), ky.eq(0), ox.eq(ox + 1), row.eq(top), row_base.eq(top_base)]
-                m.d.sync += [x0.eq(x0 + s), x.eq(x0 + s), x0_word.eq(x0_word + s * G)]
-                m.d.comb += [address_next.eq(pixel_address), row_in_next.eq(top_in)]
-                m.d.comb += x_in_next.eq(pixel_x_in)
-            with m.Else():
-                new_top, new_base = Signal.like(top), Signal.like(top_base)
-                with m.If(~last_oy):
-                    m.d.comb += [new_top.eq(top + s), new_base.eq(next_top_base), address_next.eq(next_top_address)]
-                    m.d.sync += [oy.eq(oy + 1), slack.eq(slack - step_rows)]
-                    m.d.comb += row_in_next.eq(next_top_in)
-                with m.Else():
-                    # next frame: its row 0 is absolute row frame + H
-                    m.d.comb += [new_top.eq(-p), new_base.eq(frame_top_base), address_next.eq(frame_top_address)]
-                    m.d.sync += [oy.eq(0), frame.eq(frame + H)]
-                    m.d.comb += row_in_next.eq(p == 0)
-                    m.d.sync += slack.eq(H - 1 - first_last)
-                m.d.sync += [g.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), top.eq(new_top), row.eq(new_top)]
-                m.d.sync += [top_base.eq(new_base), row_base.eq(new_base), x0.eq(-p), x.eq(-p), x0_word.eq(-p * G)]
-                m.d.comb += x_in_next.eq(p == 0)
-            # Release each row once its last read is issued (at the last pixel of an output row).
-            with m.If(last_g & last_kx & last_ox):
-                with m.If(last_ky & last_oy):
-                    m.d.sync += released.eq(frame + H)
-                with m.Elif(last_ky):
-                    m.d.sync += released.eq(frame + Mux(next_start < 0, 0, next_start))
-                with m.Elif(row_in & (ky < s)):  # row = top + ky is inside and below the next top
-                    m.d.sync += released.eq(frame + row + 1)
+        with steps.If(~last_g):
+            steps.d.sync += g.eq(g + 1)
+            steps.d.comb += address_next.eq(address + 1)
+        with steps.Elif(~last_kx):
+            steps.d.sync += [g.eq(0), kx.eq(kx + 1), x.eq(x + 1)]
+            steps.d.comb += [address_next.eq(address + 1), x_in_next.eq(next_x_in)]
+        with steps.Elif(~last_ky):
+            steps.d.sync += [g.eq(0), kx.eq(0), ky.eq(ky + 1), row.eq(row + 1), x.eq(x0), row_base.eq(row_below)]
+            steps.d.comb += [address_next.eq(row_below_address), row_in_next.eq(row_below_in)]
+            steps.d.comb += x_in_next.eq(first_x_in)
+        with steps.Elif(~last_ox):
+            steps.d.sync += [g.eq(0), kx.eq(0), ky.eq(0), ox.eq(ox + 1), row.eq(top), row_base.eq(top_base)]
+            steps.d.sync += [x0.eq(x0 + s), x.eq(x0 + s), x0_word.eq(x0_word + s * G)]
+            steps.d.comb += [address_next.eq(pixel_address), row_in_next.eq(top_in)]
+            steps.d.comb += x_in_next.eq(pixel_x_in)
+        with steps.Else():
+            new_top, new_base = Signal.like(top), Signal.like(top_base)
+            with steps.If(~last_oy):
+                steps.d.comb += [new_top.eq(top + s), new_base.eq(next_top_base), address_next.eq(next_top_address)]
+                steps.d.sync += [oy.eq(oy + 1), slack.eq(slack - step_rows)]
+                steps.d.comb += row_in_next.eq(next_top_in)
+            with steps.Else():
+                # next frame: its row 0 is absolute row frame + H
+                steps.d.comb += [new_top.eq(-p), new_base.eq(frame_top_base), address_next.eq(frame_top_address)]
+                steps.d.sync += [oy.eq(0), frame.eq(frame + H)]
+                steps.d.comb += row_in_next.eq(p == 0)
+                steps.d.sync += slack.eq(H - 1 - first_last)
+            steps.d.sync += [g.eq(0), kx.eq(0), ky.eq(0), ox.eq(0), top.eq(new_top), row.eq(new_top)]
+            steps.d.sync += [top_base.eq(new_base), row_base.eq(new_base), x0.eq(-p), x.eq(-p), x0_word.eq(-p * G)]
+            steps.d.comb += x_in_next.eq(p == 0)
+        # Release each row once its last read is issued (at the last pixel of an output row).
+        with steps.If(last_g & last_kx & last_ox):
+            with steps.If(last_ky & last_oy):
+                steps.d.sync += last_writable.eq(frame + (H + R - 1))
+            with steps.Elif(last_ky):
+                steps.d.sync += last_writable.eq(frame + Mux(next_start < 0, R - 1, top + (s + R - 1)))
+            with steps.Elif(row_in & (ky < s)):  # row = top + ky is inside and below the next top
+                steps.d.sync += last_writable.eq(frame + row + R)
+        m.submodules.steps = EnableInserter(issue)(steps)
         return m

@@ -94,8 +94,9 @@ def test_requantise_runs_one_word_per_cycle(channels, simd):
     words = words_of(random_input(rng, dut.in_shape, 10, channels), simd)
     run = simulate_streams(dut, {"i": words}, {"o": len(words)})
     assert run.interval("o") == dut.initiation_interval == 1
-    # the table read, the product's three registers, the sum, the clamp
-    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency == 6
+    # the input register (the table's read), the read word's register where there is a table,
+    # the product's three registers, the sum, the clamp
+    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency == 6 + (channels > simd)
 
 
 def test_requantise_waits_for_a_wide_products_second_level_of_adders():
@@ -103,7 +104,7 @@ def test_requantise_waits_for_a_wide_products_second_level_of_adders():
     dut, rng = make_requantise("s24-wide-mult", 6, 3, seed=4)
     words = words_of(random_input(rng, dut.in_shape, 10, 6), 3)
     run = simulate_streams(dut, {"i": words}, {"o": len(words)})
-    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency == 1 + REQUANTISE_STAGES + MUL_LATENCY + 1
+    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency == 2 + REQUANTISE_STAGES + MUL_LATENCY + 1
 
 
 def test_requantise_worst_case_wide_values_cannot_overflow():
@@ -188,7 +189,7 @@ def test_rprelu_runs_one_word_per_cycle(channels, simd):
     words = words_of(random_input(rng, dut.in_shape, 10, channels), simd)
     run = simulate_streams(dut, {"i": words}, {"o": len(words)})
     assert run.interval("o") == dut.initiation_interval == 1
-    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency == 1 + RPRELU_STAGES + MUL_LATENCY
+    assert run.cycles["o"][0] - run.cycles["i"][0] == dut.latency == 1 + (channels > simd) + RPRELU_STAGES + MUL_LATENCY
 
 
 def test_rprelu_exhaustive_small_input():
@@ -372,7 +373,7 @@ def test_requantise_parameters_give_figures_without_ports():
     # two channel groups: a table of mult unsigned(3) and bias signed(3) per lane; whole LUT4s for 2 x 18 bits
     assert plain.lut_kind == "requantise" and plain.lut_features() == (1.0, 3 * 8, 3 * 8, 18.0)
     luts = lut_estimate("requantise", (1, 24, 24, 18))
-    assert plain.figures(12) == Figures(cycles=12, latency=6, post=6, luts=luts, memory_bits=36, multipliers=3)
+    assert plain.figures(12) == Figures(cycles=12, latency=7, post=7, luts=luts, memory_bits=36, multipliers=3)
     dut = Requantise(**params, low=-100, high=100)
     assert dut.figures(12) == plain.figures(12)
     assert (dut.out_shape, dut.latency, dut.memory_bits) == (plain.out_shape, plain.latency, plain.memory_bits)
@@ -398,8 +399,8 @@ def test_rprelu_parameters_give_figures_without_ports():
     # out_shape signed(5); the table is 2 words of 3 x (3 + 1 + 1) bits
     assert plain.lut_kind == "rprelu" and plain.lut_features() == (1.0, 3 * 8, 3 * 5, 15.0)
     luts = lut_estimate("rprelu", (1, 24, 15, 15))
-    # the table read, then RPReLU's six stages
-    assert plain.figures(6) == Figures(cycles=6, latency=7, post=7, luts=luts, memory_bits=30, multipliers=3)
+    # the table read and its word's register, then RPReLU's six stages
+    assert plain.figures(6) == Figures(cycles=6, latency=8, post=8, luts=luts, memory_bits=30, multipliers=3)
     dut = RPReLU(**params)
     assert dut.figures(6) == plain.figures(6)
     assert (dut.out_shape, dut.multipliers, dut.luts) == (plain.out_shape, plain.multipliers, plain.luts)
