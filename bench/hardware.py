@@ -9,7 +9,8 @@ latency), and built for the LFE5U-85F by ``instabnn-hw build --clock 150`` (Yosy
 resnet-tiny variants share one folding target (``--fps 3500``), so they differ only in the
 threshold unit: the INSTA overhead.
 
-Writes ``bench/results/hardware.csv``, ``insta_overhead.csv`` and ``hardware.png``. Designs and
+Writes ``bench/results/hardware.csv``, ``estimates.csv`` (the planner's LUT4 and DSP estimates
+against synthesis and placement), ``insta_overhead.csv`` and ``hardware.png``. Designs and
 bitstreams go under ``build/bench/hardware/``; a design whose build is already there is reused
 (``--rebuild`` starts over; the table names each build's nextpnr seed). A resnet-tiny build takes
 about 15 minutes on one core, CNV about 5. A build still running after ``--timeout`` seconds
@@ -225,6 +226,45 @@ def hardware_rows(results: list[Measured]) -> tuple[list[str], list[list]]:
     return header, rows
 
 
+def estimate_rows(results: list[Measured]) -> tuple[list[str], list[list]]:
+    """The planner's estimate beside what the tools made of each design: LUT4 against synthesis
+    (LUT4 + 2 x CCU2C) and, once placed, against nextpnr's count, which decides the fit; DSP
+    blocks against the synthesised MULT18X18D."""
+    from instabnn_hw.hw.build import PLACED_LUT4
+    from instabnn_hw.hw.devices import DEVICES
+
+    header = [
+        "design",
+        "LUT4 estimate",
+        "LUT4 synthesis",
+        "estimate / synthesis",
+        "LUT4 estimate once placed",
+        "LUT4 placed",
+        "estimate / placed",
+        "multipliers estimate",
+        "DSP synthesis",
+    ]
+    rows = []
+    for r in (r for r in results if r.utilization):
+        luts = int(r.estimate["luts"])
+        placed_estimate = DEVICES[DEVICE].placed_luts(luts)
+        placed = r.utilization["resources"][PLACED_LUT4["ecp5"]]["used"]
+        rows.append(
+            [
+                r.name,
+                luts,
+                r.luts,
+                f"{luts / r.luts:.3f}",
+                placed_estimate,
+                placed,
+                f"{placed_estimate / placed:.3f}",
+                r.estimate["multipliers"],
+                r.synthesis.get("dsp"),
+            ]
+        )
+    return header, rows
+
+
 def overhead_rows(results: dict[str, Measured]) -> tuple[list[str], list[list]]:
     header = [
         "threshold",
@@ -333,6 +373,10 @@ def main() -> int:
     print()
     print(format_table(header, [_text(row) for row in rows]))
     print(f"wrote {write_csv('hardware.csv', header, rows)}")
+    header, rows = estimate_rows(results)
+    print()
+    print(format_table(header, [_text(row) for row in rows]))
+    print(f"wrote {write_csv('estimates.csv', header, rows)}")
     by_name = {r.name: r for r in results}
     # the variants built in this run, against rsign
     if OVERHEAD[0] in by_name and any(n in by_name for n in OVERHEAD[1:]):

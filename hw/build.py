@@ -74,6 +74,7 @@ __all__ = [
     "estimate_vs_synthesis",
     "BUILD_TIMEOUT",
     "NEXTPNR_MAX_SEED",
+    "PLACED_LUT4",
     "TOP_NAME",
 ]
 
@@ -125,11 +126,15 @@ def _smaller_model_hint(device: Device) -> str:
 def check_fit(manifest: dict, device: Device, *, io_bits: int | None = None, name: str = "the design") -> None:
     """Raises :class:`FitError` when the manifest's estimate cannot fit ``device``.
 
-    Checked: LUT4, memory bits against block RAM, multipliers against DSP blocks (devices that
-    have them; on iCE40 HX they are built from logic) and, with ``io_bits``, the pins.
+    Checked: LUT4 once placed (:meth:`~.devices.Device.placed_luts` of the estimate), memory bits
+    against block RAM, multipliers against DSP blocks (devices that have them; on iCE40 HX they
+    are built from logic) and, with ``io_bits``, the pins.
     """
     e = manifest["estimate"]
-    checks = [("LUT4", int(e["luts"]), device.luts), ("memory bits", int(e["memory_bits"]), device.memory_bits)]
+    checks = [
+        ("LUT4 once placed", device.placed_luts(int(e["luts"])), device.luts),
+        ("memory bits", int(e["memory_bits"]), device.memory_bits),
+    ]
     if device.dsp:
         checks.append(("multipliers", int(e["multipliers"]), device.dsp))
     over = sorted(
@@ -203,19 +208,23 @@ class BuildResult:
         return "\n".join(lines)
 
 
+#: The entry of ``utilization.json``'s ``resources`` that counts the placed LUT4, per family.
+PLACED_LUT4 = {"ecp5": "LUT4", "ice40": "logic cells (LUT4)"}
+
+
 def _nextpnr_resources(report: dict, family: str, ff: int, ff_total: int) -> dict:
     """nextpnr's utilization report as ``{our name: {"used", "available"}}`` (iCE40 flip-flops, which
     live in the logic cells, from synthesis: ``ff`` of ``ff_total``)."""
     names = {
         "ecp5": (
-            ("LUT4", "TRELLIS_COMB"),
+            (PLACED_LUT4["ecp5"], "TRELLIS_COMB"),
             ("flip-flops", "TRELLIS_FF"),
             ("block RAM (DP16KD)", "DP16KD"),
             ("multipliers (MULT18X18D)", "MULT18X18D"),
             ("I/O", "TRELLIS_IO"),
         ),
         "ice40": (
-            ("logic cells (LUT4)", "ICESTORM_LC"),
+            (PLACED_LUT4["ice40"], "ICESTORM_LC"),
             ("flip-flops", None),
             ("block RAM (4 kbit)", "ICESTORM_RAM"),
             ("multipliers (SB_MAC16)", "ICESTORM_DSP"),
@@ -255,6 +264,14 @@ def estimate_vs_synthesis(utilization: dict) -> str:
     lines += [
         f"| flip-flops | - | {s['ff']:,} | - |",
         f"| block RAMs / LUT RAMs | - | {s['bram']:,} / {s['lutram']:,} | - |",
+        "",
+    ]
+    placed = utilization["resources"][PLACED_LUT4[utilization["family"]]]["used"]
+    estimated = e.get("placed_luts", e["luts"])
+    ratio = f"{estimated / placed:.3f}" if placed else "-"
+    lines += [
+        f"Placed, the LUT4 that decide the fit: {placed:,} (nextpnr); estimated {estimated:,} "
+        f"(the estimate once placed); estimate / placed {ratio}.",
         "",
     ]
     return "\n".join(lines)
@@ -664,7 +681,8 @@ def _run_build(
         "synthesis": cells,
         "block_ram_output_registers": registers,
         "synth_command": synth,
-        "estimate": {k: manifest["estimate"][k] for k in ("luts", "memory_bits", "multipliers")},
+        "estimate": {k: manifest["estimate"][k] for k in ("luts", "memory_bits", "multipliers")}
+        | {"placed_luts": dev.placed_luts(int(manifest["estimate"]["luts"]))},
         "bitstream": bitstream,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }

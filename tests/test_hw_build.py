@@ -50,7 +50,8 @@ def _manifest(luts=1000, memory_bits=10_000, multipliers=4, fps=5000.0):
 @pytest.mark.parametrize(
     ("manifest", "device", "io_bits", "message"),
     [
-        (_manifest(luts=90_000), "LFE5U-85F", None, "needs 90,000 LUT4 but LFE5U-85F has 83,640"),
+        # 75,000 LUT4 of synthesis take 88,500 once placed
+        (_manifest(luts=75_000), "LFE5U-85F", None, "needs 88,500 LUT4 once placed but LFE5U-85F has 83,640"),
         (
             _manifest(memory_bits=4_000_000),
             "LFE5U-85F",
@@ -78,14 +79,19 @@ def test_fit_check_names_the_worst_excess_and_mentions_the_others():
     with pytest.raises(FitError) as error:
         check_fit(manifest, DEVICES["LFE5U-25F"], name="net")
     assert str(error.value).startswith(
-        "net needs 3,000,000 memory bits but LFE5U-25F has 1,032,192 (also 60 multipliers of 28, 30,000 LUT4 of 24,288)"
+        "net needs 3,000,000 memory bits but LFE5U-25F has 1,032,192 "
+        "(also 60 multipliers of 28, 35,400 LUT4 once placed of 24,288)"
     )
     assert "bigger device (LFE5U-45F, LFE5U-85F)" in str(error.value)
 
 
 def test_fit_check_passes_at_capacity_and_skips_multipliers_without_dsps():
     d = DEVICES["LFE5U-85F"]
-    check_fit(_manifest(luts=d.luts, memory_bits=d.memory_bits, multipliers=d.dsp), d, io_bits=d.io)
+    luts = int(d.luts / d.placed_lut_factor)  # the most whose placed LUT4 the device holds
+    assert d.placed_luts(luts) <= d.luts < d.placed_luts(luts + 1)
+    check_fit(_manifest(luts=luts, memory_bits=d.memory_bits, multipliers=d.dsp), d, io_bits=d.io)
+    with pytest.raises(FitError, match="LUT4 once placed"):
+        check_fit(_manifest(luts=luts + 1), d)
     check_fit(_manifest(multipliers=500), DEVICES["hx8k"])  # multipliers are built from logic there
 
 
