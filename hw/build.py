@@ -267,7 +267,7 @@ def estimate_vs_synthesis(utilization: dict) -> str:
         "",
     ]
     placed = utilization["resources"][PLACED_LUT4[utilization["family"]]]["used"]
-    estimated = e.get("placed_luts", e["luts"])
+    estimated = e["placed_luts"]
     ratio = f"{estimated / placed:.3f}" if placed else "-"
     lines += [
         f"Placed, the LUT4 that decide the fit: {placed:,} (nextpnr); estimated {estimated:,} "

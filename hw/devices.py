@@ -64,9 +64,10 @@ class Device:
         return ".bit" if self.family == "ecp5" else ".bin"
 
 
-#: nextpnr's placed LUT4 (``TRELLIS_COMB`` cells) per LUT4 of synthesis on ECP5: its packer adds
-#: cells of its own (carry-chain feed-ins and feed-outs, LUT RAM read ports) beyond Yosys's
-#: LUT4 + 2 x CCU2C. Measured on the designs of ``bench/hardware.py`` (LFE5U-85F): 1.15 to 1.21.
+#: nextpnr's placed LUT4 (``TRELLIS_COMB`` cells) per LUT4 of synthesis on ECP5: beyond Yosys's
+#: LUT4 + 2 x CCU2C it counts the LUT RAMs' cells and adds cells while packing (CNV: 10,112
+#: LUT4 before packing, 11,520 after). Measured on the designs of ``bench/hardware.py``
+#: (LFE5U-85F): 1.15 to 1.21.
 #: The iCE40 parts keep 1.0: not measured.
 ECP5_PLACED_LUT_FACTOR = 1.18
 
